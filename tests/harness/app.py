@@ -1,0 +1,1 @@
+"""Application fixtures: settings, database, Slack emulator wiring."""

@@ -1,0 +1,1 @@
+"""Real-part fixture; see TESTING.md."""
