@@ -1,0 +1,188 @@
+"""``backup-bot doctor``: check everything the bot needs and say, in plain words, what is wrong.
+
+Each check is independent and reports ``ok``/``problem`` with the fix; one failing check never hides the
+others (except that nothing can be checked without readable settings). Exit status 0 when all pass, 1 when
+any fails. The database is only read: doctor reports pending migrations but does not apply them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from slack_sdk.errors import SlackApiError, SlackClientError
+from tortoise import Tortoise
+
+from bot.cli.util import ensure_writable_dir, load_for_command
+from bot.config import ConfigError, Settings
+from bot.slack.app import build_client
+from bot.slack.auth import check_bot_token
+from storage import db
+from storage.crypto import install_keyring
+from storage.errors import StorageError
+from storage.models import BotIdentity
+
+console = Console(highlight=False)
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+
+
+class Problem(Exception):
+    """A failed check; the message is the detail shown to the operator."""
+
+
+Check = Callable[[Settings], Awaitable[str]]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("doctor", help="check settings, database, Slack, borg and ssh")
+    parser.set_defaults(handler=handle)
+
+
+async def handle(args: argparse.Namespace) -> int:
+    settings = load_for_command(Path(args.env_file))
+    findings = await run_checks(settings)
+    table = Table(show_header=True, header_style="bold")
+    for column in ("check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        table.add_row(f.check, "[green]ok[/]" if f.ok else "[red]problem[/]", f.detail)
+    console.print(table)
+    failed = [f for f in findings if not f.ok]
+    console.print(f"{len(failed)} problem(s) found." if failed else "Everything looks right.")
+    return 1 if failed else 0
+
+
+async def run_checks(settings: Settings) -> list[Finding]:
+    checks: list[tuple[str, Check]] = [
+        ("data directory", _data_dir),
+        ("secret keys", _secret_keys),
+        ("database", _database),
+        ("stored secrets", _stored_secrets),
+        ("Slack bot token", _slack_token),
+        ("Slack connection mode", _slack_mode),
+        ("borg", _borg),
+        ("ssh client", _ssh),
+    ]
+    findings = []
+    for name, check in checks:
+        try:
+            findings.append(Finding(name, True, await check(settings)))
+        except (Problem, ConfigError, StorageError) as exc:
+            findings.append(Finding(name, False, str(exc)))
+    return findings
+
+
+async def _data_dir(settings: Settings) -> str:
+    ensure_writable_dir(settings.data_dir, "BACKUPBOT_DATA_DIR")
+    return f"{settings.data_dir.resolve()} is writable"
+
+
+async def _secret_keys(settings: Settings) -> str:
+    keyring = settings.keyring()
+    return f"{len(keyring.keys)} key(s) configured; the first one encrypts"
+
+
+async def _database(settings: Settings) -> str:
+    url = settings.resolved_database_url
+    await db.connect(url, migrate=False)
+    await db.close()
+    pending = await db.pending_migrations(url)
+    if pending:
+        raise Problem(
+            f"{db.describe(url)} is reachable but {len(pending)} migration(s) are pending: run "
+            "`backup-bot migrate` (the bot also applies them when it starts)."
+        )
+    return f"{db.describe(url)} is reachable and its schema is current"
+
+
+async def _stored_secrets(settings: Settings) -> str:
+    install_keyring(settings.keyring())
+    try:
+        await db.connect(settings.resolved_database_url, migrate=False)
+        row = await BotIdentity.get_or_none(name="default")
+        if row is None:
+            raise Problem("The bot has no SSH identity yet: run `backup-bot init`.")
+        row.private_key.reveal()
+    except StorageError as exc:
+        raise Problem(str(exc)) from None
+    except Problem:
+        raise
+    except Exception:
+        raise Problem(
+            "The bot's SSH identity cannot be read: run `backup-bot migrate`, then `backup-bot init`."
+        ) from None
+    finally:
+        if Tortoise._inited:
+            await db.close()
+    return "the secret keys decrypt the bot's SSH identity"
+
+
+async def _slack_token(settings: Settings) -> str:
+    settings.require("SLACK_BOT_TOKEN")
+    who = await check_bot_token(build_client(settings))
+    return f"accepted for workspace {who.team or who.team_id} (bot user {who.user_id})"
+
+
+async def _slack_mode(settings: Settings) -> str:
+    if not settings.socket_mode:
+        settings.require("SLACK_SIGNING_SECRET")
+        return f"HTTP mode: Slack must reach http(s)://<this host>:{settings.http_port}/slack/events"
+    assert settings.slack_app_token is not None
+    client = build_client(settings) if settings.slack_bot_token else None
+    if client is None:
+        return "Socket Mode (app token set); its check needs SLACK_BOT_TOKEN too"
+    try:
+        await client.apps_connections_open(app_token=settings.slack_app_token.get_secret_value())
+    except SlackApiError as exc:
+        raise Problem(
+            f"SLACK_APP_TOKEN was refused ({exc.response.get('error')}). Create an app-level token "
+            "with the connections:write scope and enable Socket Mode in the app settings."
+        ) from None
+    except (SlackClientError, OSError) as exc:
+        raise Problem(f"Cannot reach Slack to open a Socket Mode connection ({type(exc).__name__}).") from None
+    return "Socket Mode: the app token can open a connection"
+
+
+async def _command_version(binary: str, *args: str) -> str:
+    beside_python = Path(sys.executable).parent / binary  # the venv's own borg, even when not activated
+    path = str(beside_python) if beside_python.exists() else shutil.which(binary)
+    if path is None:
+        raise Problem(f"`{binary}` is not on the PATH.")
+    process = await asyncio.create_subprocess_exec(
+        path, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise Problem(f"`{binary} {' '.join(args)}` failed with exit status {process.returncode}.")
+    return out.decode(errors="replace").strip().splitlines()[0]
+
+
+async def _borg(settings: Settings) -> str:
+    try:
+        version = await _command_version("borg", "--version")
+    except Problem as exc:
+        raise Problem(f"{exc} Install the bot with `pip install -e .` (it brings borgbackup 1.4).") from None
+    number = version.split()[-1]
+    if not number.startswith("1.4"):
+        raise Problem(f"{version} is installed; the bot supports borg 1.4.x.")
+    return version
+
+
+async def _ssh(settings: Settings) -> str:
+    try:
+        return await _command_version("ssh", "-V")
+    except Problem as exc:
+        raise Problem(f"{exc} Install OpenSSH's client (Debian: `apt-get install openssh-client`).") from None

@@ -1,0 +1,69 @@
+"""``backup-bot run``: serve Slack (Socket Mode when SLACK_APP_TOKEN is set, HTTP otherwise).
+
+Start-up checks everything that would otherwise fail on the first click (settings, database and schema,
+secret key, Slack token) and stops with one sentence if one is wrong. SIGTERM/SIGINT stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from rich.console import Console
+
+from bot.cli.util import load_for_command
+from bot.identity import ensure_identity
+from bot.slack.app import build_app, serve_http, start_socket_mode
+from bot.slack.auth import check_bot_token
+from storage import db
+from storage.crypto import install_keyring
+
+console = Console(highlight=False)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("run", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
+    parser.set_defaults(handler=handle)
+
+
+async def handle(args: argparse.Namespace) -> int:
+    settings = load_for_command(Path(args.env_file))
+    settings.require_slack()
+    install_keyring(settings.keyring())
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.resolved_database_url.startswith("sqlite://"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    async with db.database(settings.resolved_database_url):
+        await ensure_identity()
+        app = build_app(settings)
+        who = await check_bot_token(app.client)
+        stop = _stop_event()
+        if settings.socket_mode:
+            handler = await start_socket_mode(app, settings)
+            console.print(f"Connected to Slack workspace {who.team} over Socket Mode. Ctrl-C stops.")
+            try:
+                await stop.wait()
+            finally:
+                await handler.close_async()
+        else:
+            runner = await serve_http(app, settings.http_host, settings.http_port)
+            console.print(
+                f"Serving workspace {who.team} over HTTP on {settings.http_host}:{settings.http_port}"
+                "/slack/events. Ctrl-C stops."
+            )
+            try:
+                await stop.wait()
+            finally:
+                await runner.cleanup()
+    return 0
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,152 @@
+"""Configuration from the environment and ``.env`` (pydantic-settings).
+
+Loading is lenient about what is *missing* (``init`` needs nothing, ``migrate`` needs no Slack token) and
+strict about what is *malformed*. Each command then calls :meth:`Settings.require` for what it needs. Every
+problem becomes a :class:`ConfigError` whose message names the variable and says how to fix it; the CLI
+prints that message alone, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.crypto import Keyring, parse_keys
+from storage.db import check_url
+from storage.errors import StorageError
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator."""
+
+
+_HINTS: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "Copy the Bot User OAuth Token (xoxb-…) from your Slack app's OAuth & Permissions page.",
+    "SLACK_APP_TOKEN": "Create an app-level token with the connections:write scope (xapp-…) under Basic "
+    "Information → App-Level Tokens, or leave it unset to run in HTTP mode.",
+    "SLACK_SIGNING_SECRET": "Copy the Signing Secret from your Slack app's Basic Information page.",
+    "BACKUPBOT_SECRET_KEYS": "Run `backup-bot init` to create one.",
+    "DATABASE_URL": "Leave it unset for SQLite in the data directory, or use postgres://… or mysql://….",
+}
+
+ENV_FILE = ".env"
+
+
+class Settings(BaseSettings):
+    """Every setting, with its environment variable name."""
+
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore", case_sensitive=True, populate_by_name=True
+    )
+
+    data_dir: Path = Field(default=Path("data"), alias="BACKUPBOT_DATA_DIR")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    secret_keys: SecretStr | None = Field(default=None, alias="BACKUPBOT_SECRET_KEYS")
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
+    http_host: str = Field(default="0.0.0.0", alias="BACKUPBOT_HTTP_HOST")  # noqa: S104 - a server's listen address
+    http_port: int = Field(default=3000, ge=1, le=65535, alias="BACKUPBOT_HTTP_PORT")
+    log_level: str = Field(default="INFO", alias="BACKUPBOT_LOG_LEVEL")
+
+    @field_validator("secret_keys", "slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                parse_keys(value.get_secret_value())
+            except StorageError as exc:
+                raise ValueError(str(exc).removeprefix("BACKUPBOT_SECRET_KEYS: ")) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                check_url(value)
+            except StorageError as exc:
+                raise ValueError(str(exc).removeprefix("DATABASE_URL ")) from None
+        return value or None
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+    # --- derived values -------------------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{(self.data_dir / 'backup-bot.sqlite3').resolve()}"
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def keyring(self) -> Keyring:
+        self.require("BACKUPBOT_SECRET_KEYS")
+        assert self.secret_keys is not None
+        return Keyring(self.secret_keys.get_secret_value())
+
+    def require(self, *names: str) -> None:
+        """Raise one ConfigError naming every missing variable among ``names``, each with its fix."""
+        fields = {f.alias: name for name, f in type(self).model_fields.items()}
+        missing = [n for n in names if getattr(self, fields[n]) is None]
+        if missing:
+            lines = [f"{n} is not set. {_HINTS.get(n, '')}".strip() for n in missing]
+            raise ConfigError("\n".join(lines) + f"\nSet it in the environment or in {ENV_FILE}.")
+
+    def require_slack(self) -> None:
+        """Bot token always; then an app token (Socket Mode) or a signing secret (HTTP mode)."""
+        self.require("SLACK_BOT_TOKEN")
+        if not self.socket_mode:
+            try:
+                self.require("SLACK_SIGNING_SECRET")
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc}\nOr set SLACK_APP_TOKEN (xapp-…) to use Socket Mode, which needs no signing secret."
+                ) from None
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = ENV_FILE, **overrides: Any) -> Settings:
+    """Settings from the environment (and ``env_file``), or a ConfigError listing every malformed value."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "configuration"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            hint = _HINTS.get(name, "")
+            problems.append(f"{name} {message}. {hint}".strip())
+        raise ConfigError("\n".join(problems)) from None

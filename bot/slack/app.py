@@ -1,0 +1,114 @@
+"""The bolt ``AsyncApp``: construction, workspace scoping, and the two ways to serve it.
+
+Listeners are registered per surface (commands, actions, events) by each module's ``register``. A global
+middleware resolves the Slack workspace of every request into a :class:`~storage.tenancy.Tenant` in
+``context["tenant"]``, creating the Workspace row on first contact, so listeners never build queries
+without a workspace. The Web API client retries 429s (honouring Retry-After) and 5xx/connection errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.slack import actions, commands, events
+from storage.models import Workspace
+from storage.tenancy import Tenant
+
+log = logging.getLogger(__name__)
+EVENTS_PATH = "/slack/events"
+SURFACES = (commands, actions, events)
+
+
+def build_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client; ``SLACK_API_URL`` points it at the emulator or a proxy."""
+    assert settings.slack_bot_token is not None
+    kwargs: dict[str, Any] = {}
+    if settings.slack_api_url:
+        kwargs["base_url"] = settings.slack_api_url
+    client = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), **kwargs)
+    client.retry_handlers.extend(
+        [
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncServerErrorRetryHandler(max_retry_count=3),
+            AsyncConnectionErrorRetryHandler(max_retry_count=3),
+        ]
+    )
+    return client
+
+
+def build_app(settings: Settings, *, client: AsyncWebClient | None = None) -> AsyncApp:
+    """The app with every surface registered. HTTP mode verifies signatures; Socket Mode needs none."""
+    settings.require_slack()
+    signing = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    app = AsyncApp(
+        client=client or build_client(settings),
+        signing_secret=signing,
+        request_verification_enabled=not settings.socket_mode,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+    app.middleware(_tenant_middleware(set()))
+    for surface in SURFACES:
+        surface.register(app)
+    app.error(_on_error)
+    return app
+
+
+def _tenant_middleware(known: set[str]) -> Callable[..., Awaitable[None]]:
+    async def resolve_tenant(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        team_id = context.team_id or context.enterprise_id
+        if team_id:
+            if team_id not in known:
+                await Workspace.get_or_create(team_id=team_id)
+                known.add(team_id)
+            context["tenant"] = Tenant(team_id)
+        await next()
+
+    return resolve_tenant
+
+
+async def _on_error(error: Exception, body: dict, logger: logging.Logger) -> None:
+    # The body may carry user input; log its type only. Secrets never reach this point as plaintext.
+    logger.error("listener failed: %s (%s)", type(error).__name__, body.get("type") or body.get("command"))
+    logger.debug("listener error detail", exc_info=error)
+
+
+def http_app(app: AsyncApp) -> web.Application:
+    """aiohttp application: Slack's request URL at ``/slack/events`` plus ``/healthz`` for probes."""
+    web_app = app.web_app(path=EVENTS_PATH)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    web_app.router.add_get("/healthz", healthz)
+    return web_app
+
+
+async def serve_http(app: AsyncApp, host: str, port: int) -> web.AppRunner:
+    """Start the HTTP listener; the caller owns the returned runner and must ``cleanup()`` it."""
+    runner = web.AppRunner(http_app(app))
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+async def start_socket_mode(app: AsyncApp, settings: Settings) -> AsyncSocketModeHandler:
+    """Connect over Socket Mode (outbound WebSocket; no public URL needed)."""
+    assert settings.slack_app_token is not None
+    handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+    await handler.connect_async()
+    return handler

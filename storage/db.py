@@ -1,0 +1,138 @@
+"""Connecting to the database and applying migrations.
+
+The schema is owned by Tortoise's built-in migrations (``storage/migrations``); ``migrate()`` is idempotent
+and runs at every start, so an upgrade of the bot upgrades its schema. Failures are turned into one sentence
+that names DATABASE_URL and says what to check, never a driver traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from tortoise import Tortoise
+from tortoise.migrations.api import migrate as tortoise_migrate
+
+from storage.errors import DatabaseUnavailable
+
+APP_LABEL = "models"
+MODELS_MODULE = "storage.models"
+MIGRATIONS_MODULE = "storage.migrations"
+SUPPORTED_SCHEMES = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MySQL/MariaDB"}
+
+log = logging.getLogger(__name__)
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    """The Tortoise config dict for ``database_url`` (also used by the `tortoise` CLI via pyproject)."""
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            APP_LABEL: {
+                "models": [MODELS_MODULE],
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def check_url(database_url: str) -> str:
+    """Validate the URL's scheme early, with a message that lists what is supported."""
+    scheme = urlsplit(database_url).scheme
+    if scheme not in SUPPORTED_SCHEMES:
+        examples = "sqlite:///var/lib/backup-bot/bot.sqlite3, postgres://user:pass@host:5432/db, mysql://user:pass@host:3306/db"
+        raise DatabaseUnavailable(
+            f"DATABASE_URL uses the scheme {scheme or '(none)'!r}, which is not supported. Use one of: {examples}."
+        )
+    return scheme
+
+
+def describe(database_url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(database_url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return database_url
+
+
+def _unavailable(database_url: str, exc: BaseException) -> DatabaseUnavailable:
+    kind = SUPPORTED_SCHEMES.get(urlsplit(database_url).scheme, "database")
+    reason = type(exc).__name__
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    # Driver messages may echo the DSN; strip the password if it is there.
+    password = urlsplit(database_url).password
+    if password:
+        detail = detail.replace(password, "***")
+    return DatabaseUnavailable(
+        f"Cannot use the {kind} database at {describe(database_url)} ({reason}: {detail}). Check that the "
+        "server is running and reachable, that the database exists and the user may use it, then fix "
+        "DATABASE_URL in .env and try again."
+    )
+
+
+async def connect(database_url: str, *, migrate: bool = True) -> None:
+    """Open the connection (and bring the schema up to date unless ``migrate=False``)."""
+    check_url(database_url)
+    try:
+        if migrate:
+            await run_migrations(database_url)
+        await Tortoise.init(config=tortoise_config(database_url))
+        await Tortoise.get_connection("default").execute_query("SELECT 1")
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await Tortoise.close_connections()
+        raise _unavailable(database_url, exc) from exc
+
+
+async def run_migrations(database_url: str) -> None:
+    """Apply every pending migration; a no-op when the schema is current."""
+    # migrate() initialises Tortoise without query builders (init_connections=False), which leaves the
+    # models unusable; close that context so connect() can initialise a complete one.
+    try:
+        await tortoise_migrate(config=tortoise_config(database_url))
+    finally:
+        await Tortoise.close_connections()
+
+
+async def close() -> None:
+    await Tortoise.close_connections()
+
+
+@contextlib.asynccontextmanager
+async def database(database_url: str, *, migrate: bool = True) -> AsyncIterator[None]:
+    """``async with database(url):`` — connected (and migrated) inside, closed after."""
+    await connect(database_url, migrate=migrate)
+    try:
+        yield
+    finally:
+        await close()
+
+
+# For the `tortoise makemigrations` CLI (developers only): models are diffed against this config.
+TORTOISE_ORM = tortoise_config("sqlite://:memory:")
+
+
+async def pending_migrations(database_url: str) -> list[str]:
+    """Names of migrations not yet applied (the database is only read)."""
+    from tortoise.connection import get_connection
+    from tortoise.migrations.executor import MigrationExecutor
+
+    config = tortoise_config(database_url)
+    try:
+        await Tortoise.init(config=config, init_connections=False)
+        executor = MigrationExecutor(get_connection("default"), config["apps"])
+        steps = await executor.plan(None)
+        return [f"{s.migration.app_label}.{s.migration.name}" for s in steps if not s.backward]
+    except Exception as exc:
+        raise _unavailable(database_url, exc) from exc
+    finally:
+        await Tortoise.close_connections()

@@ -1,0 +1,439 @@
+"""The data model of the Backup Wizard.
+
+Model docstrings become table comments in the migrations: keep semicolons out of them (the SQLite
+schema editor splits statements on them).
+
+Every row that belongs to a Slack workspace carries ``team_id`` and is reached through
+:mod:`storage.tenancy`, which refuses queries that do not name the workspace. Secrets are
+:class:`~storage.fields.EncryptedTextField` columns. Enumerations are stored as short strings so the
+schema is the same on SQLite, PostgreSQL and MariaDB.
+
+The seed's tables (Repository "enhanced", backup_templates, database_credentials) are followed column for
+column, with two deliberate changes: DatabaseCredential's ``UNIQUE (server_id, db_type, is_default)`` would
+allow only one *non*-default credential per type, so "one default per server and type" is enforced in
+:meth:`DatabaseCredential.make_default` instead; and every table gets ``team_id``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+from storage.fields import EncryptedTextField
+
+
+class BackupType(StrEnum):
+    FILES = "files"
+    MYSQL = "mysql"
+    POSTGRESQL = "postgresql"
+    MONGODB = "mongodb"
+    DOCKER = "docker"
+    SYSTEM = "system"
+
+
+class DbType(StrEnum):
+    MYSQL = "mysql"
+    POSTGRESQL = "postgresql"
+    MONGODB = "mongodb"
+    REDIS = "redis"
+
+
+class AuthMethod(StrEnum):
+    PASSWORD = "password"  # noqa: S105 - an enum label, not a password
+    SOCKET = "socket"
+    SSL = "ssl"
+    KERBEROS = "kerberos"
+
+
+class TestStatus(StrEnum):
+    UNTESTED = "untested"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class ServerStatus(StrEnum):
+    NEW = "new"  # added, never contacted
+    UNCONFIRMED = "unconfirmed"  # host key seen, waiting for a person to confirm the fingerprint
+    OK = "ok"
+    UNREACHABLE = "unreachable"
+    HOST_KEY_CHANGED = "host_key_changed"
+
+
+class PoolKind(StrEnum):
+    SSH = "ssh"
+    LOCAL = "local"
+
+
+class PerformanceTier(StrEnum):
+    FAST = "fast"
+    STANDARD = "standard"
+    ARCHIVE = "archive"
+
+
+class SnapshotMethod(StrEnum):
+    NONE = "none"
+    LVM = "lvm"
+    ZFS = "zfs"
+    BTRFS = "btrfs"
+    VMWARE = "vmware"
+    HYPERV = "hyperv"
+
+
+class ChainStatus(StrEnum):
+    DRAFT = "draft"
+    PENDING_APPROVAL = "pending_approval"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REJECTED = "rejected"
+
+
+class RunKind(StrEnum):
+    BACKUP = "backup"
+    PRUNE = "prune"
+    COMPACT = "compact"
+    CHECK = "check"
+    TEST = "test"
+    RESTORE = "restore"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    WARNING = "warning"  # borg exit 1: archive exists, something was skipped
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the bot died while it ran; retried, never reported successful
+    SKIPPED = "skipped"  # e.g. not started inside its window
+    CANCELLED = "cancelled"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class TimestampedMixin:
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+
+class Workspace(Model, TimestampedMixin):
+    """A Slack workspace (team) that installed the bot, whose ``settings`` hold approval rules and defaults."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, unique=True)
+    name = fields.CharField(max_length=255, default="")
+    settings: dict = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "workspace"
+
+
+class BotIdentity(Model):
+    """The bot's own SSH key pair (one per installation) with the private half encrypted."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True, default="default")
+    key_type = fields.CharField(max_length=32)
+    public_key = fields.TextField()
+    private_key = EncryptedTextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "bot_identity"
+
+
+class Server(Model, TimestampedMixin):
+    """A machine reached over SSH: a backup source, a storage pool host, or both."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    name = fields.CharField(max_length=100)
+    host = fields.CharField(max_length=255)
+    port = fields.IntField(default=22)
+    username = fields.CharField(max_length=64, default="root")
+    host_key = fields.TextField(null=True)  # OpenSSH public key line, pinned
+    host_key_fingerprint = fields.CharField(max_length=128, null=True)  # SHA256:…
+    capabilities: dict | None = fields.JSONField(null=True)
+    capabilities_detected_at = fields.DatetimeField(null=True)
+    status = fields.CharEnumField(ServerStatus, max_length=24, default=ServerStatus.NEW)
+    created_by = fields.CharField(max_length=32, default="")
+
+    class Meta:
+        table = "server"
+        unique_together = (("team_id", "name"),)
+
+
+class DatabaseCredential(Model):
+    """Credentials for a database on a server (seed table ``database_credentials``)."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    server: fields.ForeignKeyRelation[Server] = fields.ForeignKeyField(
+        "models.Server", related_name="credentials", on_delete=fields.CASCADE
+    )
+    db_type = fields.CharEnumField(DbType, max_length=16)
+    host = fields.CharField(max_length=255, default="localhost")
+    port = fields.IntField()
+    username = fields.CharField(max_length=100)
+    password = EncryptedTextField()
+    auth_method = fields.CharEnumField(AuthMethod, max_length=16, default=AuthMethod.PASSWORD)
+    ssl_config: dict | None = fields.JSONField(null=True)
+    is_default = fields.BooleanField(default=False)
+    test_status = fields.CharEnumField(TestStatus, max_length=16, default=TestStatus.UNTESTED)
+    last_test_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "database_credentials"
+
+    async def make_default(self) -> None:
+        """Mark this credential the default for its server and type, clearing any other default."""
+        from tortoise.transactions import in_transaction
+
+        async with in_transaction():
+            await (
+                DatabaseCredential.filter(
+                    team_id=self.team_id,
+                    server_id=self.server_id,
+                    db_type=self.db_type,
+                    is_default=True,  # type: ignore[attr-defined]
+                )
+                .exclude(id=self.id)
+                .update(is_default=False)
+            )
+            self.is_default = True
+            await self.save(update_fields=["is_default"])
+
+
+class StoragePool(Model, TimestampedMixin):
+    """Where repositories live: a directory on an SSH host, or on the bot's own host (``local``)."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    name = fields.CharField(max_length=100)
+    kind = fields.CharEnumField(PoolKind, max_length=8, default=PoolKind.SSH)
+    server: fields.ForeignKeyNullableRelation[Server] = fields.ForeignKeyField(
+        "models.Server", related_name="pools", null=True, on_delete=fields.RESTRICT
+    )
+    base_path = fields.CharField(max_length=1024)
+    tier = fields.CharEnumField(PerformanceTier, max_length=16, default=PerformanceTier.STANDARD)
+    capacity_bytes = fields.BigIntField(null=True)
+    available_bytes = fields.BigIntField(null=True)
+    available_checked_at = fields.DatetimeField(null=True)
+    quota_bytes = fields.BigIntField(null=True)
+    alert_threshold_pct = fields.IntField(default=85)
+
+    class Meta:
+        table = "storage_pool"
+        unique_together = (("team_id", "name"),)
+
+
+class Repository(Model, TimestampedMixin):
+    """A BorgBackup repository in a pool (the seed's ``repository`` with its enhanced columns)."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    pool: fields.ForeignKeyRelation[StoragePool] = fields.ForeignKeyField(
+        "models.StoragePool", related_name="repositories", on_delete=fields.RESTRICT
+    )
+    name = fields.CharField(max_length=100)
+    path = fields.CharField(max_length=1024)  # absolute path on the pool host
+    encryption = fields.CharField(max_length=32, default="repokey-blake2")
+    compression = fields.CharField(max_length=32, default="lz4")
+    passphrase = EncryptedTextField()
+    key_export = EncryptedTextField(null=True)  # `borg key export` output, so a restore never needs the pool alone
+    # Key the *source* servers use to push to this repository (append-only, restricted on the pool).
+    client_key_public = fields.TextField(null=True)
+    client_key_private = EncryptedTextField(null=True)
+    retention: dict = fields.JSONField(default=dict)
+    snapshot_method = fields.CharEnumField(SnapshotMethod, max_length=16, default=SnapshotMethod.NONE)
+    snapshot_config: dict | None = fields.JSONField(null=True)
+    pre_backup_commands: list | None = fields.JSONField(null=True)
+    post_backup_commands: list | None = fields.JSONField(null=True)
+    test_mode = fields.BooleanField(default=False)
+    last_prune_at = fields.DatetimeField(null=True)
+    prune_schedule: dict | None = fields.JSONField(null=True)
+    size_bytes = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "repository"
+        unique_together = (("pool_id", "name"),)
+
+
+class BackupSource(Model, TimestampedMixin):
+    """What to back up on a server: its type and type-specific configuration."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    server: fields.ForeignKeyRelation[Server] = fields.ForeignKeyField(
+        "models.Server", related_name="sources", on_delete=fields.RESTRICT
+    )
+    name = fields.CharField(max_length=100)
+    type = fields.CharEnumField(BackupType, max_length=16)
+    config: dict = fields.JSONField(default=dict)
+    credential: fields.ForeignKeyNullableRelation[DatabaseCredential] = fields.ForeignKeyField(
+        "models.DatabaseCredential", related_name="sources", null=True, on_delete=fields.SET_NULL
+    )
+
+    class Meta:
+        table = "backup_source"
+
+
+class BackupTemplate(Model, TimestampedMixin):
+    """A reusable wizard answer set (the seed's ``backup_templates``)."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    name = fields.CharField(max_length=100)
+    description = fields.TextField(default="")
+    backup_type = fields.CharEnumField(BackupType, max_length=16)
+    source_config: dict = fields.JSONField(default=dict)
+    snapshot_method = fields.CharField(max_length=50, null=True)
+    retention_policy: dict = fields.JSONField(default=dict)
+    compression = fields.CharField(max_length=50, default="lz4")
+    encryption = fields.CharField(max_length=50, default="repokey-blake2")
+    schedule: dict | None = fields.JSONField(null=True)
+    tags: list | None = fields.JSONField(null=True)
+    created_by = fields.CharField(max_length=32, default="")
+
+    class Meta:
+        table = "backup_templates"
+        unique_together = (("team_id", "name"),)
+
+
+class BackupChain(Model, TimestampedMixin):
+    """Sources → repository on a schedule: the unit a person creates, approves, pauses and is told about."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    name = fields.CharField(max_length=100)
+    repository: fields.ForeignKeyRelation[Repository] = fields.ForeignKeyField(
+        "models.Repository", related_name="chains", on_delete=fields.RESTRICT
+    )
+    sources: fields.ManyToManyRelation[BackupSource] = fields.ManyToManyField(
+        "models.BackupSource", related_name="chains", through="backup_chain_source"
+    )
+    # {"days": ["mon", …], "at": "02:00"} or {"days": […], "window": ["01:00", "05:00"]}, plus "timezone".
+    schedule: dict = fields.JSONField(default=dict)
+    timezone = fields.CharField(max_length=64, default="UTC")
+    priority = fields.IntField(default=5)
+    depends_on: fields.ForeignKeyNullableRelation[BackupChain] = fields.ForeignKeyField(
+        "models.BackupChain", related_name="dependents", null=True, on_delete=fields.SET_NULL
+    )
+    status = fields.CharEnumField(ChainStatus, max_length=24, default=ChainStatus.DRAFT)
+    notify_channel = fields.CharField(max_length=32, null=True)
+    notify_success = fields.BooleanField(default=True)
+    created_by = fields.CharField(max_length=32, default="")
+    template: fields.ForeignKeyNullableRelation[BackupTemplate] = fields.ForeignKeyField(
+        "models.BackupTemplate", related_name="chains", null=True, on_delete=fields.SET_NULL
+    )
+
+    class Meta:
+        table = "backup_chain"
+        unique_together = (("team_id", "name"),)
+
+
+class WizardSession(Model, TimestampedMixin):
+    """One person's pass through the wizard, saved after every step so a restart loses nothing."""
+
+    id = fields.UUIDField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    user_id = fields.CharField(max_length=32)
+    channel_id = fields.CharField(max_length=32, null=True)
+    state = fields.CharField(max_length=32)
+    data: dict = fields.JSONField(default=dict)
+    view_id = fields.CharField(max_length=32, null=True)
+    version = fields.IntField(default=0)  # bumped on every save; stale writers lose
+    expires_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "wizard_session"
+
+
+class Run(Model):
+    """One execution: a backup, prune, compact, check, test backup or restore."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    chain: fields.ForeignKeyNullableRelation[BackupChain] = fields.ForeignKeyField(
+        "models.BackupChain", related_name="runs", null=True, on_delete=fields.CASCADE
+    )
+    repository: fields.ForeignKeyNullableRelation[Repository] = fields.ForeignKeyField(
+        "models.Repository", related_name="runs", null=True, on_delete=fields.CASCADE
+    )
+    kind = fields.CharEnumField(RunKind, max_length=16)
+    status = fields.CharEnumField(RunStatus, max_length=16, default=RunStatus.QUEUED, db_index=True)
+    priority = fields.IntField(default=5)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(null=True, db_index=True)
+    lock_key = fields.CharField(max_length=255, null=True, db_index=True)
+    scheduled_for = fields.DatetimeField(null=True)
+    window_ends_at = fields.DatetimeField(null=True)
+    started_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+    archive_name = fields.CharField(max_length=255, null=True)
+    stats: dict | None = fields.JSONField(null=True)
+    error = fields.TextField(null=True)
+    error_kind = fields.CharField(max_length=32, null=True)
+    log_excerpt = fields.TextField(null=True)
+    requested_by = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "run"
+
+
+class Approval(Model):
+    """A request for a person to approve a chain, decided exactly once, by compare-and-set on ``status``."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    chain: fields.ForeignKeyRelation[BackupChain] = fields.ForeignKeyField(
+        "models.BackupChain", related_name="approvals", on_delete=fields.CASCADE
+    )
+    requested_by = fields.CharField(max_length=32)
+    status = fields.CharEnumField(ApprovalStatus, max_length=16, default=ApprovalStatus.PENDING)
+    decided_by = fields.CharField(max_length=32, null=True)
+    decided_at = fields.DatetimeField(null=True)
+    reason = fields.TextField(null=True)
+    channel_id = fields.CharField(max_length=32, null=True)
+    message_ts = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "approval"
+
+
+class AuditLog(Model):
+    """Who did what, when: every state change a person or the scheduler causes."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    actor = fields.CharField(max_length=32)  # Slack user id, or "system"
+    action = fields.CharField(max_length=64)
+    object_type = fields.CharField(max_length=32)
+    object_id = fields.CharField(max_length=64, null=True)
+    details: dict = fields.JSONField(default=dict)
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        table = "audit_log"
+
+
+TENANT_MODELS: tuple[type[Model], ...] = (
+    Server,
+    DatabaseCredential,
+    StoragePool,
+    Repository,
+    BackupSource,
+    BackupTemplate,
+    BackupChain,
+    WizardSession,
+    Run,
+    Approval,
+    AuditLog,
+)
