@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate as tortoise_migrate
 
 from storage.errors import DatabaseUnavailable
@@ -80,17 +82,29 @@ def _unavailable(database_url: str, exc: BaseException) -> DatabaseUnavailable:
 async def connect(database_url: str, *, migrate: bool = True) -> None:
     """Open the connection (and bring the schema up to date unless ``migrate=False``)."""
     check_url(database_url)
+    # Tortoise caches INSERT/DELETE SQL per connection *name*; a process that reconnects "default" to
+    # another engine (tests, the doctor) would reuse the previous dialect's SQL without this.
+    EXECUTOR_CACHE.clear()
     try:
         if migrate:
             await run_migrations(database_url)
         await Tortoise.init(config=tortoise_config(database_url))
         await Tortoise.get_connection("default").execute_query("SELECT 1")
+        _restrict_sqlite_file(database_url)
     except DatabaseUnavailable:
         raise
     except Exception as exc:
         with contextlib.suppress(Exception):
             await Tortoise.close_connections()
         raise _unavailable(database_url, exc) from exc
+
+
+def _restrict_sqlite_file(database_url: str) -> None:
+    """The SQLite file holds (encrypted) secrets and the whole inventory: owner-only, like the .env file."""
+    parts = urlsplit(database_url)
+    path = parts.netloc + parts.path
+    if parts.scheme == "sqlite" and path and path != ":memory:" and os.path.exists(path):
+        os.chmod(path, 0o600)
 
 
 async def run_migrations(database_url: str) -> None:

@@ -15,8 +15,7 @@ from typing import Any
 from .errors import ApiError
 
 DEFAULT_SCOPES = (
-    "commands,chat:write,chat:write.public,im:write,users:read,channels:read,groups:read,files:write,"
-    "app_mentions:read"
+    "commands,chat:write,im:write,users:read,channels:read,groups:read,files:write,app_mentions:read"
 )
 
 
