@@ -19,8 +19,15 @@ from storage.crypto import Keyring, install_keyring
 from storage.models import BotIdentity
 
 BIN = Path(sys.executable).parent / "backup-bot"
-ENV_VARS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "BACKUPBOT_SECRET_KEYS", "DATABASE_URL",
-            "BACKUPBOT_DATA_DIR", "SLACK_API_URL")
+ENV_VARS = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "BACKUPBOT_SECRET_KEYS",
+    "DATABASE_URL",
+    "BACKUPBOT_DATA_DIR",
+    "SLACK_API_URL",
+)
 
 
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -84,7 +84,7 @@ def test_require_lists_every_missing_variable_with_its_fix(tmp_path: Path) -> No
 
 def test_http_mode_needs_a_signing_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
-    with pytest.raises(ConfigError, match="(?s)SLACK_SIGNING_SECRET is not set.*SLACK_APP_TOKEN"):
+    with pytest.raises(ConfigError, match=r"(?s)SLACK_SIGNING_SECRET is not set.*SLACK_APP_TOKEN"):
         load_settings(tmp_path / "none.env").require_slack()
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "abc")
     load_settings(tmp_path / "none.env").require_slack()

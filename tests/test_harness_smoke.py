@@ -97,9 +97,7 @@ async def test_sshd_password_login_installs_a_key(make_sshd: SshdFactory, tmp_pa
     ) as conn:  # fmt: skip
         uid = (await conn.run("id -u", check=True)).stdout.strip()
         no_sudo = await conn.run("sudo -n true", check=False)
-        await conn.run(
-            "umask 077 && mkdir -p ~/.ssh && cat >> ~/.ssh/authorized_keys", input=public + "\n", check=True
-        )
+        await conn.run("umask 077 && mkdir -p ~/.ssh && cat >> ~/.ssh/authorized_keys", input=public + "\n", check=True)
     assert uid != "0"
     assert no_sudo.exit_status != 0
 
@@ -182,10 +180,13 @@ def test_borg_over_ssh_append_only(make_sshd: SshdFactory, borg_env: BorgEnv) ->
     segments_before = _segments(repo)
     deleted = source.ssh(f"{on_source} delete {url}::src1", check=False)
     assert deleted.returncode == 0, deleted.stderr
+    # What the delete did: a new manifest without src1, so a plain listing no longer shows it ...
+    assert archive_names(borg_env, os.fspath(repo), host="pool", passphrase=passphrase) == ["src2"]
     source.ssh(f"{on_source} compact {url}")
     nuked = source.ssh(f"{on_source} delete {url}", check=False)
     assert nuked.returncode != 0
 
+    # ... but nothing committed was removed or rewritten.
     segments_after = _segments(repo)
     assert {k: segments_after.get(k) for k in segments_before} == segments_before  # nothing removed/rewritten
 
@@ -285,9 +286,8 @@ def test_btrfs_subvolume_and_readonly_snapshot(btrfs_mount: BtrfsMount) -> None:
 
 
 def test_lvm_reports_the_volume_group(lvm_vg: LvmVg) -> None:
-    report = json.loads(
-        lvm_vg.run("vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "vg_name,vg_size,vg_free").stdout
-    )
+    fields = "vg_name,vg_size,vg_free"
+    report = json.loads(lvm_vg.run("vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields).stdout)
     (vg,) = report["report"][0]["vg"]
     assert vg["vg_name"] == lvm_vg.vg_name
     assert int(vg["vg_free"]) > 0 and vg["vg_free"] == vg["vg_size"]
@@ -308,4 +308,3 @@ def test_docker_volume_and_exec(docker_daemon: DockerEnv) -> None:
     finally:
         docker_daemon.cli("rm", "-f", container, check=False)
         docker_daemon.cli("volume", "rm", volume, check=False)
-

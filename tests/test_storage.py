@@ -48,7 +48,7 @@ async def _raw_rows() -> str:
     conn = Tortoise.get_connection("default")
     dump = []
     for model in encrypted_columns():
-        rows = await conn.execute_query_dict(f"SELECT * FROM {model._meta.db_table}")  # noqa: S608
+        rows = await conn.execute_query_dict(f"SELECT * FROM {model._meta.db_table}")
         dump.append(repr(rows))
     return "\n".join(dump)
 
@@ -73,7 +73,9 @@ async def _populate(team: str = "T0001") -> dict:
         retention={"keep_daily": 7},
         pre_backup_commands=["sync"],
     )
-    source = await tenant.create(BackupSource, server=server, name="etc", type=BackupType.FILES, config={"paths": ["/etc"]})
+    source = await tenant.create(
+        BackupSource, server=server, name="etc", type=BackupType.FILES, config={"paths": ["/etc"]}
+    )
     template = await tenant.create(BackupTemplate, name="std", backup_type=BackupType.FILES, retention_policy={"d": 7})
     chain = await tenant.create(
         BackupChain, name="web1 nightly", repository=repo, schedule={"days": ["mon"], "at": "02:00"}, template=template

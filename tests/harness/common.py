@@ -199,10 +199,22 @@ def descendants(pid: int) -> list[int]:
 
 def pids_referencing(path: Path | str) -> list[int]:
     """Processes whose command line mentions ``path`` (our unique temp dir), e.g. containerd shims that dockerd
-    leaves re-parented to init. Never the current process."""
+    leaves re-parented to init, plus all their descendants (a container's processes). Never this process."""
     needle = os.fspath(path)
     me = os.getpid()
-    return [pid for pid, (_pp, _uid, cmd) in _proc_table().items() if needle in cmd and pid != me]
+    table = _proc_table()
+    found = [pid for pid, (_pp, _uid, cmd) in table.items() if needle in cmd and pid != me]
+    children: dict[int, list[int]] = {}
+    for child, (ppid, _uid, _cmd) in table.items():
+        children.setdefault(ppid, []).append(child)
+    out: list[int] = []
+    todo = list(found)
+    while todo:
+        pid = todo.pop()
+        if pid not in out and pid != me:
+            out.append(pid)
+            todo.extend(children.get(pid, []))
+    return out
 
 
 def pids_of_uid(uid: int) -> list[int]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ApiError
 from .limits import MESSAGE_TEXT_MAX, check_message_blocks
+from .messages import Ephemeral
 from .registry import Channel
 from .world import Ctx
 
@@ -104,8 +105,6 @@ def delete_message(ctx: Ctx) -> dict[str, Any]:
 
 def post_ephemeral(ctx: Ctx) -> dict[str, Any]:
     """chat.postEphemeral: only to a member of the channel."""
-    from .messages import Ephemeral
-
     channel = resolve_channel(ctx, ctx.text("channel"))
     user = ctx.world.registry.user(ctx.team_id, ctx.text("user", required=True, error="user_not_found"))
     if user.id not in channel.members:

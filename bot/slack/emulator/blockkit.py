@@ -178,7 +178,9 @@ def _text_value(element: dict[str, Any], text: str) -> str:
     return text
 
 
-def action_item(block: dict[str, Any], element: dict[str, Any], state: dict[str, Any] | None, ts: str) -> dict[str, Any]:
+def action_item(
+    block: dict[str, Any], element: dict[str, Any], state: dict[str, Any] | None, ts: str
+) -> dict[str, Any]:
     """One entry of ``actions[]`` in a block_actions payload, as Slack sends it for this element type."""
     item: dict[str, Any] = {
         "type": element.get("type"),

@@ -125,7 +125,9 @@ OPTION = Rule(
     texts={"text": TextRule(75, required=True), "description": TextRule(75)},
     strings={"value": 150, "url": 3000},
 )
-OPTION_GROUP = Rule(required=("label", "options"), texts={"label": TextRule(75, plain_only=True)}, lists={"options": 100})
+OPTION_GROUP = Rule(
+    required=("label", "options"), texts={"label": TextRule(75, plain_only=True)}, lists={"options": 100}
+)
 SECTION_FIELD = TextRule(2000, required=True)
 
 # Elements whose options must be plain_text (checkboxes and radio buttons accept mrkdwn too).

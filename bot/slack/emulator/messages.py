@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .blockkit import iter_elements
 from .errors import ApiError
 
 
@@ -96,8 +97,6 @@ class MessageStore:
 
     def find_with_action(self, action_id: str) -> tuple[str, dict[str, Any]] | None:
         """The newest message anywhere whose blocks hold ``action_id`` (for driver clicks on messages)."""
-        from .blockkit import iter_elements
-
         best: tuple[str, dict[str, Any]] | None = None
         for channel, items in self._channels.items():
             for message in items.values():

@@ -84,7 +84,13 @@ class FaultPlan:
 
 
 class Changes:
-    """Wakes up waiters whenever the emulator's state changes (calls recorded, views changed)."""
+    """Wakes up waiters whenever the emulator's state changes (calls recorded, views changed).
+
+    Waiters also re-check every ``POLL`` seconds, so predicates over state the emulator does not own (what an
+    app's listener recorded) work too.
+    """
+
+    POLL = 0.02
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Future[None]] = set()
@@ -96,18 +102,18 @@ class Changes:
                 waiter.set_result(None)
         self._waiters.clear()
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float) -> T:
-        """Return ``predicate()`` once truthy; ``TimeoutError`` after ``timeout`` seconds."""
+    async def wait_for(self, predicate: Callable[[], T | None], within: float) -> T:
+        """Return ``predicate()`` once truthy; ``TimeoutError`` after ``within`` seconds."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while not (result := predicate()):
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"condition not met within {timeout}s")
+                raise TimeoutError(f"condition not met within {within}s")
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)
             try:
-                await asyncio.wait_for(waiter, remaining)
+                await asyncio.wait_for(waiter, min(remaining, self.POLL))
             except TimeoutError:
-                continue
+                self._waiters.discard(waiter)
         return result

@@ -34,6 +34,12 @@ def apply_response(world: World, target: ResponseTarget, body: Any) -> tuple[int
         return 400, "invalid_blocks"
     target.uses += 1
     world.responses.append({"channel": target.channel_id, "user": target.user_id, "body": body})
+    show(world, target, body)
+    return 200, "ok"
+
+
+def show(world: World, target: ResponseTarget, body: dict[str, Any]) -> None:
+    """Display a reply the way Slack does (also used for a slash command's ack body)."""
     store = world.messages
     if body.get("delete_original") and target.message_ts:
         store.delete(target.channel_id, target.message_ts)
@@ -45,4 +51,3 @@ def apply_response(world: World, target: ResponseTarget, body: Any) -> tuple[int
         store.add(target.channel_id, _as_bot_message(world, target, body))
     else:
         store.ephemerals.append(Ephemeral(target.channel_id, target.user_id, _as_bot_message(world, target, body)))
-    return 200, "ok"

@@ -20,6 +20,7 @@ from .clock import Clock
 from .errors import ApiError
 from .records import Call, Fault, FaultPlan
 from .registry import AppToken, BotToken, Channel, Team, User
+from .response_urls import apply_response
 from .socket_mode import SocketModeHub
 from .views import ViewRecord
 from .world import Ctx, World
@@ -27,6 +28,9 @@ from .world import Ctx, World
 METHODS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     **api_chat.METHODS, **api_views.METHODS, **api_misc.METHODS, **api_files.METHODS,
 }
+
+# Parameters that carry JSON; form-encoded requests send them as JSON strings, decoded here for recording.
+JSON_FIELDS = ("blocks", "attachments", "view", "files", "metadata")
 
 DEFAULT_TEAM = "T0001"
 DEFAULT_USER = "U0001"
@@ -64,6 +68,12 @@ async def parse_request(request: web.Request) -> tuple[dict[str, Any], str | Non
         else:
             error = "invalid_post_type"
     form_token = params.pop("token", None) if request.content_type != "application/json" else None
+    for name in JSON_FIELDS:
+        if isinstance(params.get(name), str):
+            try:
+                params[name] = json.loads(params[name])
+            except json.JSONDecodeError:
+                pass  # left as is: the method refuses it with its own error code
     return params, token or (str(form_token) if form_token else None), error
 
 
@@ -188,9 +198,9 @@ class SlackEmulator:
         """Recorded calls of one method, oldest first."""
         return [c for c in self.calls if c.method == method]
 
-    async def wait_for_call(self, method: str, count: int = 1, timeout: float = 3.0) -> Call:
+    async def wait_for_call(self, method: str, count: int = 1, within: float = 3.0) -> Call:
         """Wait until ``method`` was called ``count`` times in total; returns the ``count``-th call."""
-        calls = await self.world.changes.wait_for(lambda: self.calls_to(method)[count - 1:], timeout)
+        calls = await self.world.changes.wait_for(lambda: self.calls_to(method)[count - 1:], within)
         return calls[0]
 
     def messages(self, channel: str = DEFAULT_CHANNEL) -> list[dict[str, Any]]:
@@ -298,8 +308,6 @@ class SlackEmulator:
         return web.Response(text=f"OK - {len(data)}", content_type="text/plain")
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
-        from .response_urls import apply_response
-
         target = self.world.response_targets.get(request.match_info["token"])
         if target is None:
             return web.Response(status=404, text="no_such_response_url")

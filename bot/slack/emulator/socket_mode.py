@@ -82,15 +82,15 @@ class SocketModeHub:
         """Connections that may receive envelopes."""
         return [c for c in self.connections if not c.draining and not c.ws.closed]
 
-    async def wait_connected(self, timeout: float = 5.0) -> Connection:
+    async def wait_connected(self, within: float = 5.0) -> Connection:
         """The newest live connection, waiting for the app to connect if needed."""
-        await self._world.changes.wait_for(lambda: bool(self.live()), timeout)
+        await self._world.changes.wait_for(lambda: bool(self.live()), within)
         return self.live()[-1]
 
     async def send(self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool,
-                   timeout: float = 5.0) -> asyncio.Future[dict[str, Any] | None]:
+                   within: float = 5.0) -> asyncio.Future[dict[str, Any] | None]:
         """Send an envelope; the returned future resolves with the ack's payload (``None`` if empty)."""
-        conn = await self.wait_connected(timeout)
+        conn = await self.wait_connected(within)
         envelope_id = str(uuid.uuid4())
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._pending[envelope_id] = future

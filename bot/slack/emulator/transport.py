@@ -11,8 +11,9 @@ import asyncio
 import json
 import time
 import urllib.parse
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 
@@ -20,8 +21,10 @@ from .errors import AckTimeoutError
 from .signing import signed_headers
 from .socket_mode import SocketModeHub
 
+T = TypeVar("T")
 Kind = Literal["slash_commands", "interactive", "events_api"]
 ACK_LIMIT = 3.0
+LATE_CAP = 30.0  # how long a driver in "flag late acks" mode still waits for a slow app
 SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 
 
@@ -76,11 +79,11 @@ def parse_body(raw: bytes, content_type: str) -> Any:
     return text
 
 
-async def _within(coro: Any, kind: str, limit: float, late_ok: bool) -> tuple[Any, float, bool]:
+async def _within(coro: Awaitable[T], kind: str, limit: float, late_ok: bool) -> tuple[T, float, bool]:
     """Await ``coro``; past ``limit`` either raise (Slack gave up) or flag it as late."""
     start = time.monotonic()
     try:
-        result = await asyncio.wait_for(coro, None if late_ok else limit)
+        result = await asyncio.wait_for(coro, LATE_CAP if late_ok else limit)
     except TimeoutError as exc:
         raise AckTimeoutError(kind, time.monotonic() - start, limit) from exc
     elapsed = time.monotonic() - start
@@ -132,7 +135,7 @@ class SocketModeTransport:
                       late_ok: bool = False) -> AppResponse:
         """Send the envelope and wait for ``{"envelope_id", "payload"}`` from the app."""
         accepts = kind != "events_api"
-        future = await self.hub.send(kind, payload, accepts_response_payload=accepts, timeout=self.connect_timeout)
+        future = await self.hub.send(kind, payload, accepts_response_payload=accepts, within=self.connect_timeout)
         ack, elapsed, late = await _within(future, kind, limit, late_ok)
         return AppResponse(200, ack or None, elapsed, late=late)
 

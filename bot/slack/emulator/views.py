@@ -82,7 +82,7 @@ def validate(view: Any, kind: str) -> dict[str, Any]:
     if view_too_large(view):
         raise ApiError("view_too_large")
     problems = check_view(view)
-    if problems:
+    if problems or not isinstance(view, dict):
         raise ApiError("invalid_arguments", messages=problems)
     return view
 
@@ -155,6 +155,8 @@ class ViewStore:
         self._check_external_id(record.team_id, view.get("external_id"), record.id)
         definition = copy.deepcopy(view)
         definition["blocks"] = blockkit.fill_missing_ids(list(view.get("blocks") or []), self._ids.short)
+        if "external_id" not in definition and record.definition.get("external_id"):
+            definition["external_id"] = record.definition["external_id"]  # the view keeps its external id
         record.definition = definition
         record.values = blockkit.carry_over(record.values, definition["blocks"])
         record.hash = self._ids.view_hash()

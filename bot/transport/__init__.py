@@ -1,0 +1,35 @@
+"""Running commands on servers: over SSH (asyncssh, pinned host keys) or on the bot's own host.
+
+Both transports take an argument list, never a command string, and return a :class:`CommandResult`.
+Nothing here imports Slack or the ORM: callers pass plain values (a :class:`SSHTarget`, a private key).
+"""
+
+from bot.transport.base import (
+    AuthenticationFailed,
+    CommandResult,
+    CommandTimeout,
+    ConnectTimeout,
+    HostKeyChanged,
+    HostKeyNotPinned,
+    HostUnreachable,
+    Transport,
+    TransportError,
+)
+from bot.transport.local import LocalTransport
+from bot.transport.ssh import SSHPool, SSHTarget, SSHTransport
+
+__all__ = [
+    "AuthenticationFailed",
+    "CommandResult",
+    "CommandTimeout",
+    "ConnectTimeout",
+    "HostKeyChanged",
+    "HostKeyNotPinned",
+    "HostUnreachable",
+    "LocalTransport",
+    "SSHPool",
+    "SSHTarget",
+    "SSHTransport",
+    "Transport",
+    "TransportError",
+]

@@ -1,0 +1,116 @@
+"""The transport contract: ``run(argv, stdin=…, env=…, secret_env=…, timeout=…) -> CommandResult``.
+
+Errors are split in two on purpose. A command that ran and failed is a *result* (non-zero ``exit_status``),
+because callers (probes, borg) interpret exit codes themselves. Not being able to run it at all (host
+unreachable, authentication refused, host key changed, timeout) is a :class:`TransportError` whose message
+is a sentence for a person, and whose ``kind`` lets the runs layer choose a retry policy and a recovery hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did. ``exit_status`` is None when it was killed by a signal (see ``signal``)."""
+
+    argv: tuple[str, ...]
+    exit_status: int | None
+    stdout: bytes
+    stderr: bytes
+    signal: str | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", errors="replace")
+
+    def describe_failure(self, limit: int = 300) -> str:
+        """``'<prog>' exited with status N: <first stderr line>`` — for messages."""
+        how = f"was killed by {self.signal}" if self.signal else f"exited with status {self.exit_status}"
+        detail = self.err.strip().splitlines()
+        tail = f": {detail[-1][:limit]}" if detail else ""
+        return f"`{self.argv[0] if self.argv else '?'}` {how}{tail}"
+
+
+@dataclass
+class TransportError(Exception):
+    """The command could not be run. ``message`` is for people; ``kind`` for the runs layer."""
+
+    message: str
+    kind: str = "transport"
+    transient: bool = True
+    details: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class HostUnreachable(TransportError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="host_unreachable", transient=True)
+
+
+class ConnectTimeout(TransportError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="connect_timeout", transient=True)
+
+
+class AuthenticationFailed(TransportError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="auth_failed", transient=False)
+
+
+class HostKeyNotPinned(TransportError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="host_key_unpinned", transient=False)
+
+
+class HostKeyChanged(TransportError):
+    """The server presented a key other than the pinned one: refused, and an alert is raised."""
+
+    def __init__(self, host: str, port: int, pinned: str, presented: str) -> None:
+        super().__init__(
+            f"The SSH host key of {host}:{port} has changed: pinned {pinned}, presented {presented}. The "
+            "connection was refused. If the server was reinstalled or its key rotated, confirm the new "
+            "fingerprint with its administrator and re-pin it; otherwise treat this as a possible attack.",
+            kind="host_key_changed",
+            transient=False,
+            details={"host": host, "port": str(port), "pinned": pinned, "presented": presented},
+        )
+
+
+class CommandTimeout(TransportError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="command_timeout", transient=True)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Runs an argument list somewhere. ``secret_env`` never appears on a command line or in a log."""
+
+    name: str
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        secret_env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        sudo: bool = False,
+    ) -> CommandResult: ...
+
+    async def close(self) -> None: ...

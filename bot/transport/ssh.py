@@ -1,0 +1,321 @@
+"""SSH transport over asyncssh: pinned host keys, one reused connection per server, bounded concurrency.
+
+Why a pool: probing a server runs a dozen commands and a chain run several more; one TCP+SSH handshake
+per server (reused while alive, re-opened when it drops) keeps that fast. Two bounds protect both sides:
+a global cap on open connections, and a cap on concurrent channels per connection below OpenSSH's
+default ``MaxSessions`` of 10. Keepalives detect a dead peer; every wait has a timeout; cancelling a run
+closes its channel and asks the server to kill the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import asyncssh
+
+from bot.transport.base import (
+    AuthenticationFailed,
+    CommandResult,
+    CommandTimeout,
+    ConnectTimeout,
+    HostKeyChanged,
+    HostKeyNotPinned,
+    HostUnreachable,
+    TransportError,
+)
+from bot.transport.command import PID_MARKER, shell_command
+from bot.transport.hostkeys import fetch_host_key, fingerprint, parse_key
+
+log = logging.getLogger(__name__)
+CHANNELS_PER_CONNECTION = 8
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where to connect and which host key to accept. ``host_key`` is the pinned OpenSSH key line."""
+
+    host: str
+    port: int = 22
+    username: str = "root"
+    host_key: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}"
+
+
+AlertHandler = Callable[[TransportError], None]
+
+
+class _Entry:
+    """A live connection and the semaphore bounding its concurrent channels."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+        self.channels = asyncio.Semaphore(CHANNELS_PER_CONNECTION)
+        self.gnu_timeout: bool | None = None  # does the server have GNU `timeout`? (asked once)
+
+    async def has_gnu_timeout(self) -> bool:
+        if self.gnu_timeout is None:
+            probe = await self.conn.run("timeout --version", check=False, timeout=15)
+            self.gnu_timeout = probe.exit_status == 0 and "GNU coreutils" in str(probe.stdout)
+        return self.gnu_timeout
+
+
+class SSHPool:
+    """Connections to many servers with one client identity (the bot's key)."""
+
+    def __init__(
+        self,
+        client_keys: Sequence[asyncssh.SSHKey],
+        *,
+        connect_timeout: float = 15.0,
+        keepalive_interval: float = 30.0,
+        keepalive_count_max: int = 3,
+        max_connections: int = 64,
+        on_alert: AlertHandler | None = None,
+    ) -> None:
+        self._client_keys = list(client_keys)
+        self._connect_timeout = connect_timeout
+        self._keepalive = (keepalive_interval, keepalive_count_max)
+        self._slots = asyncio.Semaphore(max_connections)
+        self._entries: dict[SSHTarget, _Entry] = {}
+        self._locks: dict[SSHTarget, asyncio.Lock] = {}
+        self._on_alert = on_alert
+
+    def transport(self, target: SSHTarget) -> SSHTransport:
+        return SSHTransport(self, target)
+
+    async def _entry(self, target: SSHTarget) -> _Entry:
+        entry = self._entries.get(target)
+        if entry is not None and not entry.conn.is_closed():
+            return entry
+        async with self._locks.setdefault(target, asyncio.Lock()):
+            entry = self._entries.get(target)
+            if entry is not None and not entry.conn.is_closed():
+                return entry
+            if entry is not None:
+                self._forget(target)
+            await self._slots.acquire()
+            try:
+                conn = await self._connect(target)
+            except BaseException:
+                self._slots.release()
+                raise
+            entry = self._entries[target] = _Entry(conn)
+            return entry
+
+    async def _gnu_timeout(self, entry: _Entry, target: SSHTarget) -> bool:
+        try:
+            return await entry.has_gnu_timeout()
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            self._forget(target)
+            raise HostUnreachable(f"Lost the SSH connection to {target.label}: {_reason(exc)}.") from None
+
+    def _forget(self, target: SSHTarget) -> None:
+        if self._entries.pop(target, None) is not None:
+            self._slots.release()
+
+    async def _connect(self, target: SSHTarget) -> asyncssh.SSHClientConnection:
+        if not target.host_key:
+            raise HostKeyNotPinned(
+                f"{target.host}:{target.port} has no pinned host key yet. Fetch its fingerprint, have a person "
+                "confirm it, and pin it before connecting."
+            )
+        pinned = parse_key(target.host_key)
+        try:
+            return await asyncio.wait_for(
+                asyncssh.connect(
+                    target.host,
+                    target.port,
+                    username=target.username,
+                    client_keys=self._client_keys,
+                    known_hosts=([pinned], [], []),
+                    config=[],
+                    agent_path=None,
+                    password=None,
+                    kbdint_auth=False,
+                    keepalive_interval=self._keepalive[0],
+                    keepalive_count_max=self._keepalive[1],
+                    connect_timeout=self._connect_timeout,
+                    login_timeout=self._connect_timeout,
+                ),
+                self._connect_timeout + 5,
+            )
+        except asyncssh.HostKeyNotVerifiable:
+            raise await self._host_key_changed(target) from None
+        except asyncssh.PermissionDenied:
+            raise AuthenticationFailed(
+                f"{target.label} refused the bot's SSH key. Install the bot's public key in "
+                f"~{target.username}/.ssh/authorized_keys on {target.host} (the wizard shows a one-line command), "
+                "or check that the user name is right."
+            ) from None
+        except (TimeoutError, asyncssh.misc.ConnectionLost) as exc:
+            if isinstance(exc, TimeoutError):
+                raise ConnectTimeout(
+                    f"{target.host}:{target.port} did not complete an SSH login within {self._connect_timeout:g} s. "
+                    "Check the address, the port and any firewall in between."
+                ) from None
+            raise HostUnreachable(f"{target.host}:{target.port} closed the connection during login.") from None
+        except socket.gaierror:
+            raise HostUnreachable(
+                f"The host name {target.host!r} cannot be resolved. Check its spelling or DNS."
+            ) from None
+        except ConnectionRefusedError:
+            raise HostUnreachable(
+                f"Connection to {target.host}:{target.port} was refused: no SSH server listens there. Check the "
+                "port and that sshd is running."
+            ) from None
+        except (OSError, asyncssh.Error) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+            raise HostUnreachable(f"Cannot connect to {target.host}:{target.port}: {reason}.") from None
+
+    async def _host_key_changed(self, target: SSHTarget) -> TransportError:
+        assert target.host_key is not None
+        try:
+            presented = (await fetch_host_key(target.host, target.port, timeout=self._connect_timeout)).fingerprint
+        except TransportError:
+            presented = "(could not be read)"
+        error = HostKeyChanged(target.host, target.port, fingerprint(target.host_key), presented)
+        log.warning("host key mismatch for %s:%s", target.host, target.port)
+        if self._on_alert is not None:
+            try:
+                self._on_alert(error)
+            except Exception:
+                log.exception("host key alert handler failed")
+        return error
+
+    async def run(
+        self,
+        target: SSHTarget,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None,
+        env: Mapping[str, str] | None,
+        secret_env: Mapping[str, str] | None,
+        timeout: float | None,
+        sudo: bool,
+    ) -> CommandResult:
+        entry = await self._entry(target)
+        async with entry.channels:
+            supervised = await self._gnu_timeout(entry, target)
+            # root needs no sudo (and a minimal server may not have it installed).
+            command, preamble = shell_command(
+                argv,
+                env=env,
+                secret_env=secret_env,
+                sudo=sudo and target.username != "root",
+                group_timeout=(timeout or 0) if supervised else None,
+            )
+            data = preamble + (stdin or b"")
+            started = time.monotonic()
+            try:
+                process = await entry.conn.create_process(command, encoding=None, stdin=asyncssh.PIPE)
+            except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError) as exc:
+                self._forget(target)
+                raise HostUnreachable(f"Lost the SSH connection to {target.label}: {_reason(exc)}.") from None
+            pid: int | None = None
+            try:
+                if supervised:
+                    pid = await _read_pid(process, self._connect_timeout)
+                return await self._wait(process, tuple(argv), data, timeout, started, target)
+            finally:
+                if process.exit_status is None and process.exit_signal is None:
+                    await _stop(entry.conn, pid, sudo=sudo and target.username != "root")
+                    process.close()
+
+    async def _wait(
+        self,
+        process: asyncssh.SSHClientProcess,
+        argv: tuple[str, ...],
+        data: bytes,
+        timeout: float | None,
+        started: float,
+        target: SSHTarget,
+    ) -> CommandResult:
+        try:
+            if data:
+                process.stdin.write(data)
+            process.stdin.write_eof()
+            completed = await process.wait(check=False, timeout=timeout)
+        except asyncssh.TimeoutError:
+            raise CommandTimeout(
+                f"`{argv[0]}` did not finish within {timeout:g} s on {target.host} and was stopped."
+            ) from None
+        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
+            self._forget(target)
+            raise HostUnreachable(f"The SSH connection to {target.label} dropped while `{argv[0]}` ran: "
+                                  f"{_reason(exc)}.") from None
+        signal_name = completed.exit_signal[0] if completed.exit_signal else None
+        return CommandResult(
+            argv=argv,
+            exit_status=None if signal_name else completed.exit_status,
+            stdout=completed.stdout or b"",
+            stderr=completed.stderr or b"",
+            signal=signal_name,
+            duration=time.monotonic() - started,
+        )
+
+    async def close(self) -> None:
+        entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
+            entry.conn.close()
+            self._slots.release()
+        for entry in entries:
+            with contextlib.suppress(Exception):
+                await entry.conn.wait_closed()
+
+
+async def _read_pid(process: asyncssh.SSHClientProcess, limit: float) -> int | None:
+    """The pid the command announced on its first stderr line (see ``shell_command``)."""
+    line = await asyncio.wait_for(process.stderr.readline(), limit)
+    text = line.decode("ascii", errors="replace").strip() if isinstance(line, bytes) else str(line).strip()
+    value = text.removeprefix(PID_MARKER)
+    return int(value) if text.startswith(PID_MARKER) and value.isdigit() else None
+
+
+async def _stop(conn: asyncssh.SSHClientConnection, pid: int | None, *, sudo: bool) -> None:
+    """Stop an abandoned command (cancelled or timed out) and its children, on a second channel."""
+    if pid is None or conn.is_closed():
+        return
+    argv = (["sudo", "-n", "--"] if sudo else []) + ["kill", "-TERM", str(pid)]
+    with contextlib.suppress(Exception):
+        await asyncio.shield(asyncio.wait_for(conn.run(shlex.join(argv), check=False), 10))
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+
+
+class SSHTransport:
+    """A :class:`~bot.transport.base.Transport` bound to one server through a shared pool."""
+
+    def __init__(self, pool: SSHPool, target: SSHTarget) -> None:
+        self.pool = pool
+        self.target = target
+        self.name = target.label
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        secret_env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        sudo: bool = False,
+    ) -> CommandResult:
+        return await self.pool.run(
+            self.target, argv, stdin=stdin, env=env, secret_env=secret_env, timeout=timeout, sudo=sudo
+        )
+
+    async def close(self) -> None:
+        """The pool owns connections; closing one server's view of it is a no-op."""
+        return None
