@@ -352,3 +352,19 @@ async def test_connections_open_needs_an_app_token(emulator: SlackEmulator, clie
     assert (await refusal(client.apps_connections_open(app_token=DEFAULT_BOT_TOKEN)))["error"] == \
         "not_allowed_token_type"
     assert (await refusal(client.apps_connections_open(app_token="xapp-unknown")))["error"] == "invalid_auth"
+
+
+async def test_socket_link_says_hello_and_tickets_are_single_use(
+    emulator: SlackEmulator, client: AsyncWebClient
+) -> None:
+    url = (await client.apps_connections_open(app_token="xapp-test"))["url"]
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url) as ws:
+            hello = await ws.receive_json(timeout=2)
+            assert hello["type"] == "hello" and hello["connection_info"] == {"app_id": "A0001"}
+            await emulator.socket_disconnect()
+            bye = await ws.receive_json(timeout=2)
+            assert (bye["type"], bye["reason"]) == ("disconnect", "refresh_requested")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await session.ws_connect(url)
+        assert info.value.status == 401

@@ -1,0 +1,1 @@
+"""Remote facts: one module per probe (command + pure parser); see base.py."""
