@@ -232,6 +232,7 @@ async def test_chat_update_keeps_blocks_when_omitted(emulator: SlackEmulator, cl
     assert emulator.messages()[0]["blocks"] == blocks
 
 
+@pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
 async def test_membership_rules_and_dm_by_user_id(emulator: SlackEmulator, client: AsyncWebClient) -> None:
     emulator.add_channel("C0002", "random", members=["U0001"])
     emulator.add_channel("G0001", "secret", members=["U0001"], is_private=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,12 +29,14 @@ class ProbeContext:
     ``sudo``: run privileged commands through ``sudo -n`` (a non-root login with passwordless sudo).
     ``privileged``: root or passwordless sudo; probes that need privileges say so when it is False.
     ``env``: extra non-secret environment for every command (e.g. DOCKER_HOST).
+    ``system``: the system probe's SystemInfo once known (OS-specific hints use it).
     """
 
     transport: Transport
     sudo: bool = False
     privileged: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
+    system: Any = None
 
     async def run(
         self,

@@ -306,7 +306,8 @@ class SlackDriver:
         else:
             views.pop(team.id, person.id)
         self._poke()
-        return None
+        if not record.definition.get("notify_on_close"):
+            return None
         payload = payloads.view_closed(bot=bot, team=team, user=person, view=view, is_cleared=cleared)
         return await self.deliver("interactive", payload, person.id)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import ApiError
 from .limits import check_message_blocks
 from .messages import Ephemeral
 from .world import ResponseTarget, World
@@ -34,7 +35,10 @@ def apply_response(world: World, target: ResponseTarget, body: Any) -> tuple[int
         return 400, "invalid_blocks"
     target.uses += 1
     world.responses.append({"channel": target.channel_id, "user": target.user_id, "body": body})
-    show(world, target, body)
+    try:
+        show(world, target, body)
+    except ApiError as exc:  # the original message is gone
+        return 404, exc.code
     return 200, "ok"
 
 
@@ -44,7 +48,7 @@ def show(world: World, target: ResponseTarget, body: dict[str, Any]) -> None:
     if body.get("delete_original") and target.message_ts:
         store.delete(target.channel_id, target.message_ts)
     elif body.get("replace_original") and target.message_ts:
-        changes = {k: body[k] for k in ("text", "blocks", "attachments") if k in body}
+        changes: dict[str, Any] = {k: body[k] for k in ("text", "blocks", "attachments") if k in body}
         bot = world.registry.bot_for_team(target.team_id)
         store.update(target.channel_id, target.message_ts, changes, bot.bot_user_id, world.ids.ts())
     elif body.get("response_type") == "in_channel":
