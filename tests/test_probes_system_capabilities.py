@@ -103,7 +103,10 @@ async def test_one_broken_probe_never_hides_the_others(make_sshd, ctx_for) -> No
     out = caps.outcomes
     assert out["system"].ok and caps.get("system", system.SystemInfo).hostname == "caps"
     assert out["whoami"].ok and caps.get("whoami", Echo).text == "root"
-    assert (out["garbage"].kind, out["garbage"].error) == ("error", "The garbage probe printed something that is not JSON.")
+    assert (out["garbage"].kind, out["garbage"].error) == (
+        "error",
+        "The garbage probe printed something that is not JSON.",
+    )
     assert out["hang"].kind == "timeout" and "did not finish within 0.5 s" in out["hang"].error
     assert out["missing"].kind == "absent" and "no-such-program-xyz" in out["missing"].error
     assert out["crash"].kind == "bug" and "KeyError" in out["crash"].error
