@@ -148,5 +148,6 @@ def load_settings(env_file: str | os.PathLike[str] | None = ENV_FILE, **override
             name = str(error["loc"][0]) if error["loc"] else "configuration"
             message = str(error["msg"]).removeprefix("Value error, ")
             hint = _HINTS.get(name, "")
-            problems.append(f"{name} {message}. {hint}".strip())
+            joiner = ": " if message[:1].isupper() else " "  # pydantic's own messages are capitalised
+            problems.append(f"{name}{joiner}{message.rstrip('.')}. {hint}".strip())
         raise ConfigError("\n".join(problems)) from None

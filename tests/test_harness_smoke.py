@@ -17,7 +17,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 
 from tests.harness.borg import BorgEnv
 from tests.harness.btrfs import BtrfsMount
-from tests.harness.common import run
+from tests.harness.common import pids_with_env, run
 from tests.harness.databases import DatabaseInfo, LoginFactory, database_exists, throwaway_database
 from tests.harness.docker import DockerEnv
 from tests.harness.lvm import LvmVg
@@ -60,7 +60,6 @@ async def test_two_sshd_hosts_are_distinct_servers(make_sshd: SshdFactory) -> No
     for host in (alpha, beta):
         result = await ssh_run(host, 'hostname; cat "$BW_TEST_HOST_DIR/marker"; id -u')
         assert result.stdout.splitlines() == [host.hostname, f"marker of {host.name}", "0"]
-        assert host.hostname == host.name  # own UTS namespace per simulated host
 
     # A host key other than the pinned one is refused (beta's key pinned for alpha).
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
@@ -73,7 +72,10 @@ async def test_sshd_stop_and_rekey(make_sshd: SshdFactory) -> None:
     host = make_sshd("rekey")
     old_pin = pinned(host)
     old_fingerprint = host.host_key_fingerprint
+    await ssh_run(host, "setsid sleep 777 </dev/null >/dev/null 2>&1 &")  # escapes sshd's process tree
+    assert pids_with_env("BW_TEST_HOST_DIR", os.fspath(host.workdir))
     host.stop()
+    assert not pids_with_env("BW_TEST_HOST_DIR", os.fspath(host.workdir))  # a dropped host leaves nothing
     with pytest.raises(OSError):
         await ssh_run(host, "true")
     host.restart(new_host_key=True)
@@ -169,6 +171,8 @@ def test_borg_over_ssh_append_only(make_sshd: SshdFactory, borg_env: BorgEnv) ->
     source.ssh(f"{on_source} create {url}::src1 /etc/hostname")
     source.ssh(f"{on_source} create {url}::src2 /etc/hostname")
     assert archive_names(borg_env, os.fspath(repo), host="pool", passphrase=passphrase) == ["src1", "src2"]
+    assert source.borg_base_dir is not None
+    assert (source.borg_base_dir / ".config" / "borg" / "security").is_dir()  # the source's own borg state
 
     # The forced command ignores what the client asks to run.
     assert "pwned" not in pool.ssh("echo pwned", identity=source_key, check=False).stdout

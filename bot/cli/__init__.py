@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -54,7 +53,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -217,6 +218,25 @@ def pids_referencing(path: Path | str) -> list[int]:
     return out
 
 
+def pids_with_env(name: str, value_prefix: str) -> list[int]:
+    """Processes whose environment has ``name`` starting with ``value_prefix`` — e.g. everything started in an
+    ssh session of one simulated host (``BW_TEST_HOST_DIR=<its workdir>``), even if it daemonized."""
+    needle = f"{name}={value_prefix}".encode()
+    me = os.getpid()
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if any(item.startswith(needle) for item in env.split(b"\0")):
+            found.append(int(entry.name))
+    return found
+
+
 def pids_of_uid(uid: int) -> list[int]:
     return [pid for pid, (_pp, puid, _cmd) in _proc_table().items() if puid == uid]
 
@@ -348,7 +368,7 @@ def reap_stale() -> list[str]:
             continue
         if pid == os.getpid() or pid_alive(pid):
             continue
-        kill_pids(pids_referencing(entry), timeout=5)
+        kill_pids(pids_referencing(entry) + pids_with_env("BW_TEST_HOST_DIR", os.fspath(entry)), timeout=5)
         for user in users_with_home_under(entry):
             remove_user(user)
             done.append(f"removed user {user}")
@@ -359,6 +379,11 @@ def reap_stale() -> list[str]:
         if not errors:
             shutil.rmtree(entry, ignore_errors=True)
             done.append(f"removed {entry}")
+    for user in pwd.getpwall():
+        m = re.fullmatch(r"bwt(\d+)x[0-9a-f]{4}", user.pw_name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            remove_user(user.pw_name)
+            done.append(f"removed user {user.pw_name}")
     if done:
         print(f"[harness] cleaned leftovers of killed runs: {done}", file=sys.stderr)
     return done

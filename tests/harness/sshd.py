@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import os
 import pwd
+import re
 import secrets
 import shlex
 import shutil
@@ -46,12 +47,14 @@ from tests.harness.common import (
     kill_pids,
     make_workdir,
     pids_of_uid,
+    pids_with_env,
     reap_stale,
     remove_user,
     require_tool,
     run,
     stop_process_tree,
     tail,
+    users_with_home_under,
     wait_for_banner,
 )
 
@@ -204,6 +207,8 @@ class SshHost:
         if self._proc is not None:
             stop_process_tree(self._proc)
             self._proc = None
+        # Session processes that left sshd's tree (nohup/setsid) still carry the host's SetEnv marker.
+        kill_pids(pids_with_env("BW_TEST_HOST_DIR", os.fspath(self.workdir)), timeout=5)
         if self._nonroot:
             with contextlib.suppress(KeyError):
                 kill_pids(pids_of_uid(pwd.getpwnam(self.user).pw_uid), timeout=5)
@@ -331,7 +336,8 @@ class SshdFactory:
         if password_auth and not nonroot:
             raise ValueError("password_auth=True needs nonroot=True: the harness never sets root's password")
         name = name or f"bwhost{next(self._names)}"
-        workdir = make_workdir(f"sshd-{name}")
+        safe = re.sub(r"[^A-Za-z0-9-]", "-", name)[:40] or "host"
+        workdir = make_workdir(f"sshd-{safe}")
         workdir.chmod(0o755)  # a non-root login's sshd child reads authorized_keys and bin/ from here
         host: SshHost | None = None
         try:
@@ -344,8 +350,8 @@ class SshdFactory:
                     self.hosts.remove(host)
                 errors = _teardown(host)
             else:
+                errors = [e for u in users_with_home_under(workdir) if (e := remove_user(u))]
                 shutil.rmtree(workdir, ignore_errors=True)
-                errors = []
             if errors:
                 print(f"[harness] cleanup after failed sshd start: {errors}")
             raise
@@ -403,7 +409,7 @@ class SshdFactory:
             password=password,
             password_auth=password_auth,
             home=home,
-            hostname=name if _uts_namespaces_work() else socket.gethostname(),
+            hostname=re.sub(r"[^A-Za-z0-9-]", "-", name)[:63] if _uts_namespaces_work() else socket.gethostname(),
             known_hosts_path=workdir / "known_hosts",
             borg_base_dir=borg_base,
             borg_on_path=False,
