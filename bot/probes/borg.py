@@ -82,7 +82,9 @@ def parse_version(text: str) -> BorgVersion:
     match = _VERSION.match(fields[1]) if len(fields) == 2 and "borg" in fields[0].lower() else None
     if match is None:
         shown = (lines[0] if lines else "nothing")[:80]
-        raise ProbeError(f"`borg --version` printed {shown!r}, which is not a borg version; is `borg` really BorgBackup?")
+        raise ProbeError(
+            f"`borg --version` printed {shown!r}, which is not a borg version; is `borg` on this server BorgBackup?"
+        )
     major, minor, patch, suffix = match.groups()
     return BorgVersion(text=fields[1], major=int(major), minor=int(minor), patch=int(patch or 0), suffix=suffix)
 

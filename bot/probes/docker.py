@@ -91,6 +91,10 @@ Reason = Literal["daemon-down", "permission-denied"]
 T = TypeVar("T")
 
 _ADDRESS = re.compile(r"\b(?:unix|tcp|ssh|npipe|fd)://[^\s;,\"']+")
+_PERMISSION = (
+    "permission denied while trying to connect to the docker",  # "… Docker daemon socket at" / "… docker API at"
+    "connect: permission denied",
+)  # not any "permission denied": an unreadable ~/.docker/config.json only causes a warning
 _DAEMON_DOWN = (
     "cannot connect to the docker daemon",  # docker ≤ 28
     "failed to connect to the docker api",  # docker ≥ 29
@@ -122,7 +126,7 @@ def daemon_problem(stderr: str) -> DockerUnavailable | None:
     """Recognise docker's "cannot connect" and "permission denied" errors (every client wording we know)."""
     text = stderr.lower()
     where = _address(stderr)
-    if "permission denied" in text and "docker" in text:
+    if any(phrase in text for phrase in _PERMISSION):
         return DockerUnavailable(
             f"This login may not use the Docker daemon at {where}: permission denied on its socket. Add the "
             "user to the `docker` group (`usermod -aG docker USER`, then reconnect), allow it passwordless "
@@ -229,14 +233,22 @@ def _with_df(volumes: Sequence[Volume], sizes: dict[str, int | None]) -> tuple[V
 
 
 def _unknown(volumes: Sequence[Volume], why: str) -> tuple[Volume, ...]:
-    return tuple(v.model_copy(update={"size_note": why}) if v.size_bytes is None else v for v in volumes)
+    return tuple(
+        v.model_copy(update={"size_note": why}) if v.size_bytes is None and v.mountpoint else v for v in volumes
+    )
 
 
 async def _with_du(ctx: ProbeContext, volumes: Sequence[Volume]) -> tuple[tuple[Volume, ...], str]:
     """Measure volumes still without a size with ``du``; returns them and a note about any left unknown."""
+    volumes = tuple(
+        v.model_copy(update={"size_note": "its driver reports no size and it has no local mountpoint"})
+        if v.size_bytes is None and not v.mountpoint
+        else v
+        for v in volumes
+    )
     todo = [v for v in volumes if v.size_bytes is None and v.mountpoint]
     if not todo:
-        return tuple(volumes), ""
+        return volumes, ""
     if not ctx.privileged:
         why = "reading a volume's files under Docker's data directory needs root or passwordless sudo"
         return _unknown(volumes, why), f"The size of {len(todo)} volume(s) is unknown: {why}."

@@ -106,7 +106,8 @@ class Volume(Model):
     """A named volume. ``size_bytes`` is None when it could not be measured (``size_note`` says why).
 
     ``docker system df`` reports sizes rounded to 4 significant digits (``1.235GB``), so ``size_exact``
-    is False for those; ``du`` gives exact bytes. Both count apparent file sizes (what a backup reads).
+    is False for those; ``du -b`` gives exact bytes. Both count apparent sizes (what a backup reads, holes
+    included); du adds the directories' own few KiB each, docker counts regular files only.
     """
 
     name: str

@@ -35,6 +35,7 @@ from bot.transport.hostkeys import fetch_host_key, fingerprint, parse_key
 
 log = logging.getLogger(__name__)
 CHANNELS_PER_CONNECTION = 8
+REMOTE_GRACE = 5.0  # seconds the remote `timeout` backstop waits beyond the bot's own timeout
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,9 @@ class SSHPool:
                 env=env,
                 secret_env=secret_env,
                 sudo=sudo and target.username != "root",
-                group_timeout=(timeout or 0) if supervised else None,
+                # The remote limit is a backstop a little after ours, so the bot's own timer decides and
+                # reports (a remote `timeout` firing first would look like exit status 124 instead).
+                group_timeout=(timeout + REMOTE_GRACE if timeout else 0) if supervised else None,
             )
             data = preamble + (stdin or b"")
             started = time.monotonic()
