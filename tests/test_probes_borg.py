@@ -74,7 +74,7 @@ async def test_old_borg_on_a_server_is_present_but_unsupported(make_sshd, ctx_fo
     stand_in = host.workdir / "bin" / "borg"
     stand_in.write_text("#!/bin/sh\necho 'borg 1.2.4'\n")
     stand_in.chmod(0o755)
-    info = await borg.probe(ctx_for(host, system=os_info("debian", "12")))
+    info = await borg.probe(ctx_for(host), os_info("debian", "12"))
     assert (info.present, info.version, info.supported) == (True, "1.2.4", False)
     assert "older than the 1.4 series" in info.summary
     assert "pip install" in info.install_hint and "1.2.4" in info.install_hint

@@ -113,6 +113,23 @@ async def test_missing_path_is_a_precise_sentence(sshd_host, ctx_for, tmp_path) 
     )
 
 
+@pytest.mark.parametrize("bad", ["relative/dir", "", "/with\x00nul"])
+async def test_non_absolute_paths_are_refused_before_running_anything(bad: str) -> None:
+    class NoRun:
+        name = "never"
+
+        async def run(self, argv, **kwargs) -> CommandResult:
+            raise AssertionError("nothing should run for an invalid path")
+
+        async def close(self) -> None:
+            return None
+
+    with pytest.raises(ProbeError, match="is not an absolute path"):
+        await disk.mount_info(ProbeContext(NoRun()), bad)
+    with pytest.raises(ProbeError, match="is not an absolute path"):
+        await disk.estimate_size(ProbeContext(NoRun()), ["/ok", bad])
+
+
 async def test_server_without_findmnt_falls_back_to_df(sshd_host, ctx_for, tmp_path) -> None:
     path = os.fspath(tmp_path)
     with_findmnt = await disk.mount_info(ctx_for(sshd_host), path)
@@ -123,6 +140,15 @@ async def test_server_without_findmnt_falls_back_to_df(sshd_host, ctx_for, tmp_p
         assert getattr(via_df, field) == getattr(with_findmnt, field), field
     with pytest.raises(ProbeError, match="does not exist on this server"):
         await disk.mount_info(ctx, os.fspath(tmp_path / "gone"))
+
+
+async def test_findmnt_without_json_support_falls_back_to_df(sshd_host, ctx_for, tmp_path) -> None:
+    # A stand-in `findmnt` answering like util-linux 2.23 (CentOS 7) does to -J; the df fallback is the real one.
+    bin_dir = Path(tools_dir(tmp_path / "bin", "df", "ls"))
+    (bin_dir / "findmnt").write_text("#!/bin/sh\necho \"findmnt: unrecognized option '-J'\" >&2\nexit 1\n")
+    (bin_dir / "findmnt").chmod(0o755)
+    info = await disk.mount_info(ctx_for(sshd_host, env={"PATH": os.fspath(bin_dir)}), os.fspath(tmp_path))
+    assert info.via == "df" and info.fstype
 
 
 async def test_server_without_findmnt_and_df_names_what_to_install(sshd_host, ctx_for, tmp_path) -> None:

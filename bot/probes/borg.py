@@ -203,7 +203,7 @@ async def probe(ctx: ProbeContext, info: SystemInfo | None = None) -> BorgInfo:
     ``info`` (or ``ctx.system``) chooses the install hint; without either, and only when a hint is needed,
     the system probe runs once more to learn the OS.
     """
-    info = info or ctx.system
+    info = info or getattr(ctx, "system", None)
     try:
         result = await ctx.run(ARGV, what="`borg --version`")
     except Absent:

@@ -3,15 +3,15 @@
 Mount facts come from ``findmnt -J -b -T <path>`` (util-linux): one JSON object for the filesystem holding the
 path. util-linux before 2.38.1 prints every value as a JSON string ("size": "123"), later ones as numbers, and
 findmnt appends the subvolume/bind root to SOURCE ("/dev/sda2[/@home]"); both are handled. A server without
-findmnt (busybox systems, minimal containers) falls back to ``df -P -B1 -T`` (POSIX output, no line wrapping),
-which gives the same facts except the fsroot.
+findmnt (busybox systems, minimal containers), or with one too old for --json (util-linux < 2.27, e.g. CentOS 7),
+falls back to ``df -P -B1 -T`` (POSIX output, no line wrapping), which gives the same facts except the fsroot.
 
 The size estimate runs ``du -x`` once per path inside a fixed ``sh`` script (paths reach it only as "$@"), under
 ``timeout`` with one deadline for all paths, so a huge tree ends as "estimate incomplete after N s" with whatever
 was measured instead of a failed probe. ``du -d 1 -0`` rather than ``du -s``: GNU du flushes every line it
 prints, so when the deadline cuts a path short the first-level directories already finished still add up to a
 lower bound; records are NUL-terminated so names with newlines cannot confuse the parser. A du without ``-0``/
-``-B1`` (busybox) runs as ``du -x -d 1 -k`` and gives only whole results.
+``-B1`` (busybox) runs as ``du -x -d 1 -k`` and gives no partial sizes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from bot.probes.base import Absent, Model, ProbeContext, ProbeError
+from bot.probes.base import Model, ProbeContext, ProbeError
 from bot.transport.base import CommandTimeout
 
 FINDMNT_COLUMNS = "TARGET,SOURCE,FSTYPE,SIZE,AVAIL"
@@ -120,26 +120,32 @@ def parse_df(text: str, path: str) -> MountInfo:
     )
 
 
+def require_absolute(path: str) -> str:
+    """Probes take absolute paths only: a relative one would silently mean "relative to the login's home"."""
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        raise ProbeError(f"{path!r} is not an absolute path; give the full path, starting with / (like /var/www).")
+    return path
+
+
 async def mount_info(ctx: ProbeContext, path: str) -> MountInfo:
     """The filesystem holding ``path`` (findmnt, else df); a missing path raises a ProbeError that says so."""
-    try:
-        result = await ctx.run(findmnt_argv(path), what="findmnt", check=False)
-        if result.exit_status == 127:
-            raise Absent("findmnt")
-        if result.ok:
-            return parse_findmnt(result.out, path)
-        await _explain_missing(ctx, path)
-        raise ProbeError(f"findmnt could not find the filesystem of {path!r}: {result.describe_failure()}.")
-    except Absent:
+    require_absolute(path)
+    result = await ctx.run(findmnt_argv(path), what="findmnt", check=False)
+    if result.exit_status == 127 or _too_old(result.err):  # no findmnt, or one without --json (util-linux < 2.27)
         return await _via_df(ctx, path)
+    if result.ok:
+        return parse_findmnt(result.out, path)
+    await _explain_missing(ctx, path)
+    raise ProbeError(f"findmnt could not find the filesystem of {path!r}: {result.describe_failure()}.")
+
+
+def _too_old(err: str) -> bool:
+    return any(words in err for words in ("unrecognized option", "invalid option", "unknown column"))
 
 
 async def _via_df(ctx: ProbeContext, path: str) -> MountInfo:
-    try:
-        result = await ctx.run(df_argv(path), what="df", check=False)
-    except Absent:
-        result = None
-    if result is None or result.exit_status == 127:
+    result = await ctx.run(df_argv(path), what="df", check=False)
+    if result.exit_status == 127:
         raise ProbeError(
             "Neither findmnt nor df is installed on this server, so its disks cannot be inspected. "
             "Install util-linux (findmnt) or coreutils (df)."
@@ -375,6 +381,8 @@ async def estimate_size(
     a slow tree, a missing path or unreadable entries: those are reported per path."""
     if not paths:
         return _estimate((), time_limit)
+    for path in paths:
+        require_absolute(path)
     argv = du_argv(paths, time_limit)
     try:
         result = await ctx.run(

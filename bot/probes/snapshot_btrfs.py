@@ -22,6 +22,7 @@ import posixpath
 import re
 
 from bot.probes.base import Absent, Model, ProbeContext, ProbeError
+from bot.probes.disk import require_absolute
 
 SUBVOLUME_INODE = 256
 
@@ -142,6 +143,7 @@ def decide(location: SubvolumeLocation, nested: tuple[str, ...] | None) -> Btrfs
 
 async def locate(ctx: ProbeContext, path: str) -> SubvolumeLocation:
     """The subvolume containing ``path`` (no privileges needed)."""
+    require_absolute(path)
     result = await ctx.run(walk_argv(path), what="Looking up the Btrfs subvolume", check=False)
     if result.exit_status == 127:
         raise Absent("stat")

@@ -136,7 +136,7 @@ def combine(mount: MountInfo, verdicts: tuple[MethodVerdict, ...]) -> SnapshotMe
     if chosen is None:
         summary = f"No snapshot method can cover {mount.path}: {NO_SNAPSHOT}."
     else:
-        summary = f"Recommended: a {_LABELS[chosen.method]} snapshot of {chosen.target}. {chosen.reason}"
+        summary = f"Recommended: {_LABELS[chosen.method]} snapshot of {chosen.target}. {chosen.reason}"
     return SnapshotMethods(
         path=mount.path,
         mount=mount,
