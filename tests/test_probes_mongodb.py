@@ -37,7 +37,8 @@ printf '%s' "${BW_MONGO_PASSWORD-}" > "$dir/password_seen"
 printf '%s|%s' "${BW_MONGO_USER-}" "${BW_MONGO_AUTHDB-}" > "$dir/login_seen"
 scenario=$(cat "$dir/scenario")
 if [ "$scenario" = auth ]; then
-  if [ "${BW_MONGO_PASSWORD-}" = "$(cat "$dir/expected_password")" ]; then scenario=auth_ok; else scenario=auth_failed; fi
+  scenario=auth_failed
+  [ "${BW_MONGO_PASSWORD-}" = "$(cat "$dir/expected_password")" ] && scenario=auth_ok
 fi
 [ -f "$dir/$scenario.err" ] && cat "$dir/$scenario.err" >&2
 [ -f "$dir/$scenario.out" ] && cat "$dir/$scenario.out"
@@ -92,11 +93,16 @@ async def mongo_host(make_sshd) -> AsyncIterator[tuple[ProbeContext, StandIn]]:
 
 def test_parsers_on_recorded_transcripts() -> None:
     credential = MongoCredential()
-    standalone = mongodb.info_from(mongodb.parse_output((RECORDED / "mongo_standalone.txt").read_text()), "", credential)
+    standalone = mongodb.info_from(
+        mongodb.parse_output((RECORDED / "mongo_standalone.txt").read_text()), "", credential
+    )
     assert (standalone.version, standalone.topology, standalone.replica_set) == ("6.0.3", "standalone", None)
     assert standalone.auth_required is False and not standalone.oplog_possible
     assert [(d.name, d.size_on_disk, d.empty) for d in standalone.databases] == [
-        ("admin", 83886080, False), ("local", 83886080, False), ("test", 83886080, False)]  # fmt: skip
+        ("admin", 83886080, False),
+        ("local", 83886080, False),
+        ("test", 83886080, False),
+    ]
     replset = mongodb.info_from(mongodb.parse_output((RECORDED / "mongo_replset.txt").read_text()), "", credential)
     assert (replset.topology, replset.replica_set, replset.writable_primary) == ("replica_set", "rs0", True)
     assert replset.oplog_possible
@@ -107,11 +113,26 @@ def test_parsers_on_recorded_transcripts() -> None:
 
 def test_extended_json_numbers() -> None:
     assert [mongodb._number(v) for v in (5, 5.0, {"$numberLong": "7"}, {"$numberInt": "3"}, "x", None, True)] == [
-        5, 5, 7, 3, None, None, None]  # fmt: skip
+        5,
+        5,
+        7,
+        3,
+        None,
+        None,
+        None,
+    ]
 
 
-@pytest.mark.parametrize("garbage", ["", "{ databases: [] }\n", '@version "7.0"\n@hello {"ok":1}\n',
-                                     '@version 7\n@hello {}\n@end\n', "@hello {not json}\n@end\n"])  # fmt: skip
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "{ databases: [] }\n",
+        '@version "7.0"\n@hello {"ok":1}\n',
+        "@version 7\n@hello {}\n@end\n",
+        "@hello {not json}\n@end\n",
+    ],
+)
 def test_output_parser_refuses_garbage(garbage: str) -> None:
     with pytest.raises(ProbeError, match="mongosh"):
         mongodb.parse_output(garbage)
@@ -195,7 +216,8 @@ async def test_garbage_and_missing_mongosh(mongo_host, make_sshd) -> None:
     pool = SSHPool([asyncssh.read_private_key(bare.client_key_path)])
     try:
         with pytest.raises(Absent):
-            await mongodb.probe(ProbeContext(pool.transport(SSHTarget(bare.host, bare.port, bare.user,
-                                                                      bare.host_public_key))))  # fmt: skip
+            await mongodb.probe(
+                ProbeContext(pool.transport(SSHTarget(bare.host, bare.port, bare.user, bare.host_public_key)))
+            )
     finally:
         await pool.close()

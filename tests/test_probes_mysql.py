@@ -33,9 +33,18 @@ def error_blocks(name: str) -> list[tuple[str, str]]:
 
 def mariadb_admin(sql: str) -> str:
     """SQL as the machine's MariaDB root (socket; the harness's own helpers are private)."""
-    proc = subprocess.run(["mariadb", "--no-defaults", "-u", "root", "--batch", "--skip-column-names", "-e", sql],
-                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        ["mariadb", "--no-defaults", "-u", "root", "--batch", "--skip-column-names", "-e", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return proc.stdout
+
+
+def exists(*paths: str) -> bool:
+    return any(os.path.exists(path) for path in paths)
 
 
 def quoted(name: str) -> str:
@@ -63,8 +72,10 @@ def odd_database(mariadb_db) -> Iterator[str]:
     name = ODD_NAME_PREFIX + unique_token()
     mariadb_admin(f"CREATE DATABASE {quoted(name)}")
     try:
-        mariadb_admin(f"CREATE TABLE {quoted(name)}.legacy (id INT) ENGINE=MyISAM; "
-                      f"CREATE TABLE {quoted(name)}.orders (id INT PRIMARY KEY) ENGINE=InnoDB")  # fmt: skip
+        mariadb_admin(
+            f"CREATE TABLE {quoted(name)}.legacy (id INT) ENGINE=MyISAM; "
+            f"CREATE TABLE {quoted(name)}.orders (id INT PRIMARY KEY) ENGINE=InnoDB"
+        )
         yield name
     finally:
         mariadb_admin(f"DROP DATABASE IF EXISTS {quoted(name)}")
@@ -90,7 +101,9 @@ def test_debian_cnf_formats_give_the_login_without_showing_the_password() -> Non
     assert legacy.password is not None and legacy.password.get_secret_value() == "Xk3pL9qZr2WvT8sA"
     for shown in (repr(legacy), str(legacy), legacy.model_dump_json()):
         assert "Xk3pL9qZr2WvT8sA" not in shown
-    modern = mysql.credential_from_option_file((RECORDED / "mysql_debian_cnf_mariadb1011.txt").read_text(), "debian.cnf")
+    modern = mysql.credential_from_option_file(
+        (RECORDED / "mysql_debian_cnf_mariadb1011.txt").read_text(), "debian.cnf"
+    )
     assert modern is not None and (modern.user, modern.host, modern.password) == ("root", "localhost", None)
     assert mysql.credential_from_option_file("[mysqld]\nuser = mysql\n", "my.cnf") is None
 
@@ -109,11 +122,18 @@ def test_option_file_values_quote_and_unquote() -> None:
 def test_server_output_parser_on_recorded_mariadb_output() -> None:
     text = (RECORDED / "mysql_info_mariadb1011.txt").read_text()
     server = mysql.parse_info(text)
-    assert (server.flavour, server.version, server.datadir) == ("mariadb", "10.11.19-MariaDB-0+deb12u1", "/var/lib/mysql/")
+    assert (server.flavour, server.version, server.datadir) == (
+        "mariadb",
+        "10.11.19-MariaDB-0+deb12u1",
+        "/var/lib/mysql/",
+    )
     assert server.databases == ('shop "main"; x', "test", "wiki")
     found = {(t.database, t.table, t.engine) for t in server.non_transactional}
-    assert found == {('shop "main"; x', "cache", "MEMORY"), ('shop "main"; x', "legacy\tlog", "MyISAM"),
-                     ("wiki", "pages", "Aria")}  # fmt: skip
+    assert found == {
+        ('shop "main"; x', "cache", "MEMORY"),
+        ('shop "main"; x', "legacy\tlog", "MyISAM"),
+        ("wiki", "pages", "Aria"),
+    }
     assert set(server.non_transactional_by_database) == {'shop "main"; x', "wiki"}
     with_system = mysql.parse_info(text, include_system=True)
     assert {"mysql", "sys", "information_schema"} <= set(with_system.databases)
@@ -155,9 +175,9 @@ async def test_root_login_reports_debian_cnf_then_uses_socket_authentication(mak
     info = await mysql.probe(ctx_for(host))
     debian, my_cnf = info.attempts[0], info.attempts[1]
     assert (debian.source, my_cnf.source) == ("debian.cnf", "my.cnf")
-    if not os.path.exists(mysql.DEBIAN_CNF):  # Debian 12's MariaDB no longer creates it on a fresh install
+    if not exists(mysql.DEBIAN_CNF):  # Debian 12's MariaDB no longer creates it on a fresh install
         assert not debian.found and debian.note == "/etc/mysql/debian.cnf does not exist."
-    if os.path.exists(mysql.DEBIAN_CNF) or os.path.exists(os.path.expanduser("~root/.my.cnf")):
+    if exists(mysql.DEBIAN_CNF, "/root/.my.cnf"):
         pytest.skip("this machine has a real debian.cnf or /root/.my.cnf: the socket step is not reached")
     assert not my_cnf.found and my_cnf.note == "~/.my.cnf does not exist."
     assert info.credential is not None and info.credential.source == "socket" and info.credential.as_root
@@ -197,7 +217,9 @@ async def test_given_login_comes_last_and_survives_a_nasty_password(
     assert not canary.exists()
 
 
-async def test_wrong_password_is_a_precise_failure_and_stays_secret(make_sshd, ctx_for, mariadb_db, mariadb_user) -> None:
+async def test_wrong_password_is_a_precise_failure_and_stays_secret(
+    make_sshd, ctx_for, mariadb_db, mariadb_user
+) -> None:
     login = mariadb_user(mariadb_db)
     secret = "BW-SECRET-" + unique_token()
     host = make_sshd("mysql-wrong", nonroot=True)
@@ -234,10 +256,23 @@ async def test_myisam_table_in_an_odd_database_name_is_non_transactional(make_ss
     assert verdict(info, "lvm", databases=[odd_database]).method == "snapshot"
 
 
-async def test_no_server_listening_means_not_running(make_sshd, ctx_for) -> None:
+async def test_refused_given_login_is_reported_while_the_default_server_answers(make_sshd, ctx_for) -> None:
     host = make_sshd("mysql-down", nonroot=True)
     given = MySQLCredential(source="given", user="nobody", password=SecretStr("x"), host="127.0.0.1", port=1)
     info = await mysql.probe(ctx_for(host), given)
-    assert info.attempts[-1].failure == "refused"
-    # The default socket still answers (this machine runs MariaDB), so "running" comes from that check.
-    assert info.running and info.credential is None
+    assert info.attempts[-1].failure == "refused" and "Nothing accepts MySQL connections at 127.0.0.1:1" in (
+        info.attempts[-1].note
+    )
+    # This machine's MariaDB answers on the default socket (access denied for the login's system user), so the
+    # probe says it runs but no login works, rather than "not running".
+    assert info.running and info.credential is None and "no login was found" in info.note
+
+
+async def test_a_client_printing_garbage_is_a_probe_error(make_sshd, ctx_for) -> None:
+    """A stand-in ``mariadb`` first on the sshd host's PATH answers the query with something else."""
+    host = make_sshd("mysql-garbage")
+    fake = Path(host.workdir) / "bin" / "mariadb"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'mariadb  Ver 15.1'; exit 0; }\necho 'Welcome!'\n")
+    fake.chmod(0o755)
+    with pytest.raises(ProbeError, match="printed something unexpected"):
+        await mysql.probe(ctx_for(host))

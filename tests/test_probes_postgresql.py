@@ -26,13 +26,13 @@ import pytest
 from pydantic import SecretStr
 
 from bot.probes import postgresql as pg
-from bot.probes.base import ProbeContext, ProbeError
+from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.postgresql import PgCredential
-from bot.transport import SSHPool, SSHTarget
+from bot.transport import LocalTransport, SSHPool, SSHTarget
 from tests.harness.common import free_port, make_workdir, require_root, unique_token
 
 RECORDED = Path(__file__).parent / "data" / "probes"
-ODD_NAME_PREFIX = "bw \"q\" 'x'; drop\t"
+ODD_NAME_PREFIX = "bw \"q\" 'x'; host=evil\t"
 
 
 def error_blocks(name: str) -> list[tuple[str, str]]:
@@ -48,8 +48,27 @@ class ScramCluster:
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         """As the postgres system user over the socket (peer); ``database`` may be any name."""
-        argv = ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                "-h", self.socket_dir, "-p", str(self.port), "-d", pg.conninfo_dbname(database), "-c", statement]  # fmt: skip
+        argv = [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.socket_dir,
+            "-p",
+            str(self.port),
+            "-d",
+            pg.conninfo_dbname(database),
+            "-c",
+            statement,
+        ]
         return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60, cwd="/").stdout
 
     def role(self, password: str) -> str:
@@ -77,15 +96,42 @@ def scram_cluster() -> Iterator[ScramCluster]:
     as_postgres = ["runuser", "-u", "postgres", "--"]
     options = f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={workdir} -c fsync=off"
     try:
-        subprocess.run([*as_postgres, bindir / "initdb", "-D", data, "--auth-local=peer", "--auth-host=scram-sha-256",
-                        "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"],
-                       capture_output=True, check=True, timeout=120, cwd="/")  # fmt: skip
-        subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-l", workdir / "log", "-o", options, "-w", "start"],
-                       capture_output=True, check=True, timeout=120, cwd="/")  # fmt: skip
+        subprocess.run(
+            [
+                *as_postgres,
+                bindir / "initdb",
+                "-D",
+                data,
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+            cwd="/",
+        )
+        subprocess.run(
+            [*as_postgres, bindir / "pg_ctl", "-D", data, "-l", workdir / "log", "-o", options, "-w", "start"],
+            capture_output=True,
+            check=True,
+            timeout=120,
+            cwd="/",
+        )
         yield ScramCluster(port=port, socket_dir=str(workdir), data_dir=str(data))
     finally:
-        subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
-                       capture_output=True, check=False, timeout=120, cwd="/")  # fmt: skip
+        subprocess.run(
+            [*as_postgres, bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            check=False,
+            timeout=120,
+            cwd="/",
+        )
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -119,6 +165,10 @@ def write_home_file(host, name: str, text: str, mode: int = 0o600) -> Path:
     return path
 
 
+def machine_lsclusters() -> str:
+    return subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
+
+
 def main_cluster_sql(statement: str) -> str:
     argv = ["psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", statement]
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
@@ -129,12 +179,21 @@ def main_cluster_sql(statement: str) -> str:
 
 def test_lsclusters_parser_on_recorded_outputs() -> None:
     (main,) = pg.parse_lsclusters((RECORDED / "pg_lsclusters_debian12.txt").read_text())
-    assert main == pg.PgCluster(version="15", name="main", port=5432, status="online", online=True, owner="postgres",
-                                data_directory="/var/lib/postgresql/15/main",
-                                log="/var/log/postgresql/postgresql-15-main.log")  # fmt: skip
+    assert main == pg.PgCluster(
+        version="15",
+        name="main",
+        port=5432,
+        status="online",
+        online=True,
+        owner="postgres",
+        data_directory="/var/lib/postgresql/15/main",
+        log="/var/log/postgresql/postgresql-15-main.log",
+    )
     old = pg.parse_lsclusters((RECORDED / "pg_lsclusters_two_clusters_old.txt").read_text())
-    assert [(c.version, c.port, c.online, c.owner) for c in old] == [("7.4", 5432, False, "root"),
-                                                                      ("8.1", 5433, True, "postgres")]  # fmt: skip
+    assert [(c.version, c.port, c.online, c.owner) for c in old] == [
+        ("7.4", 5432, False, "root"),
+        ("8.1", 5433, True, "postgres"),
+    ]
 
 
 def test_lsclusters_takes_exact_paths_from_json() -> None:
@@ -153,8 +212,11 @@ def test_lsclusters_parser_refuses_garbage(garbage: str) -> None:
 def test_server_parser_on_recorded_output_and_garbage() -> None:
     server = pg.parse_server((RECORDED / "pg_info_psql15.txt").read_text())
     assert (server.version_num, server.major, server.version) == (150020, 15, "15.20")
-    assert (server.data_directory, server.current_user, server.superuser) == ("/var/lib/postgresql/15/main",
-                                                                              "postgres", True)  # fmt: skip
+    assert (server.data_directory, server.current_user, server.superuser) == (
+        "/var/lib/postgresql/15/main",
+        "postgres",
+        True,
+    )
     assert server.databases == ("postgres", "root", "test")
     for garbage in ("", "hello\n", "version_num\tfifteen\x00user\tx\x00"):
         with pytest.raises(ProbeError, match="psql printed something unexpected"):
@@ -164,12 +226,16 @@ def test_server_parser_on_recorded_output_and_garbage() -> None:
 def test_pgpass_parser_keeps_no_password() -> None:
     text = "# comment\nlocalhost:5432:*:app:s3cret-one\n127.0.0.1:*:my\\:db:back\\\\up:s3cret:two\n\nbroken-line\n"
     entries = pg.parse_pgpass(text)
-    assert [(e.host, e.port, e.database, e.user) for e in entries] == [("localhost", "5432", "*", "app"),
-                                                                      ("127.0.0.1", "*", "my:db", "back\\up")]  # fmt: skip
+    assert [(e.host, e.port, e.database, e.user) for e in entries] == [
+        ("localhost", "5432", "*", "app"),
+        ("127.0.0.1", "*", "my:db", "back\\up"),
+    ]
     assert "s3cret" not in repr(entries)
     logins = pg.pgpass_logins(entries, 5432, None)
-    assert [(c.method, c.user, c.host, c.port, c.password) for c in logins] == [("pgpass", "app", "localhost", 5432, None),
-                                                                                ("pgpass", "back\\up", "127.0.0.1", 5432, None)]  # fmt: skip
+    assert [(c.method, c.user, c.host, c.port, c.password) for c in logins] == [
+        ("pgpass", "app", "localhost", 5432, None),
+        ("pgpass", "back\\up", "127.0.0.1", 5432, None),
+    ]
     assert pg.pgpass_logins(entries, 5433, None)[0].user == "back\\up"  # only the wildcard port matches
 
 
@@ -191,8 +257,7 @@ def test_database_name_goes_into_a_quoted_conninfo() -> None:
 async def test_machine_cluster_through_runuser(make_sshd, ctx_for, postgres_db) -> None:
     """The machine's cluster trusts the socket: this proves discovery and the runuser path, not peer auth."""
     info = await pg.probe(ctx_for(make_sshd("pg-root")))
-    lsclusters = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
-    expected = [tuple(line.split()[:3]) for line in lsclusters.splitlines()]
+    expected = [tuple(line.split()[:3]) for line in machine_lsclusters().splitlines()]
     assert [(c.version, c.name, str(c.port)) for c in info.clusters] == expected
     assert info.running and info.access is not None and info.access.method == "peer"
     assert info.server is not None and info.server.current_user == "postgres" and info.server.superuser
@@ -225,7 +290,10 @@ async def test_pgpass_of_the_login_user_is_used(make_sshd, ctx_for, scram) -> No
     info = await pg.probe(ctx_for(host), port=scram.port)
     assert [(a.method, a.found, a.ok) for a in info.attempts] == [("peer", False, False), ("pgpass", True, True)]
     assert info.access is not None and (info.access.method, info.access.user, info.access.password) == (
-        "pgpass", role, None)  # fmt: skip
+        "pgpass",
+        role,
+        None,
+    )
     assert info.server is not None and info.server.current_user == role and not info.server.superuser
     assert odd in info.server.databases  # quotes, space, ';' and a tab in the name, parsed exactly
     assert info.server.data_directory is None  # hidden from a non-superuser; pg_lsclusters doesn't know it either
@@ -264,3 +332,20 @@ async def test_nothing_listening_is_not_running(make_sshd, ctx_for) -> None:
     info = await pg.probe(ctx_for(make_sshd("pg-down", nonroot=True)), port=port)
     assert not info.running and info.server is None
     assert f"No PostgreSQL server answers on port {port}" in info.note
+
+
+async def test_broken_pg_lsclusters_does_not_hide_the_databases(make_sshd, ctx_for, postgres_db) -> None:
+    """A stand-in ``pg_lsclusters`` first on the sshd host's PATH prints garbage; the real server still answers."""
+    host = make_sshd("pg-lsclusters-garbage")
+    fake = Path(host.workdir) / "bin" / "pg_lsclusters"
+    fake.write_text("#!/bin/sh\necho 'Error: Invalid data directory for cluster 15 main'\n")
+    fake.chmod(0o755)
+    info = await pg.probe(ctx_for(host))
+    assert info.clusters == () and "pg_lsclusters printed" in info.note
+    assert info.server is not None and postgres_db.name in info.server.databases
+
+
+async def test_missing_psql_is_absent(tmp_path: Path) -> None:
+    (tmp_path / "sh").symlink_to("/bin/sh")
+    with pytest.raises(Absent):
+        await pg.probe(ProbeContext(LocalTransport(), env={"PATH": str(tmp_path)}))

@@ -53,9 +53,12 @@ def verdict(
     return mongodb_verdict(facts, snapshot)
 
 
+SNAPSHOT_NAMES = {"lvm": "LVM", "zfs": "ZFS", "btrfs": "Btrfs"}
+
+
 def _snapshot_phrase(snapshot: str, path: str | None) -> str:
     where = f"the data directory {path}" if path else "the data directory"
-    return f"a {snapshot.upper() if snapshot == 'lvm' else snapshot.capitalize()} snapshot of {where}"
+    return f"a {SNAPSHOT_NAMES.get(snapshot, snapshot)} snapshot of {where}"
 
 
 def mysql_verdict(info: MySQLInfo, snapshot: str | None, *, databases: Iterable[str] | None = None) -> Verdict:

@@ -390,6 +390,9 @@ async def read_option_file(ctx: ProbeContext, path: str, source: Source) -> tupl
     credential = credential_from_option_file(result.out, source)
     if credential is None:
         return None, f"{shown} has no [client] user, password or socket."
+    # debian.cnf is meant for root-run tools; MariaDB >= 10.4's version names root with no password at all,
+    # which only socket authentication as the system root accepts.
+    credential = credential.model_copy(update={"as_root": privileged})
     return credential, f"Found a login for {credential.user or 'the default user'} in {shown}."
 
 

@@ -409,9 +409,33 @@ async def probe(
     """Version, clusters, data directory, a working login and the databases of the cluster on ``port``
     (default: the first online cluster's port, else 5432)."""
     version = await client_version(ctx)
-    clusters = await list_clusters(ctx)
+    try:
+        clusters, cluster_note = await list_clusters(ctx), ""
+    except ProbeError as exc:  # a broken pg_lsclusters must not hide the databases
+        clusters, cluster_note = (), str(exc)
     port = port or next((c.port for c in clusters if c.online and c.port), None) or DEFAULT_PORT
     cluster = next((c for c in clusters if c.port == port), None)
+    attempts, access, server, reached = await _first_login(ctx, given, port, socket_dir, timeout)
+    known = {"client_version": version, "port": port, "clusters": clusters, "attempts": attempts}
+    cluster_dir = cluster.data_directory if cluster else None
+    if server is not None:
+        return PgInfo(
+            **known,
+            running=True,
+            server=server,
+            access=access,
+            note=cluster_note,
+            data_directory=server.data_directory or cluster_dir,
+        )
+    running = reached or (cluster.online if cluster else await _answers(ctx, port, socket_dir))
+    note = " ".join(filter(None, (_no_login_note(running, port), cluster_note)))
+    return PgInfo(**known, running=running, data_directory=cluster_dir, note=note)
+
+
+async def _first_login(
+    ctx: ProbeContext, given: PgCredential | None, port: int, socket_dir: str | None, timeout: float
+) -> tuple[tuple[AccessAttempt, ...], PgCredential | None, PgServer | None, bool]:
+    """Try each way in until one works: ``(attempts, the login, the server's facts, a server answered)``."""
     attempts: list[AccessAttempt] = []
     reached = False
     for method, credential, note in await _candidates(ctx, given, port, socket_dir):
@@ -425,26 +449,8 @@ async def probe(
             attempts.append(AccessAttempt(method=method, found=True, failure=exc.kind, note=exc.message))
             continue
         attempts.append(AccessAttempt(method=method, found=True, ok=True, note=note))
-        return PgInfo(
-            client_version=version,
-            running=True,
-            port=port,
-            clusters=clusters,
-            server=server,
-            data_directory=server.data_directory or (cluster.data_directory if cluster else None),
-            access=credential,
-            attempts=tuple(attempts),
-        )
-    running = reached or (cluster.online if cluster else await _answers(ctx, port, socket_dir))
-    return PgInfo(
-        client_version=version,
-        running=running,
-        port=port,
-        clusters=clusters,
-        attempts=tuple(attempts),
-        data_directory=cluster.data_directory if cluster else None,
-        note=_no_login_note(running, port),
-    )
+        return tuple(attempts), credential, server, True
+    return tuple(attempts), None, None, reached
 
 
 async def _answers(ctx: ProbeContext, port: int, socket_dir: str | None) -> bool:
