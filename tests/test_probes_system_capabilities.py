@@ -132,3 +132,23 @@ async def test_non_root_without_sudo_fails_privileged_probes_clearly(make_sshd, 
     # Not privileged: the probe runs as the user itself (no sudo to go through) and says who it is.
     assert caps.get("whoami", Echo).text == host.user
     assert not caps.get("system", system.SystemInfo).privileged
+
+
+async def test_default_capabilities_of_a_real_server(make_sshd, ctx_for) -> None:
+    """Every probe of the real table runs against a real server; each either answers or says why not."""
+    from bot.probes import borg, disk, mysql, postgresql, snapshots
+    from bot.probes.registry import default_specs
+
+    host = make_sshd("fullcaps")
+    caps = await gather(ctx_for(host), default_specs())
+    assert set(caps.outcomes) == {"system", *(s.name for s in default_specs())}
+    assert caps.get("borg", borg.BorgInfo).supported
+    assert caps.get("disk", disk.MountInfo).target == "/"
+    assert caps.get("snapshots", snapshots.SnapshotMethods).path == "/"
+    assert caps.get("mysql", mysql.MySQLInfo).running  # the machine's MariaDB, via root's socket login
+    assert caps.get("postgresql", postgresql.PgInfo).running
+    mongo = caps.outcomes["mongodb"]
+    assert not mongo.ok and mongo.kind == "absent"  # no MongoDB client can be installed here
+    for outcome in caps.outcomes.values():
+        assert outcome.ok or (outcome.error and outcome.kind != "bug"), outcome
+    assert Capabilities.model_validate_json(caps.model_dump_json()).get("mysql", mysql.MySQLInfo)
