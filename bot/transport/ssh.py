@@ -63,9 +63,13 @@ class _Entry:
         self.channels = asyncio.Semaphore(CHANNELS_PER_CONNECTION)
         self.gnu_timeout: bool | None = None  # does the server have GNU `timeout`? (asked once)
 
-    async def has_gnu_timeout(self) -> bool:
+    async def has_gnu_timeout(self, limit: float) -> bool:
+        """Whether the server has GNU ``timeout``; asked once per connection (a slow answer is not cached)."""
         if self.gnu_timeout is None:
-            probe = await self.conn.run("timeout --version", check=False, timeout=15)
+            try:
+                probe = await self.conn.run("timeout --version", check=False, timeout=limit)
+            except asyncssh.TimeoutError:
+                return False  # a busy server: run this command unsupervised, ask again next time
             self.gnu_timeout = probe.exit_status == 0 and "GNU coreutils" in str(probe.stdout)
         return self.gnu_timeout
 
@@ -115,7 +119,7 @@ class SSHPool:
 
     async def _gnu_timeout(self, entry: _Entry, target: SSHTarget) -> bool:
         try:
-            return await entry.has_gnu_timeout()
+            return await entry.has_gnu_timeout(self._connect_timeout * 4)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             self._forget(target)
             raise HostUnreachable(f"Lost the SSH connection to {target.label}: {_reason(exc)}.") from None
