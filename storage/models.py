@@ -48,6 +48,8 @@ class AuthMethod(StrEnum):
 
 
 class TestStatus(StrEnum):
+    __test__ = False  # not a pytest test class, despite the name (the seed's column is test_status)
+
     UNTESTED = "untested"
     SUCCESS = "success"
     FAILED = "failed"

@@ -184,21 +184,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+async def _wait_healthy(port: int, process: subprocess.Popen) -> None:
+    """Poll /healthz until the bot process answers (or fail with what it printed)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+    pytest.fail(f"bot did not start: {process.stderr.read() if process.poll() is not None else ''}")
+
+
 async def test_run_serves_http_and_stops_cleanly(slack: SlackEmulator, tmp_path: Path) -> None:
     port = _free_port()
     process = _bot_process(tmp_path, slack, port=str(port))
     try:
-        url = f"http://127.0.0.1:{port}/healthz"
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            else:
-                pytest.fail(f"bot did not start: {process.stderr.read() if process.poll() is not None else ''}")
+        await _wait_healthy(port, process)
         driver = SlackDriver.over_http(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
         response = await driver.slash_command("/backup", "help")
         await driver.aclose()
@@ -241,3 +244,25 @@ async def test_doctor_checks_slack_through_the_api(slack: SlackEmulator, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     assert "accepted for workspace" in result.stdout
     assert "Socket Mode: the app token can open a connection" in result.stdout
+
+
+async def test_socket_mode_run_serves_health_but_never_slack_events_over_http(
+    slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """In Socket Mode bolt skips signature checks, so its request URL must not exist over HTTP."""
+    port = _free_port()
+    process = _bot_process(tmp_path, slack, port=str(port), SLACK_APP_TOKEN=DEFAULT_APP_TOKEN)
+    try:
+        await _wait_healthy(port, process)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{port}/slack/events", data=b"command=/backup") as response:
+                assert response.status == 404
+        await slack.socket.wait_connected()
+        driver = SlackDriver.over_socket_mode(slack)
+        response = await driver.slash_command("/backup", "help")
+        await driver.aclose()
+        assert "`/backup help`" in _text(response.json["blocks"])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, err

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from bot.cli.util import load_for_command
 from bot.identity import ensure_identity
+from bot.runtime import Runtime
 from bot.slack.app import build_app, serve_http, start_socket_mode
 from bot.slack.auth import check_bot_token
 from storage import db
@@ -40,24 +41,22 @@ async def handle(args: argparse.Namespace) -> int:
         await ensure_identity()
         app = build_app(settings)
         who = await check_bot_token(app.client)
+        runtime = await Runtime.create(settings)
         stop = _stop_event()
-        if settings.socket_mode:
-            handler = await start_socket_mode(app, settings)
-            console.print(f"Connected to Slack workspace {who.team} over Socket Mode. Ctrl-C stops.")
-            try:
-                await stop.wait()
-            finally:
-                await handler.close_async()
+        handler = await start_socket_mode(app, settings) if settings.socket_mode else None
+        runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
+        where = f"{settings.http_host}:{settings.http_port}"
+        if handler:
+            console.print(f"Connected to Slack workspace {who.team} over Socket Mode; API and /healthz on {where}.")
         else:
-            runner = await serve_http(app, settings.http_host, settings.http_port)
-            console.print(
-                f"Serving workspace {who.team} over HTTP on {settings.http_host}:{settings.http_port}"
-                "/slack/events. Ctrl-C stops."
-            )
-            try:
-                await stop.wait()
-            finally:
-                await runner.cleanup()
+            console.print(f"Serving workspace {who.team} over HTTP on {where}/slack/events. Ctrl-C stops.")
+        try:
+            await stop.wait()
+        finally:
+            if handler:
+                await handler.close_async()
+            await runner.cleanup()
+            await runtime.close()
     return 0
 
 

@@ -22,7 +22,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.api.routes import add_routes
 from bot.config import Settings
+from bot.runtime import Runtime
 from bot.slack import actions, commands, events
 from storage.models import Workspace
 from storage.tenancy import Tenant
@@ -86,9 +88,13 @@ async def _on_error(error: Exception, body: dict, logger: logging.Logger) -> Non
     logger.debug("listener error detail", exc_info=error)
 
 
-def http_app(app: AsyncApp) -> web.Application:
-    """aiohttp application: Slack's request URL at ``/slack/events`` plus ``/healthz`` for probes."""
-    web_app = app.web_app(path=EVENTS_PATH)
+def http_app(app: AsyncApp | None, runtime: Runtime | None = None) -> web.Application:
+    """aiohttp application: ``/healthz``, the seed's API (with a runtime), and Slack's request URL at
+    ``/slack/events`` in HTTP mode only (``app`` None): in Socket Mode bolt skips signature checks, so its
+    route must not be reachable over HTTP at all."""
+    web_app = app.web_app(path=EVENTS_PATH) if app is not None else web.Application()
+    if runtime is not None:
+        add_routes(web_app, runtime)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -97,9 +103,9 @@ def http_app(app: AsyncApp) -> web.Application:
     return web_app
 
 
-async def serve_http(app: AsyncApp, host: str, port: int) -> web.AppRunner:
+async def serve_http(app: AsyncApp | None, host: str, port: int, runtime: Runtime | None = None) -> web.AppRunner:
     """Start the HTTP listener; the caller owns the returned runner and must ``cleanup()`` it."""
-    runner = web.AppRunner(http_app(app))
+    runner = web.AppRunner(http_app(app, runtime))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
