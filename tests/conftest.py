@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.harness.lvm",
     "tests.harness.docker",
     "tests.harness.app",
+    "tests.harness.ssh",
 ]

@@ -103,12 +103,18 @@ async def test_trigger_id_is_single_use_and_must_be_known(emulator: SlackEmulato
         (modal(callback_id="c" * 256), "/view/callback_id"),
         ({"type": "modal", "blocks": []}, "/view"),
         (modal(submit={"type": "plain_text", "text": "s" * 25}), "/view/submit/text"),
-        (modal(blocks=[{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}]),
-         "/view/blocks/0/text/text"),
-        (modal(blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}}]),
-         "/view/blocks/0/text/text"),
-        (modal(blocks=[{"type": "divider", "block_id": "b"}, {"type": "divider", "block_id": "b"}]),
-         "/view/blocks/1/block_id"),
+        (
+            modal(blocks=[{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}]),
+            "/view/blocks/0/text/text",
+        ),
+        (
+            modal(blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}}]),
+            "/view/blocks/0/text/text",
+        ),
+        (
+            modal(blocks=[{"type": "divider", "block_id": "b"}, {"type": "divider", "block_id": "b"}]),
+            "/view/blocks/1/block_id",
+        ),
         (modal(blocks=[{"type": "divider", "block_id": "b" * 256}]), "/view/blocks/0/block_id"),
     ],
 )
@@ -117,8 +123,10 @@ async def test_views_breaking_limits_are_refused_with_slack_messages(
 ) -> None:
     body = await refusal(client.views_open(trigger_id=emulator.issue_trigger_id(), view=view))
     assert body["error"] == "invalid_arguments"
-    assert any(m.startswith("[ERROR] ") and m.endswith(f"[json-pointer:{pointer}]")
-               for m in body["response_metadata"]["messages"]), body
+    assert any(
+        m.startswith("[ERROR] ") and m.endswith(f"[json-pointer:{pointer}]")
+        for m in body["response_metadata"]["messages"]
+    ), body
     assert emulator.current_view() is None
 
 
@@ -131,8 +139,12 @@ async def test_exact_limits_are_accepted(emulator: SlackEmulator, client: AsyncW
 async def test_select_options_limits(emulator: SlackEmulator, client: AsyncWebClient) -> None:
     def select(options: list[dict[str, Any]]) -> dict[str, Any]:
         element = {"type": "static_select", "action_id": "pick", "options": options}
-        return modal(blocks=[{"type": "input", "block_id": "b", "label": {"type": "plain_text", "text": "L"},
-                              "element": element}], submit={"type": "plain_text", "text": "Go"})
+        return modal(
+            blocks=[
+                {"type": "input", "block_id": "b", "label": {"type": "plain_text", "text": "L"}, "element": element}
+            ],
+            submit={"type": "plain_text", "text": "Go"},
+        )
 
     def option(text: str, value: str = "v") -> dict[str, Any]:
         return {"text": {"type": "plain_text", "text": text}, "value": value}
@@ -142,14 +154,18 @@ async def test_select_options_limits(emulator: SlackEmulator, client: AsyncWebCl
     many = [option(str(i), str(i)) for i in range(101)]
     too_many = await refusal(client.views_open(trigger_id=emulator.issue_trigger_id(), view=select(many)))
     assert too_many["response_metadata"]["messages"] == [
-        "[ERROR] no more than 100 items allowed [json-pointer:/view/blocks/0/element/options]"]
+        "[ERROR] no more than 100 items allowed [json-pointer:/view/blocks/0/element/options]"
+    ]
 
 
 async def test_input_without_submit_and_input_in_message_are_refused(
     emulator: SlackEmulator, client: AsyncWebClient
 ) -> None:
-    block = {"type": "input", "label": {"type": "plain_text", "text": "Name"},
-             "element": {"type": "plain_text_input", "action_id": "name"}}
+    block = {
+        "type": "input",
+        "label": {"type": "plain_text", "text": "Name"},
+        "element": {"type": "plain_text_input", "action_id": "name"},
+    }
     no_submit = await refusal(client.views_open(trigger_id=emulator.issue_trigger_id(), view=modal(blocks=[block])))
     assert no_submit["response_metadata"]["messages"] == ["[ERROR] missing required field: submit [json-pointer:/view]"]
     in_message = await refusal(client.chat_postMessage(channel="C0001", text="t", blocks=[block]))
@@ -197,8 +213,9 @@ async def test_views_publish_sets_home_per_user(emulator: SlackEmulator, client:
     first = (await client.views_publish(user_id="U0001", view=home))["view"]
     again = (await client.views_publish(user_id="U0001", view=home, hash=first["hash"]))["view"]
     assert again["id"] == first["id"]
-    assert (await refusal(client.views_publish(user_id="U0001", view=home, hash=first["hash"])))["error"] == \
-        "hash_conflict"
+    assert (await refusal(client.views_publish(user_id="U0001", view=home, hash=first["hash"])))[
+        "error"
+    ] == "hash_conflict"
     assert emulator.home_view("U0002") is None
     assert (await refusal(client.views_publish(user_id="U0404", view=home)))["error"] == "user_not_found"
     too_big = {"type": "home", "blocks": [{"type": "divider"}] * 101}
@@ -210,19 +227,20 @@ async def test_views_publish_sets_home_per_user(emulator: SlackEmulator, client:
 
 async def test_post_update_delete_are_recorded_and_reflected(emulator: SlackEmulator, client: AsyncWebClient) -> None:
     first = await client.chat_postMessage(channel="C0001", text="Backup started")
-    second = await client.chat_postMessage(channel="C0001", text="second",
-                                           blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "*b*"}}])
+    second = await client.chat_postMessage(
+        channel="C0001", text="second", blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "*b*"}}]
+    )
     await client.chat_update(channel="C0001", ts=first["ts"], text="Backup finished")
     await client.chat_delete(channel="C0001", ts=second["ts"])
     shown = emulator.messages("C0001")
     assert [m["text"] for m in shown] == ["Backup finished"]
     assert shown[0]["edited"]["user"] == DEFAULT_BOT_USER and shown[0]["bot_id"] == "B0001"
-    assert [c.method for c in emulator.calls] == ["chat.postMessage", "chat.postMessage", "chat.update",
-                                                  "chat.delete"]
+    assert [c.method for c in emulator.calls] == ["chat.postMessage", "chat.postMessage", "chat.update", "chat.delete"]
     assert emulator.calls_to("chat.postMessage")[1].params["blocks"][0]["type"] == "section"
     assert emulator.calls_to("chat.update")[0].response["ok"] is True
-    assert (await refusal(client.chat_update(channel="C0001", ts=second["ts"], text="x")))["error"] == \
-        "message_not_found"
+    assert (await refusal(client.chat_update(channel="C0001", ts=second["ts"], text="x")))[
+        "error"
+    ] == "message_not_found"
 
 
 async def test_chat_update_keeps_blocks_when_omitted(emulator: SlackEmulator, client: AsyncWebClient) -> None:
@@ -248,8 +266,9 @@ async def test_membership_rules_and_dm_by_user_id(emulator: SlackEmulator, clien
 
 async def test_ephemeral_only_to_channel_members(emulator: SlackEmulator, client: AsyncWebClient) -> None:
     emulator.add_user("U0002", name="bob")
-    assert (await refusal(client.chat_postEphemeral(channel="C0001", user="U0002", text="x")))["error"] == \
-        "user_not_in_channel"
+    assert (await refusal(client.chat_postEphemeral(channel="C0001", user="U0002", text="x")))[
+        "error"
+    ] == "user_not_in_channel"
     await client.chat_postEphemeral(channel="C0001", user="U0001", text="only you")
     assert [m["text"] for m in emulator.ephemerals("C0001", "U0001")] == ["only you"]
     assert emulator.messages("C0001") == []
@@ -258,14 +277,17 @@ async def test_ephemeral_only_to_channel_members(emulator: SlackEmulator, client
 async def test_users_and_conversations(emulator: SlackEmulator, client: AsyncWebClient) -> None:
     emulator.add_user("U0003", name="carol", tz="America/New_York", tz_offset=-18000)
     user = (await client.users_info(user="U0003"))["user"]
-    assert (user["name"], user["tz"], user["tz_offset"], user["is_admin"]) == ("carol", "America/New_York", -18000,
-                                                                               False)
+    assert (user["name"], user["tz"], user["tz_offset"], user["is_admin"]) == (
+        "carol",
+        "America/New_York",
+        -18000,
+        False,
+    )
     assert (await refusal(client.users_info(user="U0404")))["error"] == "user_not_found"
     channel = (await client.conversations_info(channel="C0001"))["channel"]
     assert channel["name"] == "general" and channel["is_member"] is True
     page = await client.conversations_members(channel="C0001", limit=1)
-    rest = await client.conversations_members(channel="C0001", limit=1,
-                                              cursor=page["response_metadata"]["next_cursor"])
+    rest = await client.conversations_members(channel="C0001", limit=1, cursor=page["response_metadata"]["next_cursor"])
     assert page["members"] + rest["members"] == ["U0001", DEFAULT_BOT_USER]
     assert rest["response_metadata"]["next_cursor"] == ""
     assert (await refusal(client.conversations_info(channel="C0404")))["error"] == "channel_not_found"
@@ -288,8 +310,13 @@ async def test_other_team_is_invisible(emulator: SlackEmulator) -> None:
 async def test_files_upload_v2_goes_through_the_emulated_upload_url(
     emulator: SlackEmulator, client: AsyncWebClient
 ) -> None:
-    answer = await client.files_upload_v2(channel="C0001", content=b"repokey-export", filename="key.txt",
-                                          title="Repo key", initial_comment="Here is the key")
+    answer = await client.files_upload_v2(
+        channel="C0001",
+        content=b"repokey-export",
+        filename="key.txt",
+        title="Repo key",
+        initial_comment="Here is the key",
+    )
     file_id = answer["files"][0]["id"] if "files" in answer.data else answer["file"]["id"]
     assert emulator.file_content(file_id) == b"repokey-export"
     shared = emulator.messages("C0001")[-1]
@@ -318,8 +345,11 @@ async def test_429_carries_retry_after_and_is_recorded(emulator: SlackEmulator, 
 
 
 async def test_rate_limit_retry_handler_retries_through_429(emulator: SlackEmulator) -> None:
-    client = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=emulator.api_url,
-                            retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)])
+    client = AsyncWebClient(
+        token=DEFAULT_BOT_TOKEN,
+        base_url=emulator.api_url,
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)],
+    )
     emulator.inject("chat.postMessage", status=429, retry_after=1, times=1)
     answer = await client.chat_postMessage(channel="C0001", text="after the limit")
     assert answer["ok"]
@@ -328,8 +358,9 @@ async def test_rate_limit_retry_handler_retries_through_429(emulator: SlackEmula
 
 
 async def test_server_error_retry_handler_retries_through_5xx(emulator: SlackEmulator) -> None:
-    handler = AsyncServerErrorRetryHandler(max_retry_count=2,
-                                           interval_calculator=FixedValueRetryIntervalCalculator(0.05))
+    handler = AsyncServerErrorRetryHandler(
+        max_retry_count=2, interval_calculator=FixedValueRetryIntervalCalculator(0.05)
+    )
     client = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=emulator.api_url, retry_handlers=[handler])
     emulator.inject("views.publish", status=500, times=1)
     emulator.inject("views.publish", status=503, times=1)
@@ -350,8 +381,9 @@ async def test_without_retry_handler_a_5xx_surfaces(emulator: SlackEmulator, cli
 async def test_connections_open_needs_an_app_token(emulator: SlackEmulator, client: AsyncWebClient) -> None:
     answer = await client.apps_connections_open(app_token="xapp-test")
     assert answer["url"].startswith(emulator.base_url.replace("http://", "ws://") + "/link/?ticket=")
-    assert (await refusal(client.apps_connections_open(app_token=DEFAULT_BOT_TOKEN)))["error"] == \
-        "not_allowed_token_type"
+    assert (await refusal(client.apps_connections_open(app_token=DEFAULT_BOT_TOKEN)))[
+        "error"
+    ] == "not_allowed_token_type"
     assert (await refusal(client.apps_connections_open(app_token="xapp-unknown")))["error"] == "invalid_auth"
 
 

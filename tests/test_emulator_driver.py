@@ -37,29 +37,48 @@ def opt(value: str) -> dict[str, Any]:
 
 
 def field_block(block_id: str, element: dict[str, Any], *, optional: bool = False) -> dict[str, Any]:
-    return {"type": "input", "block_id": block_id, "optional": optional, "label": pt(block_id.title()),
-            "element": {"action_id": "value", **element}}
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "optional": optional,
+        "label": pt(block_id.title()),
+        "element": {"action_id": "value", **element},
+    }
 
 
-def wizard_view(title: str = "Backup wizard", *, metadata: str = "session-1", extra: bool = False,
-                clear_on_close: bool = False) -> dict[str, Any]:
+def wizard_view(
+    title: str = "Backup wizard", *, metadata: str = "session-1", extra: bool = False, clear_on_close: bool = False
+) -> dict[str, Any]:
     blocks = [
         field_block("name", {"type": "plain_text_input"}),
         field_block("kind", {"type": "static_select", "options": [opt("files"), opt("postgres")]}),
         field_block("days", {"type": "checkboxes", "options": [opt("mon"), opt("tue")]}, optional=True),
         field_block("when", {"type": "timepicker"}, optional=True),
-        field_block("repo", {"type": "external_select", "action_id": "repo_pick", "min_query_length": 1},
-                    optional=True),
-        {"type": "actions", "block_id": "more", "elements": [
-            {"type": "button", "action_id": "add_step", "text": pt("Add step"), "value": "extra"},
-            {"type": "static_select", "action_id": "mode", "options": [opt("simple"), opt("expert")]},
-        ]},
+        field_block(
+            "repo", {"type": "external_select", "action_id": "repo_pick", "min_query_length": 1}, optional=True
+        ),
+        {
+            "type": "actions",
+            "block_id": "more",
+            "elements": [
+                {"type": "button", "action_id": "add_step", "text": pt("Add step"), "value": "extra"},
+                {"type": "static_select", "action_id": "mode", "options": [opt("simple"), opt("expert")]},
+            ],
+        },
     ]
     if extra:
         blocks.append({"type": "section", "block_id": "expert", "text": {"type": "mrkdwn", "text": "Expert"}})
-    return {"type": "modal", "callback_id": "wizard", "title": pt(title), "submit": pt("Next"),
-            "close": pt("Cancel"), "notify_on_close": True, "clear_on_close": clear_on_close,
-            "private_metadata": metadata, "blocks": blocks}
+    return {
+        "type": "modal",
+        "callback_id": "wizard",
+        "title": pt(title),
+        "submit": pt("Next"),
+        "close": pt("Cancel"),
+        "notify_on_close": True,
+        "clear_on_close": clear_on_close,
+        "private_metadata": metadata,
+        "blocks": blocks,
+    }
 
 
 @dataclass
@@ -121,10 +140,18 @@ def _commands(app: AsyncApp, obs: Observed) -> None:
     async def status(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack("Working on it")
         button = {"type": "button", "action_id": "approve", "text": pt("Approve"), "value": "run-7"}
-        await client.chat_postMessage(channel=body["channel_id"], text="Backup needs approval", blocks=[
-            {"type": "section", "text": {"type": "mrkdwn", "text": "Approve run 7?"}},
-            {"type": "actions", "block_id": "decide", "elements": [
-                button, {"type": "button", "action_id": "later", "text": pt("Later")}]}])
+        await client.chat_postMessage(
+            channel=body["channel_id"],
+            text="Backup needs approval",
+            blocks=[
+                {"type": "section", "text": {"type": "mrkdwn", "text": "Approve run 7?"}},
+                {
+                    "type": "actions",
+                    "block_id": "decide",
+                    "elements": [button, {"type": "button", "action_id": "later", "text": pt("Later")}],
+                },
+            ],
+        )
 
 
 def _views(app: AsyncApp, obs: Observed) -> None:
@@ -156,8 +183,15 @@ def _views(app: AsyncApp, obs: Observed) -> None:
     @app.event("app_home_opened")
     async def home(event: dict[str, Any], client: AsyncWebClient) -> None:
         obs.seen.append(("home_opened", event["user"], event["tab"]))
-        await client.views_publish(user_id=event["user"], view={"type": "home", "blocks": [
-            {"type": "actions", "elements": [{"type": "button", "action_id": "refresh", "text": pt("Refresh")}]}]})
+        await client.views_publish(
+            user_id=event["user"],
+            view={
+                "type": "home",
+                "blocks": [
+                    {"type": "actions", "elements": [{"type": "button", "action_id": "refresh", "text": pt("Refresh")}]}
+                ],
+            },
+        )
 
 
 def _actions(app: AsyncApp, obs: Observed) -> None:
@@ -181,8 +215,12 @@ def _actions(app: AsyncApp, obs: Observed) -> None:
     async def approve(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         obs.seen.append(("approve", body["container"], body["channel"]["id"], body["response_url"]))
-        await client.chat_update(channel=body["channel"]["id"], ts=body["message"]["ts"],
-                                 text=f"Approved by <@{body['user']['id']}>", blocks=[])
+        await client.chat_update(
+            channel=body["channel"]["id"],
+            ts=body["message"]["ts"],
+            text=f"Approved by <@{body['user']['id']}>",
+            blocks=[],
+        )
 
     @app.action("later")
     async def later(ack: Any, respond: Any) -> None:
@@ -193,7 +231,6 @@ def _actions(app: AsyncApp, obs: Observed) -> None:
     async def refresh(ack: Any, body: dict[str, Any]) -> None:
         await ack()
         obs.seen.append(("refresh", body["container"], body["view"]["type"]))
-
 
 
 @pytest.fixture
@@ -249,7 +286,7 @@ async def test_submission_carries_state_in_slacks_shapes(stack: Stack) -> None:
     await driver.set_value("repo_pick", "alphabet")
     response = await driver.submit()
     assert response.status == 200 and driver.current_view() is None
-    (_, values, metadata, view_hash, view_id), = stack.app.of("submission")
+    ((_, values, metadata, view_hash, view_id),) = stack.app.of("submission")
     assert (metadata, view_hash, view_id) == ("session-1", view["hash"], view["id"])
     assert values["name"] == {"value": {"type": "plain_text_input", "value": "nightly"}}
     assert values["kind"]["value"] == {"type": "static_select", "selected_option": opt("postgres")}
@@ -397,8 +434,14 @@ async def test_listener_too_slow_for_its_trigger_gets_expired_trigger_id(http_st
 
 
 async def test_bad_signature_is_401_and_listener_does_not_run(http_stack: Stack) -> None:
-    payload = {"command": "/backup", "text": "forged", "user_id": "U0001", "team_id": "T0001",
-               "channel_id": "C0001", "trigger_id": http_stack.emulator.issue_trigger_id()}
+    payload = {
+        "command": "/backup",
+        "text": "forged",
+        "user_id": "U0001",
+        "team_id": "T0001",
+        "channel_id": "C0001",
+        "trigger_id": http_stack.emulator.issue_trigger_id(),
+    }
     body, content_type = encode("slash_commands", payload)
     transport = http_stack.driver.transport
     assert isinstance(transport, HttpTransport)
@@ -441,9 +484,13 @@ async def test_message_button_click_and_update(stack: Stack) -> None:
     posted = await emulator.wait_for_call("chat.postMessage")
     await driver.click("approve", value="run-7")
     await emulator.wait_for_call("chat.update")
-    (_, container, channel, response_url), = stack.app.of("approve")
-    assert container == {"type": "message", "message_ts": posted.response["ts"], "channel_id": "C0001",
-                         "is_ephemeral": False}
+    ((_, container, channel, response_url),) = stack.app.of("approve")
+    assert container == {
+        "type": "message",
+        "message_ts": posted.response["ts"],
+        "channel_id": "C0001",
+        "is_ephemeral": False,
+    }
     assert channel == "C0001" and response_url.startswith(emulator.base_url)
     shown = emulator.messages("C0001")
     assert [(m["text"], m["blocks"]) for m in shown] == [("Approved by <@U0001>", [])]
@@ -455,7 +502,8 @@ async def test_respond_through_response_url_replaces_the_message(stack: Stack) -
     await emulator.wait_for_call("chat.postMessage")
     await stack.driver.click("later")
     shown = await emulator.world.changes.wait_for(
-        lambda: [m["text"] for m in emulator.messages()] if emulator.world.responses else None, 2.0)
+        lambda: [m["text"] for m in emulator.messages()] if emulator.world.responses else None, 2.0
+    )
     assert shown == ["Postponed until tonight"]
     assert emulator.world.responses[0]["body"]["replace_original"] is True
 

@@ -34,34 +34,63 @@ def button(action_id: str = "go", text: str = "Go", **extra: Any) -> dict[str, A
 @pytest.mark.parametrize(
     ("block", "expected"),
     [
-        ({"type": "header", "text": {"type": "mrkdwn", "text": "x"}},
-         "[ERROR] must be a plain_text text object [json-pointer:/blocks/0/text/type]"),
+        (
+            {"type": "header", "text": {"type": "mrkdwn", "text": "x"}},
+            "[ERROR] must be a plain_text text object [json-pointer:/blocks/0/text/type]",
+        ),
         ({"type": "section"}, "[ERROR] missing required field: one of text, fields [json-pointer:/blocks/0]"),
-        ({"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11},
-         "[ERROR] no more than 10 items allowed [json-pointer:/blocks/0/fields]"),
-        ({"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11},
-         "[ERROR] no more than 10 items allowed [json-pointer:/blocks/0/elements]"),
-        (actions(*[button(f"b{i}") for i in range(26)]),
-         "[ERROR] no more than 25 items allowed [json-pointer:/blocks/0/elements]"),
-        (actions(button(text="t" * 76)),
-         "[ERROR] must be less than 75 characters [json-pointer:/blocks/0/elements/0/text/text]"),
-        (actions(button(value="v" * 2001)),
-         "[ERROR] must be less than 2000 characters [json-pointer:/blocks/0/elements/0/value]"),
-        (actions(button("x" * 256)),
-         "[ERROR] must be less than 255 characters [json-pointer:/blocks/0/elements/0/action_id]"),
+        (
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11},
+            "[ERROR] no more than 10 items allowed [json-pointer:/blocks/0/fields]",
+        ),
+        (
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11},
+            "[ERROR] no more than 10 items allowed [json-pointer:/blocks/0/elements]",
+        ),
+        (
+            actions(*[button(f"b{i}") for i in range(26)]),
+            "[ERROR] no more than 25 items allowed [json-pointer:/blocks/0/elements]",
+        ),
+        (
+            actions(button(text="t" * 76)),
+            "[ERROR] must be less than 75 characters [json-pointer:/blocks/0/elements/0/text/text]",
+        ),
+        (
+            actions(button(value="v" * 2001)),
+            "[ERROR] must be less than 2000 characters [json-pointer:/blocks/0/elements/0/value]",
+        ),
+        (
+            actions(button("x" * 256)),
+            "[ERROR] must be less than 255 characters [json-pointer:/blocks/0/elements/0/action_id]",
+        ),
         (actions(button(), button()), "[ERROR] duplicate action_id: go [json-pointer:/blocks/0/elements/1/action_id]"),
-        (actions({"type": "overflow", "action_id": "o", "options": [opt(str(i)) for i in range(6)]}),
-         "[ERROR] no more than 5 items allowed [json-pointer:/blocks/0/elements/0/options]"),
-        (actions({"type": "static_select", "action_id": "s", "options": [opt("v" * 151)]}),
-         "[ERROR] must be less than 150 characters [json-pointer:/blocks/0/elements/0/options/0/value]"),
-        (actions({"type": "static_select", "action_id": "s",
-                  "options": [{"text": {"type": "mrkdwn", "text": "m"}, "value": "m"}]}),
-         "[ERROR] must be a plain_text text object [json-pointer:/blocks/0/elements/0/options/0/text]"),
-        (actions({"type": "static_select", "action_id": "s"}),
-         "[ERROR] missing required field: one of options, option_groups [json-pointer:/blocks/0/elements/0]"),
+        (
+            actions({"type": "overflow", "action_id": "o", "options": [opt(str(i)) for i in range(6)]}),
+            "[ERROR] no more than 5 items allowed [json-pointer:/blocks/0/elements/0/options]",
+        ),
+        (
+            actions({"type": "static_select", "action_id": "s", "options": [opt("v" * 151)]}),
+            "[ERROR] must be less than 150 characters [json-pointer:/blocks/0/elements/0/options/0/value]",
+        ),
+        (
+            actions(
+                {
+                    "type": "static_select",
+                    "action_id": "s",
+                    "options": [{"text": {"type": "mrkdwn", "text": "m"}, "value": "m"}],
+                }
+            ),
+            "[ERROR] must be a plain_text text object [json-pointer:/blocks/0/elements/0/options/0/text]",
+        ),
+        (
+            actions({"type": "static_select", "action_id": "s"}),
+            "[ERROR] missing required field: one of options, option_groups [json-pointer:/blocks/0/elements/0]",
+        ),
         ({"type": "carousel"}, "[ERROR] unsupported type: carousel [json-pointer:/blocks/0/type]"),
-        ({"type": "header", "text": pt("")},
-         "[ERROR] must be more than 0 characters [json-pointer:/blocks/0/text/text]"),
+        (
+            {"type": "header", "text": pt("")},
+            "[ERROR] must be more than 0 characters [json-pointer:/blocks/0/text/text]",
+        ),
     ],
 )
 def test_block_rules(block: dict[str, Any], expected: str) -> None:
@@ -73,12 +102,16 @@ def test_same_action_id_in_two_blocks_is_legal_as_on_slack() -> None:
 
 
 def test_checkboxes_accept_mrkdwn_options_and_ten_at_most() -> None:
-    boxes = {"type": "checkboxes", "action_id": "c", "options": [{"text": {"type": "mrkdwn", "text": "*m*"},
-                                                                   "value": "m"}]}
+    boxes = {
+        "type": "checkboxes",
+        "action_id": "c",
+        "options": [{"text": {"type": "mrkdwn", "text": "*m*"}, "value": "m"}],
+    }
     assert message_errors(actions(boxes)) == []
     boxes["options"] = [opt(str(i)) for i in range(11)]
     assert message_errors(actions(boxes)) == [
-        "[ERROR] no more than 10 items allowed [json-pointer:/blocks/0/elements/0/options]"]
+        "[ERROR] no more than 10 items allowed [json-pointer:/blocks/0/elements/0/options]"
+    ]
 
 
 def test_home_allows_inputs_and_needs_no_title() -> None:
@@ -97,18 +130,27 @@ def test_home_allows_inputs_and_needs_no_title() -> None:
         ({"type": "plain_text_input"}, "hello", {"value": "hello"}),
         ({"type": "number_input", "is_decimal_allowed": True}, "2.5", {"value": "2.5"}),
         ({"type": "static_select", "options": [opt("a", "A")]}, "a", {"selected_option": opt("a", "A")}),
-        ({"type": "static_select", "option_groups": [{"label": pt("G"), "options": [opt("g")]}]}, "g",
-         {"selected_option": opt("g")}),
-        ({"type": "multi_static_select", "options": [opt("a"), opt("b")]}, ["b", "a"],
-         {"selected_options": [opt("b"), opt("a")]}),
+        (
+            {"type": "static_select", "option_groups": [{"label": pt("G"), "options": [opt("g")]}]},
+            "g",
+            {"selected_option": opt("g")},
+        ),
+        (
+            {"type": "multi_static_select", "options": [opt("a"), opt("b")]},
+            ["b", "a"],
+            {"selected_options": [opt("b"), opt("a")]},
+        ),
         ({"type": "radio_buttons", "options": [opt("r")]}, "r", {"selected_option": opt("r")}),
         ({"type": "checkboxes", "options": [opt("c")]}, ["c"], {"selected_options": [opt("c")]}),
         ({"type": "datepicker"}, "2024-02-29", {"selected_date": "2024-02-29"}),
         ({"type": "timepicker"}, "07:05", {"selected_time": "07:05"}),
         ({"type": "users_select"}, "U0001", {"selected_user": "U0001"}),
         ({"type": "multi_conversations_select"}, ["C0001"], {"selected_conversations": ["C0001"]}),
-        ({"type": "external_select"}, "x",
-         {"selected_option": {"text": {"type": "plain_text", "text": "x", "emoji": True}, "value": "x"}}),
+        (
+            {"type": "external_select"},
+            "x",
+            {"selected_option": {"text": {"type": "plain_text", "text": "x", "emoji": True}, "value": "x"}},
+        ),
         ({"type": "checkboxes", "options": [opt("c")]}, None, {"selected_options": []}),
         ({"type": "static_select", "options": [opt("a")]}, None, {"selected_option": None}),
     ],
@@ -136,15 +178,25 @@ def test_values_slacks_client_would_not_accept(element: dict[str, Any], value: A
 
 def test_initial_values_and_carry_over_after_update() -> None:
     blocks = [
-        {"type": "input", "block_id": "n", "label": pt("N"),
-         "element": {"type": "plain_text_input", "action_id": "v", "initial_value": "init"}},
-        {"type": "input", "block_id": "s", "label": pt("S"),
-         "element": {"type": "static_select", "action_id": "v", "options": [opt("a")]}},
+        {
+            "type": "input",
+            "block_id": "n",
+            "label": pt("N"),
+            "element": {"type": "plain_text_input", "action_id": "v", "initial_value": "init"},
+        },
+        {
+            "type": "input",
+            "block_id": "s",
+            "label": pt("S"),
+            "element": {"type": "static_select", "action_id": "v", "options": [opt("a")]},
+        },
         actions(button()),
     ]
     values = blockkit.initial_values(blocks)
-    assert values == {"n": {"v": {"type": "plain_text_input", "value": "init"}},
-                      "s": {"v": {"type": "static_select", "selected_option": None}}}
+    assert values == {
+        "n": {"v": {"type": "plain_text_input", "value": "init"}},
+        "s": {"v": {"type": "static_select", "selected_option": None}},
+    }
     values["n"]["v"]["value"] = "typed"
     renamed = [dict(blocks[0], block_id="n2"), blocks[1]]
     kept = blockkit.carry_over(values, blocks)
@@ -153,8 +205,10 @@ def test_initial_values_and_carry_over_after_update() -> None:
 
 
 def test_missing_ids_are_filled_like_slack() -> None:
-    filled = blockkit.fill_missing_ids([actions(button(), block_id="a"), {"type": "actions",
-                                        "elements": [{"type": "button", "text": pt("x")}]}], lambda: "gen")
+    filled = blockkit.fill_missing_ids(
+        [actions(button(), block_id="a"), {"type": "actions", "elements": [{"type": "button", "text": pt("x")}]}],
+        lambda: "gen",
+    )
     assert filled[1]["block_id"] == "gen" and filled[1]["elements"][0]["action_id"] == "gen"
     assert filled[0]["block_id"] == "a"
 

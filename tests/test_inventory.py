@@ -4,29 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import asyncssh
 import pytest
 
 from bot.alerts import Alert, AlertBus
 from bot.inventory import FingerprintMismatch, cached_capabilities, fetch_host_key, pin_host_key, refresh_capabilities
 from bot.probes import system
-from bot.transport import SSHPool
 from storage.models import AuditLog, Server, ServerStatus
 from storage.tenancy import Tenant
-
-
-@pytest.fixture
-async def pool_for():
-    pools = []
-
-    def make(host) -> SSHPool:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)])
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 async def _server(host) -> Server:

@@ -3,33 +3,15 @@ install hints on version strings and OS descriptions of several distributions.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from bot.probes import borg, system
-from bot.probes.base import ProbeContext, ProbeError
+from bot.probes.base import ProbeError
 from bot.probes.system import SystemInfo
-from bot.transport import SSHPool, SSHTarget
 
 RECORDED = Path(__file__).parent / "data" / "probes"
-
-
-@pytest.fixture
-async def ctx_for() -> AsyncIterator[Callable[..., ProbeContext]]:
-    pools: list[SSHPool] = []
-
-    def make(host, **kwargs) -> ProbeContext:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)])
-        pools.append(pool)
-        target = SSHTarget(host.host, host.port, host.user, host.host_public_key)
-        return ProbeContext(pool.transport(target), **kwargs)
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 def os_info(os_id: str, version: str, *, like: tuple[str, ...] = (), name: str = "") -> SystemInfo:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from bot.probes import disk
 from bot.probes.base import ProbeContext, ProbeError
-from bot.transport import SSHPool, SSHTarget
 from bot.transport.base import CommandResult, CommandTimeout
 
 RECORDED = Path(__file__).parent / "data" / "probes"
@@ -34,21 +32,6 @@ NASTY_NAMES = [
     "glob * ?",
     "ünïcødé",
 ]
-
-
-@pytest.fixture
-async def ctx_for() -> AsyncIterator[Callable[..., ProbeContext]]:
-    pools: list[SSHPool] = []
-
-    def make(host, **kwargs) -> ProbeContext:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)])
-        pools.append(pool)
-        target = SSHTarget(host.host, host.port, host.user, host.host_public_key)
-        return ProbeContext(pool.transport(target), **kwargs)
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 def tools_dir(where: Path, *names: str) -> str:

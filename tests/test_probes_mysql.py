@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import asyncssh
 import pytest
 from pydantic import SecretStr
 
@@ -17,7 +16,7 @@ from bot.probes import mysql
 from bot.probes.atomicity import verdict
 from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.mysql import MySQLCredential
-from bot.transport import LocalTransport, SSHPool, SSHTarget
+from bot.transport import LocalTransport
 from tests.harness.common import unique_token
 
 RECORDED = Path(__file__).parent / "data" / "probes"
@@ -49,21 +48,6 @@ def exists(*paths: str) -> bool:
 
 def quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
-
-
-@pytest.fixture
-async def ctx_for() -> AsyncIterator:
-    pools: list[SSHPool] = []
-
-    def make(host) -> ProbeContext:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)])
-        pools.append(pool)
-        transport = pool.transport(SSHTarget(host.host, host.port, host.user, host.host_public_key))
-        return ProbeContext(transport, sudo=False, privileged=host.user == "root")
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 @pytest.fixture

@@ -17,18 +17,17 @@ import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
 import pytest
 from pydantic import SecretStr
 
 from bot.probes import postgresql as pg
 from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.postgresql import PgCredential
-from bot.transport import LocalTransport, SSHPool, SSHTarget
+from bot.transport import LocalTransport
 from tests.harness.common import free_port, make_workdir, require_root, unique_token
 
 RECORDED = Path(__file__).parent / "data" / "probes"
@@ -139,21 +138,6 @@ def scram_cluster() -> Iterator[ScramCluster]:
 def scram() -> Iterator[ScramCluster]:
     with scram_cluster() as cluster:
         yield cluster
-
-
-@pytest.fixture
-async def ctx_for() -> AsyncIterator:
-    pools: list[SSHPool] = []
-
-    def make(host) -> ProbeContext:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)])
-        pools.append(pool)
-        transport = pool.transport(SSHTarget(host.host, host.port, host.user, host.host_public_key))
-        return ProbeContext(transport, sudo=False, privileged=host.user == "root")
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 def write_home_file(host, name: str, text: str, mode: int = 0o600) -> Path:

@@ -16,33 +16,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from bot.probes import snapshot_btrfs, snapshot_lvm, snapshot_zfs, snapshots
-from bot.probes.base import ProbeContext, ProbeError
+from bot.probes.base import ProbeError
 from bot.probes.disk import MountInfo
-from bot.transport import SSHPool, SSHTarget
 
 RECORDED = Path(__file__).parent / "data" / "probes"
-
-
-@pytest.fixture
-async def ctx_for() -> AsyncIterator[Callable[..., ProbeContext]]:
-    pools: list[SSHPool] = []
-
-    def make(host, **kwargs) -> ProbeContext:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)])
-        pools.append(pool)
-        target = SSHTarget(host.host, host.port, host.user, host.host_public_key)
-        return ProbeContext(pool.transport(target), **kwargs)
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 def sh(*argv: str | os.PathLike[str], env: dict[str, str] | None = None) -> str:

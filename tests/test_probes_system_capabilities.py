@@ -8,29 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from bot.probes import system
 from bot.probes.base import Model, ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities, ProbeSpec, gather
-from bot.transport import SSHPool, SSHTarget
 
 RECORDED = Path(__file__).parent / "data" / "probes"
-
-
-@pytest.fixture
-async def ctx_for(make_sshd):
-    pools = []
-
-    def make(host, **kwargs) -> ProbeContext:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)], **kwargs)
-        pools.append(pool)
-        return ProbeContext(pool.transport(SSHTarget(host.host, host.port, host.user, host.host_public_key)))
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 class Echo(Model):

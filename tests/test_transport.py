@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncssh
@@ -45,20 +44,6 @@ NASTY = [
 def target_for(host, *, host_key: str | None = "pinned") -> SSHTarget:
     key = host.host_public_key if host_key == "pinned" else host_key
     return SSHTarget(host=host.host, port=host.port, username=host.user, host_key=key)
-
-
-@pytest.fixture
-async def pool_for(make_sshd) -> AsyncIterator:
-    pools: list[SSHPool] = []
-
-    def make(host, **kwargs) -> SSHPool:
-        pool = SSHPool([asyncssh.read_private_key(host.client_key_path)], **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 async def test_fetch_host_key_matches_ssh_keygen(make_sshd) -> None:
