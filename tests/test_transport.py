@@ -262,3 +262,21 @@ async def test_local_transport(tmp_path: Path) -> None:
         await local.run(["sleep", "5"], timeout=0.2)
     killed = await local.run(["sh", "-c", "kill -TERM $$"])
     assert (killed.exit_status, killed.signal) == (None, "SIGTERM")
+
+
+async def test_stderr_lines_arrive_while_the_command_runs(make_sshd, pool_for, tmp_path: Path) -> None:
+    """The command waits for a file that only the line handler creates: without streaming it would time out."""
+    host = make_sshd("stream")
+    script = 'echo "first" >&2; while [ ! -e "$1" ]; do sleep 0.05; done; echo "second" >&2; echo out'
+    for index, transport in enumerate((pool_for(host).transport(target_for(host)), LocalTransport())):
+        flag = tmp_path / f"go-{index}"
+        lines: list[str] = []
+
+        def handle(line: str, flag: Path = flag, lines: list[str] = lines) -> None:
+            lines.append(line)
+            flag.touch()
+
+        result = await transport.run(["sh", "-c", script, "sh", str(flag)], timeout=20, on_stderr=handle)
+        assert result.ok and result.out == "out\n"
+        assert [line for line in lines if not line.startswith("backup-bot-pid=")] == ["first", "second"]
+        assert result.err.endswith("first\nsecond\n")

@@ -8,9 +8,30 @@ is a sentence for a person, and whose ``kind`` lets the runs layer choose a retr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+LineHandler = Callable[[str], None]
+
+
+async def read_lines(stream: Any, on_line: LineHandler | None) -> bytes:
+    """Read ``stream`` to EOF; with ``on_line``, hand each line over as it arrives (progress reporting).
+
+    A failing handler is logged and ignored: progress must never break the command it reports on.
+    """
+    if on_line is None:
+        return await stream.read()
+    parts: list[bytes] = []
+    while line := await stream.readline():
+        parts.append(line)
+        try:
+            on_line(line.decode("utf-8", errors="replace").rstrip("\r\n"))
+        except Exception:
+            log.exception("stderr line handler failed")
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -98,7 +119,8 @@ class CommandTimeout(TransportError):
 
 @runtime_checkable
 class Transport(Protocol):
-    """Runs an argument list somewhere. ``secret_env`` never appears on a command line or in a log."""
+    """Runs an argument list somewhere. ``secret_env`` never appears on a command line or in a log;
+    ``on_stderr`` receives stderr line by line while the command runs (e.g. borg's --log-json progress)."""
 
     name: str
 
@@ -111,6 +133,7 @@ class Transport(Protocol):
         secret_env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         sudo: bool = False,
+        on_stderr: LineHandler | None = None,
     ) -> CommandResult: ...
 
     async def close(self) -> None: ...

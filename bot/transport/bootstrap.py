@@ -33,14 +33,22 @@ async def install_with_password(
 ) -> CommandResult:
     """Log in once with ``password`` and install ``public_key``; the password is not kept anywhere."""
     if not target.host_key:
-        raise TransportError("Confirm the server's host key fingerprint before sending it a password.",
-                             transient=False)
+        raise TransportError("Confirm the server's host key fingerprint before sending it a password.", transient=False)
     pinned = parse_key(target.host_key)
     try:
         async with asyncssh.connect(
-            target.host, target.port, username=target.username, password=password, client_keys=None,
-            known_hosts=([pinned], [], []), config=[], agent_path=None, kbdint_auth=False,
-            preferred_auth=("password",), connect_timeout=timeout, login_timeout=timeout,
+            target.host,
+            target.port,
+            username=target.username,
+            password=password,
+            client_keys=None,
+            known_hosts=([pinned], [], []),
+            config=[],
+            agent_path=None,
+            kbdint_auth=False,
+            preferred_auth=("password",),
+            connect_timeout=timeout,
+            login_timeout=timeout,
         ) as conn:
             command = shlex.join(["sh", "-c", _INSTALL_SCRIPT, "sh", public_key.strip()])
             result = await asyncio.wait_for(conn.run(command, check=False, encoding=None), timeout)
@@ -50,12 +58,17 @@ async def install_with_password(
             "the key by hand with the command shown."
         ) from None
     except asyncssh.HostKeyNotVerifiable:
-        raise TransportError(f"{target.host}:{target.port} presented a host key other than the one confirmed; "
-                             "the password was not sent.", kind="host_key_changed", transient=False) from None
+        raise TransportError(
+            f"{target.host}:{target.port} presented a host key other than the one confirmed; "
+            "the password was not sent.",
+            kind="host_key_changed",
+            transient=False,
+        ) from None
     except (OSError, asyncssh.Error, TimeoutError) as exc:
         raise TransportError(f"Cannot log in to {target.label} to install the key: {type(exc).__name__}.") from None
     outcome = CommandResult(("sh",), result.exit_status, result.stdout or b"", result.stderr or b"")
     if not outcome.ok:
-        raise TransportError(f"Installing the key on {target.label} failed: {outcome.describe_failure()}.",
-                             transient=False)
+        raise TransportError(
+            f"Installing the key on {target.label} failed: {outcome.describe_failure()}.", transient=False
+        )
     return outcome

@@ -47,17 +47,22 @@ async def fetch_host_key(host: str, port: int = 22, *, timeout: float = 15.0) ->
     try:
         key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port, config=[]), timeout)
     except TimeoutError:
-        raise ConnectTimeout(f"{where} did not answer within {timeout:g} s. Check the address, the port and "
-                             "any firewall between the bot and the server.") from None
+        raise ConnectTimeout(
+            f"{where} did not answer within {timeout:g} s. Check the address, the port and "
+            "any firewall between the bot and the server."
+        ) from None
     except socket.gaierror:
         raise HostUnreachable(f"The host name {host!r} cannot be resolved. Check its spelling or DNS.") from None
     except ConnectionRefusedError:
-        raise HostUnreachable(f"Connection to {where} was refused: no SSH server listens there. Check the "
-                              "port (sshd's Port setting) and that sshd is running.") from None
+        raise HostUnreachable(
+            f"Connection to {where} was refused: no SSH server listens there. Check the "
+            "port (sshd's Port setting) and that sshd is running."
+        ) from None
     except (OSError, asyncssh.Error) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
         raise HostUnreachable(f"Cannot reach an SSH server at {where}: {reason}.") from None
     if key is None:
-        raise TransportError(f"{where} presented no host key; the bot only talks to servers it can pin.",
-                             transient=False)
+        raise TransportError(
+            f"{where} presented no host key; the bot only talks to servers it can pin.", transient=False
+        )
     return describe_key(key)

@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 
-from bot.transport.base import CommandResult, CommandTimeout, TransportError
+from bot.transport.base import CommandResult, CommandTimeout, LineHandler, TransportError, read_lines
 from bot.transport.command import check_argv, check_env
 
 
@@ -29,6 +29,7 @@ class LocalTransport:
         secret_env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         sudo: bool = False,
+        on_stderr: LineHandler | None = None,
     ) -> CommandResult:
         args = check_argv(argv)
         if sudo and os.geteuid() != 0:
@@ -55,7 +56,7 @@ class LocalTransport:
                 f"Cannot start `{args[0]}` on the bot's host: {exc.strerror}.", transient=False
             ) from None
         try:
-            out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+            out, err = await asyncio.wait_for(_communicate(process, stdin, on_stderr), timeout)
         except TimeoutError:
             _kill_group(process)
             await process.wait()
@@ -71,6 +72,20 @@ class LocalTransport:
 
     async def close(self) -> None:
         return None
+
+
+async def _communicate(
+    process: asyncio.subprocess.Process, stdin: bytes | None, on_stderr: LineHandler | None
+) -> tuple[bytes, bytes]:
+    if on_stderr is None:
+        return await process.communicate(stdin)
+    if process.stdin is not None:
+        process.stdin.write(stdin or b"")
+        await process.stdin.drain()
+        process.stdin.close()
+    out, err = await asyncio.gather(process.stdout.read(), read_lines(process.stderr, on_stderr))
+    await process.wait()
+    return out, err
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

@@ -28,7 +28,9 @@ from bot.transport.base import (
     HostKeyChanged,
     HostKeyNotPinned,
     HostUnreachable,
+    LineHandler,
     TransportError,
+    read_lines,
 )
 from bot.transport.command import PID_MARKER, shell_command
 from bot.transport.hostkeys import fetch_host_key, fingerprint, parse_key
@@ -207,6 +209,7 @@ class SSHPool:
         secret_env: Mapping[str, str] | None,
         timeout: float | None,
         sudo: bool,
+        on_stderr: LineHandler | None = None,
     ) -> CommandResult:
         entry = await self._entry(target)
         async with entry.channels:
@@ -232,7 +235,7 @@ class SSHPool:
             try:
                 if supervised:
                     pid = await _read_pid(process, self._connect_timeout)
-                return await self._wait(process, tuple(argv), data, timeout, started, target)
+                return await self._wait(process, tuple(argv), data, timeout, started, target, on_stderr)
             finally:
                 if process.exit_status is None and process.exit_signal is None:
                     await _stop(entry.conn, pid, sudo=sudo and target.username != "root")
@@ -246,26 +249,31 @@ class SSHPool:
         timeout: float | None,
         started: float,
         target: SSHTarget,
+        on_stderr: LineHandler | None,
     ) -> CommandResult:
         try:
             if data:
                 process.stdin.write(data)
             process.stdin.write_eof()
-            completed = await process.wait(check=False, timeout=timeout)
-        except asyncssh.TimeoutError:
+            out, err = await asyncio.wait_for(_collect(process, on_stderr), timeout)
+        except TimeoutError:
             raise CommandTimeout(
                 f"`{argv[0]}` did not finish within {timeout:g} s on {target.host} and was stopped."
             ) from None
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
             self._forget(target)
-            raise HostUnreachable(f"The SSH connection to {target.label} dropped while `{argv[0]}` ran: "
-                                  f"{_reason(exc)}.") from None
-        signal_name = completed.exit_signal[0] if completed.exit_signal else None
+            raise HostUnreachable(
+                f"The SSH connection to {target.label} dropped while `{argv[0]}` ran: {_reason(exc)}."
+            ) from None
+        signal_name = process.exit_signal[0] if process.exit_signal else None
+        if process.exit_status is None and signal_name is None:
+            self._forget(target)
+            raise HostUnreachable(f"The SSH connection to {target.label} closed before `{argv[0]}` finished.")
         return CommandResult(
             argv=argv,
-            exit_status=None if signal_name else completed.exit_status,
-            stdout=completed.stdout or b"",
-            stderr=completed.stderr or b"",
+            exit_status=None if signal_name else process.exit_status,
+            stdout=out,
+            stderr=err,
             signal=signal_name,
             duration=time.monotonic() - started,
         )
@@ -278,6 +286,13 @@ class SSHPool:
         for entry in entries:
             with contextlib.suppress(Exception):
                 await entry.conn.wait_closed()
+
+
+async def _collect(process: asyncssh.SSHClientProcess, on_stderr: LineHandler | None) -> tuple[bytes, bytes]:
+    """All of stdout and stderr until the channel closes, passing stderr lines on as they arrive."""
+    out, err = await asyncio.gather(process.stdout.read(), read_lines(process.stderr, on_stderr))
+    await process.wait_closed()  # the exit status arrives before the channel closes, not always before EOF
+    return out, err
 
 
 async def _read_pid(process: asyncssh.SSHClientProcess, limit: float) -> int | None:
@@ -318,9 +333,17 @@ class SSHTransport:
         secret_env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         sudo: bool = False,
+        on_stderr: LineHandler | None = None,
     ) -> CommandResult:
         return await self.pool.run(
-            self.target, argv, stdin=stdin, env=env, secret_env=secret_env, timeout=timeout, sudo=sudo
+            self.target,
+            argv,
+            stdin=stdin,
+            env=env,
+            secret_env=secret_env,
+            timeout=timeout,
+            sudo=sudo,
+            on_stderr=on_stderr,
         )
 
     async def close(self) -> None:
