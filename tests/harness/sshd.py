@@ -124,7 +124,7 @@ class SshHost:
     workdir: Path
     password: str | None  # the throwaway user's password; None for root (root's password is never touched)
     password_auth: bool  # PasswordAuthentication yes/no in this sshd
-    home: Path  # login user's home (the throwaway user's ~/.ssh/authorized_keys is read as well)
+    home: Path  # login user's home; for root a private one set with SetEnv HOME (its ~/.ssh/authorized_keys is read)
     hostname: str  # what `hostname` prints in sessions on this host (own UTS namespace if supported)
     known_hosts_path: Path  # an OpenSSH known_hosts file pinning this host's current key
     borg_base_dir: Path | None  # BORG_BASE_DIR set for root sessions on this host (None for non-root)
@@ -247,6 +247,12 @@ def _write_config(host: SshHost) -> None:
     keys_files = [os.fspath(host.authorized_keys_path)]
     if host._nonroot:
         keys_files.append(".ssh/authorized_keys")  # relative = in the user's home: the password-then-key flow
+    else:
+        # Root sessions get a private HOME (sshd's SetEnv overrides the passwd entry's): what the bot writes
+        # into "~" (authorized_keys of a pool, push keys, .my.cnf, .pgpass) stays in the test's directory and
+        # never touches the machine's real /root. sshd still reads that authorized_keys for root.
+        setenv.append(f"HOME={host.home}")
+        keys_files.append(os.fspath(host.home / ".ssh" / "authorized_keys"))
     lines = [
         f"Port {host.port}",
         f"ListenAddress {host.host}",
@@ -369,7 +375,9 @@ class SshdFactory:
         with_borg: bool,
     ) -> SshHost:
         address = address or next_loopback_address()
-        user, home, password = "root", Path(os.path.expanduser("~root")), None
+        user, home, password = "root", workdir / "home", None
+        if not nonroot:
+            home.mkdir(mode=0o700)
         if nonroot:
             user = f"bwt{os.getpid()}x{secrets.token_hex(2)}"
             home = workdir / "home"
