@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 _ARCHIVE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 
@@ -33,6 +34,11 @@ class Repo:
     passphrase: str | None = field(default=None, repr=False)
     rsh: str | None = None
     base_dir: str | None = None
+    extra_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # e.g. a dump's password
+
+    def with_secrets(self, secrets: Mapping[str, str]) -> Repo:
+        """This repo with more variables for borg's secret environment (inherited by a dump command)."""
+        return replace(self, extra_secrets=self.extra_secrets + tuple(secrets.items())) if secrets else self
 
     def archive(self, name: str) -> str:
         return f"{self.url}::{archive_name(name)}"
@@ -46,7 +52,10 @@ class Repo:
         return values
 
     def secret_env(self) -> dict[str, str]:
-        return {"BORG_PASSPHRASE": self.passphrase} if self.passphrase is not None else {}
+        values = dict(self.extra_secrets)
+        if self.passphrase is not None:
+            values["BORG_PASSPHRASE"] = self.passphrase
+        return values
 
 
 def ssh_url(user: str, host: str, port: int, path: str) -> str:

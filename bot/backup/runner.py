@@ -1,0 +1,207 @@
+"""The chain runner: hooks → snapshot → one ``borg create`` per job on the source → proof → prune + compact.
+
+"No phantom success": a job succeeds only when borg exits 0 (1 = warning) **and** the archive is then listed
+in the repository by the bot's own access on the pool. Each job is isolated (a failed dump does not stop the
+other jobs), ``after`` commands of a job always run, and retention is applied only to jobs whose backup just
+succeeded: a chain that cannot back up never loses its old archives to pruning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from bot.backup.jobs import ArchiveJob, archive_glob, archive_name
+from bot.borg import compact, create, prune
+from bot.borg import list as borg_list
+from bot.borg.create import ArchiveStats, CreateOptions
+from bot.borg.repo import Repo
+from bot.borg.runner import KINDS, BorgError
+from bot.transport.base import Transport, TransportError
+
+Status = Literal["ok", "warning", "failed"]
+PathMapper = Callable[[str], str]  # original path → the path borg must read (a snapshot view)
+SnapshotFactory = Callable[[Sequence[str]], AbstractAsyncContextManager[PathMapper]]
+HooksFactory = Callable[[], AbstractAsyncContextManager[Any]]
+ProgressHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    prefix: str  # archive name prefix, e.g. the repository name
+    jobs: Sequence[ArchiveJob]
+    source: Transport  # where borg runs (the source server)
+    repo_at_source: Repo  # how the source reaches the repository (push)
+    pool: Transport  # the bot's own access to the pool
+    repo_at_pool: Repo
+    compression: str = "lz4"
+    retention: Mapping[str, int | str] | None = None
+    sudo: bool = False  # run privileged jobs through sudo (non-root login with passwordless sudo)
+    snapshot: SnapshotFactory | None = None
+    hooks: HooksFactory | None = None
+    borg: str = "borg"  # borg on the source
+    pool_borg: str = "borg"
+    timeout: float | None = None  # per job
+    lock_wait: int = 60  # seconds borg waits for the repository lock before giving up (kind "lock")
+
+
+@dataclass
+class JobOutcome:
+    suffix: str
+    archive: str
+    status: Status
+    stats: ArchiveStats | None = None
+    kind: str | None = None
+    reason: str = ""
+    hint: str = ""
+    pruned: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChainResult:
+    status: Status
+    jobs: list[JobOutcome]
+    started_at: datetime
+    finished_at: datetime
+    freed_bytes: int | None = None
+    kind: str | None = None  # of the first failure
+    reason: str = ""
+    hint: str = ""
+    maintenance_error: str | None = None  # prune/compact problems (the backups themselves stand)
+
+    @property
+    def duration(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def _failure(error: BaseException) -> tuple[str, str, str]:
+    """(kind, reason, hint) for anything a job can die of (borg, SSH, a hook, a snapshot)."""
+    if isinstance(error, BorgError):
+        return error.kind, str(error), error.hint
+    if isinstance(error, TransportError):
+        hint = KINDS["unreachable"][1] if error.transient else ""
+        return error.kind, str(error), hint
+    kind = getattr(error, "kind", None) or "error"
+    return kind, str(error) or type(error).__name__, getattr(error, "hint", "") or KINDS["error"][1]
+
+
+async def _commands(plan: ChainPlan, job: ArchiveJob, commands: Sequence[Sequence[str]], what: str) -> None:
+    for argv in commands:
+        result = await plan.source.run(argv, sudo=job.privileged and plan.sudo, timeout=300)
+        if not result.ok:
+            raise TransportError(f"The {what} command of {job.suffix} failed: {result.describe_failure()}.",
+                                 kind="hook_failed", transient=False)  # fmt: skip
+
+
+def _create_args(
+    plan: ChainPlan, job: ArchiveJob, name: str, mapper: PathMapper, progress: bool, moment: datetime | None
+) -> tuple:
+    options = CreateOptions(
+        compression=plan.compression, excludes=job.excludes, one_file_system=job.one_file_system,
+        exclude_caches=job.exclude_caches, progress=progress,
+        timestamp=moment.isoformat(timespec="seconds") if moment else None,
+    )  # fmt: skip
+    if job.kind == "command":
+        return create.command_argv(plan.repo_at_source, name, job.stdin_name, job.command, options)
+    return create.paths_argv(plan.repo_at_source, name, [mapper(p) for p in job.paths], options)
+
+
+async def _run_job(
+    plan: ChainPlan,
+    job: ArchiveJob,
+    name: str,
+    mapper: PathMapper,
+    on_progress: ProgressHandler | None,
+    moment: datetime | None,
+) -> JobOutcome:
+    outcome = JobOutcome(suffix=job.suffix, archive=name, status="failed")
+
+    def forward(event: dict[str, Any]) -> None:
+        if on_progress is not None:
+            on_progress({**event, "job": job.suffix, "archive": name})
+
+    try:
+        try:
+            await _commands(plan, job, job.before, "before")
+            # The dump's credentials ride along in borg's (stdin-fed) environment, inherited by the dump.
+            repo = plan.repo_at_source.with_secrets(job.secret_env)
+            result, stats = await create.run(
+                plan.source, repo, _create_args(plan, job, name, mapper, on_progress is not None, moment),
+                on_event=forward, borg=plan.borg, timeout=plan.timeout, sudo=job.privileged and plan.sudo,
+                lock_wait=plan.lock_wait,
+            )  # fmt: skip
+        finally:
+            await _commands(plan, job, job.after, "after")
+        await _prove(plan, name)
+    except (BorgError, TransportError) as error:
+        outcome.kind, outcome.reason, outcome.hint = _failure(error)
+        return outcome
+    outcome.status = "warning" if result.outcome == "warning" else "ok"
+    outcome.stats, outcome.reason = stats, result.reason
+    return outcome
+
+
+async def _prove(plan: ChainPlan, name: str) -> None:
+    """The archive must be listed by the pool-side view of the repository, or the job did not succeed."""
+    listed = await borg_list.archives(plan.pool, plan.repo_at_pool, glob=name, borg=plan.pool_borg,
+                                      lock_wait=plan.lock_wait)  # fmt: skip
+    if name not in {a.name for a in listed}:
+        raise TransportError(
+            f"borg reported success but archive {name} is not in the repository; treating the backup as failed.",
+            kind="phantom", transient=True,
+        )  # fmt: skip
+
+
+async def _maintain(plan: ChainPlan, outcomes: Sequence[JobOutcome], result: ChainResult) -> None:
+    if not plan.retention:
+        return
+    try:
+        for outcome in outcomes:
+            if outcome.status != "failed":
+                glob = archive_glob(plan.prefix, outcome.suffix)
+                lines = await prune.run(plan.pool, plan.repo_at_pool, plan.retention, glob=glob, borg=plan.pool_borg)
+                outcome.pruned = [line.name for line in lines if not line.keep]
+        if any(o.pruned for o in outcomes):
+            result.freed_bytes = await compact.run(plan.pool, plan.repo_at_pool, borg=plan.pool_borg)
+    except (BorgError, TransportError) as error:
+        result.maintenance_error = _failure(error)[1]
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield None
+
+
+@contextlib.asynccontextmanager
+async def _identity(_: Sequence[str]) -> AsyncIterator[PathMapper]:
+    yield lambda path: path
+
+
+async def run_chain(plan: ChainPlan, *, now: datetime | None = None,
+                    on_progress: ProgressHandler | None = None) -> ChainResult:  # fmt: skip
+    """Run every job of ``plan``; never raises for a backup failure — the result says what happened."""
+    started = now or datetime.now(UTC)  # a given ``now`` also becomes the archives' time (tests, imports)
+    clock = time.monotonic()
+    outcomes: list[JobOutcome] = []
+    result = ChainResult(status="failed", jobs=outcomes, started_at=started, finished_at=started)
+    paths = [p for job in plan.jobs if job.kind == "paths" for p in job.paths]
+    try:
+        async with (plan.hooks or _nothing)(), (plan.snapshot or _identity)(paths) as mapper:
+            for job in plan.jobs:
+                name = archive_name(plan.prefix, job.suffix, started)
+                outcomes.append(await _run_job(plan, job, name, mapper, on_progress, now))
+    except Exception as error:  # a pre-hook or the snapshot itself failed: no job ran (or the rest did not)
+        result.kind, result.reason, result.hint = _failure(error)
+    await _maintain(plan, outcomes, result)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if result.kind is None and failed:
+        result.kind, result.reason, result.hint = failed[0].kind, failed[0].reason, failed[0].hint
+    if result.kind is None:
+        result.status = "warning" if any(o.status == "warning" for o in outcomes) else "ok"
+    result.finished_at = datetime.fromtimestamp(started.timestamp() + (time.monotonic() - clock), UTC)
+    return result
