@@ -162,3 +162,55 @@ async def test_ssh_drop_mid_backup(chain) -> None:
     assert result.hint
     assert await borg_list.archives(plan.pool, plan.repo_at_pool) == []
     await _assert_repo_healthy(plan)
+
+
+async def test_test_backup_proves_the_path_and_leaves_no_trace(chain) -> None:
+    from bot.backup.testbackup import run_test_backup
+
+    plan, _, _ = await chain()
+    plan = replace(plan, jobs=[*plan.jobs, ArchiveJob(suffix="db-shop", kind="command",
+                                                     command=("sh", "-c", "echo 'CREATE TABLE t();'"),
+                                                     stdin_name="shop.sql")])  # fmt: skip
+    seen = []
+    report = await run_test_backup(plan, on_step=seen.append)
+    assert report.ok, [(s.name, s.detail) for s in report.steps if not s.ok]
+    names = [s.name for s in report.steps]
+    assert names == ["connect to the source", "open the repository on the pool", "read files", "back up files",
+                     "restore files", "back up db-shop", "restore db-shop", "clean up"]  # fmt: skip
+    assert "identical" in report.steps[4].detail and seen == report.steps
+    assert await borg_list.archives(plan.pool, plan.repo_at_pool) == []  # no trace in the real archive list
+
+
+async def test_test_backup_names_what_to_fix(chain) -> None:
+    from bot.backup.testbackup import run_test_backup
+
+    plan, _, _ = await chain()
+    wrong = replace(plan, repo_at_source=replace(plan.repo_at_source, passphrase="nope"))
+    report = await run_test_backup(wrong)
+    failed = report.failed_step()
+    assert not report.ok and failed.name == "back up files" and "passphrase" in failed.detail
+    missing = replace(plan, jobs=[ArchiveJob(suffix="files", kind="paths", paths=("/nonexistent/dir",))])
+    report = await run_test_backup(missing)
+    assert report.failed_step().name == "read files" and "/nonexistent/dir" in report.failed_step().detail
+    slow = replace(plan, jobs=[ArchiveJob(suffix="db-big", kind="command", command=("sh", "-c", "echo x; sleep 30"))])
+    report = await run_test_backup(slow, time_limit=3)
+    assert report.ok and "ran for 3 s" in report.steps[2].detail
+    assert await borg_list.archives(plan.pool, plan.repo_at_pool) == []  # checkpoints of the killed dump removed too
+
+
+async def test_restore_files_below_a_new_directory_never_over_live_data(chain) -> None:
+    from bot.backup.restore import RestoreRefused, archives, restore_paths
+
+    plan, source, _ = await chain()
+    assert (await run_chain(plan, now=MOMENT)).status == "ok"
+    listed = await archives(plan.pool, plan.repo_at_pool, prefix="csrc-files")
+    assert [a.name for a in listed] == ["csrc-files-files-20260301T020000"]
+    live = source.workdir / "www" / "index.html"
+    target = source.workdir / "restore 1"
+    result = await restore_paths(plan.source, plan.repo_at_source, listed[0].name, str(target), [str(live)])
+    assert result.files == 1
+    assert (target / str(live).lstrip("/")).read_text() == live.read_text()
+    for bad in ("/", "relative", str(source.workdir / "www")):  # the last one exists and is not empty
+        with pytest.raises(RestoreRefused):
+            await restore_paths(plan.source, plan.repo_at_source, listed[0].name, bad)
+    assert live.read_text() == "<h1>hello</h1>"

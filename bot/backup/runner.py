@@ -111,7 +111,7 @@ def _create_args(
     return create.paths_argv(plan.repo_at_source, name, [mapper(p) for p in job.paths], options)
 
 
-async def _run_job(
+async def run_job(
     plan: ChainPlan,
     job: ArchiveJob,
     name: str,
@@ -194,7 +194,7 @@ async def run_chain(plan: ChainPlan, *, now: datetime | None = None,
         async with (plan.hooks or _nothing)(), (plan.snapshot or _identity)(paths) as mapper:
             for job in plan.jobs:
                 name = archive_name(plan.prefix, job.suffix, started)
-                outcomes.append(await _run_job(plan, job, name, mapper, on_progress, now))
+                outcomes.append(await run_job(plan, job, name, mapper, on_progress, now))
     except Exception as error:  # a pre-hook or the snapshot itself failed: no job ran (or the rest did not)
         result.kind, result.reason, result.hint = _failure(error)
     await _maintain(plan, outcomes, result)
