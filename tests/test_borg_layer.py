@@ -181,3 +181,14 @@ async def test_push_from_source_to_pool_over_ssh_with_an_append_only_key(make_ss
     with pytest.raises(BorgError) as caught:
         await init.run(src_transport, other)
     assert caught.value.kind == "not_allowed"
+
+
+async def test_prune_lines_include_the_oldest_fallback(local) -> None:
+    transport, repo, src = local
+    await init.run(transport, repo, borg=BORG)
+    for name, ts in (("x-1", "2026-01-01T09:00:00"), ("x-2", "2026-01-01T10:00:00"), ("x-3", "2026-01-02T10:00:00")):
+        options = create.CreateOptions(timestamp=ts)
+        await create.run(transport, repo, create.paths_argv(repo, name, [str(src)], options), borg=BORG)
+    lines = await prune.run(transport, repo, {"keep_daily": 5}, dry_run=True, borg=BORG)
+    assert [(p.name, p.keep, p.rule, p.rank) for p in lines] == [
+        ("x-3", True, "daily", 1), ("x-2", True, "daily", 2), ("x-1", True, "daily[oldest]", 3)]  # fmt: skip

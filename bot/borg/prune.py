@@ -16,7 +16,8 @@ from bot.transport.base import Transport
 
 RULES = ("within", "last", "secondly", "minutely", "hourly", "daily", "weekly", "monthly", "yearly",
          "13weekly", "3monthly")  # fmt: skip
-_KEEP = re.compile(r"^Keeping archive \(rule: (?P<rule>[\w ]+?) #(?P<rank>\d+)\):\s+(?P<name>\S+)")
+_KEEP = re.compile(r"^Keeping archive \(rule: (?P<rule>[\w\[\] ]+?) #(?P<rank>\d+)\):\s+(?P<name>\S+)")
+_KEEP_CHECKPOINT = re.compile(r"^Keeping checkpoint archive:\s+(?P<name>\S+)")
 _PRUNE = re.compile(r"^(?:Would prune|Pruning archive \(\d+/\d+\)):\s+(?P<name>\S+)")
 
 
@@ -55,6 +56,8 @@ def parse_lines(result: BorgResult) -> list[PruneLine]:
         if match := _KEEP.match(text):
             rule = match["rule"].replace("rule: ", "").strip()
             lines.append(PruneLine(match["name"], True, rule, int(match["rank"])))
+        elif match := _KEEP_CHECKPOINT.match(text):
+            lines.append(PruneLine(match["name"], True, "checkpoint", None))
         elif match := _PRUNE.match(text):
             lines.append(PruneLine(match["name"], False, None, None))
     return lines

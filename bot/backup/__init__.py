@@ -1,0 +1,1 @@
+"""The backup engine: chain runner, sources, snapshots, retention and schedule math."""
