@@ -214,3 +214,56 @@ async def test_restore_files_below_a_new_directory_never_over_live_data(chain) -
         with pytest.raises(RestoreRefused):
             await restore_paths(plan.source, plan.repo_at_source, listed[0].name, bad)
     assert live.read_text() == "<h1>hello</h1>"
+
+
+async def test_btrfs_snapshot_and_hooks_through_the_runner(chain, btrfs_mount, ctx_for) -> None:
+    """Real Btrfs snapshot on the source: archive paths equal the originals, content is the snapshot's,
+    excludes still apply, the snapshot and a crashed run's leftover are gone afterwards."""
+    import subprocess
+
+    from bot.backup.hooks import backup_hooks, parse_commands
+    from bot.backup.snapshots import BtrfsDriver, factory
+
+    plan, source, _ = await chain()
+    subvol = btrfs_mount.unique("chainsub")
+    subprocess.run(["btrfs", "subvolume", "create", str(subvol)], check=True, capture_output=True)
+    (subvol / "keep.txt").write_text("before")
+    (subvol / "skip.tmp").write_text("excluded")
+    ctx = ctx_for(source)
+    driver = BtrfsDriver()
+    stale = btrfs_mount / ".backup-bot-crashed1" / "1"  # what a crashed run leaves: <mount>/.backup-bot-<run>/<n>
+    marker = source.workdir / "pre-ran"
+    job = ArchiveJob(suffix="files", kind="paths", paths=(str(subvol),), excludes=("sh:**/*.tmp",))
+
+    async def leftovers() -> list[str]:
+        return await driver.cleanup_leftovers(ctx, active_run_ids=["run42"])
+
+    pre = parse_commands([["sh", "-c", f'touch "{marker}"']])
+    post = parse_commands([["sh", "-c", f'echo after > "{subvol}/keep.txt"']])  # changes the live file
+    plan = replace(plan, jobs=[job], snapshot=factory(driver, ctx, "run42"), before_run=leftovers,
+                   hooks=lambda: backup_hooks(ctx, pre, post))  # fmt: skip
+    stale.parent.mkdir()
+    subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(subvol), str(stale)], check=True, capture_output=True)
+    result = await run_chain(plan, now=MOMENT)
+    assert result.status == "ok", (result.reason, result.notes)
+    assert marker.exists() and (subvol / "keep.txt").read_text() == "after\n"
+    assert any("crashed1" in note for note in result.notes) and not stale.parent.exists()
+    items = await borg_list.items(plan.pool, plan.repo_at_pool, result.jobs[0].archive)
+    paths = {i["path"] for i in items}
+    assert str(subvol / "keep.txt").lstrip("/") in paths
+    assert not any(p.endswith("skip.tmp") or ".backup-bot-" in p for p in paths)
+    listing = subprocess.run(["btrfs", "subvolume", "list", str(btrfs_mount)], capture_output=True, text=True).stdout
+    assert "backup-bot-run42" not in listing
+
+
+async def test_failing_pre_command_stops_the_run(chain, ctx_for) -> None:
+    from bot.backup.hooks import backup_hooks, parse_commands
+
+    plan, source, _ = await chain()
+    ctx = ctx_for(source)
+    pre = parse_commands([["sh", "-c", "echo 'database still in maintenance' >&2; exit 4"]])
+    post = parse_commands([["touch", str(source.workdir / "post-ran")]])
+    result = await run_chain(replace(plan, hooks=lambda: backup_hooks(ctx, pre, post)), now=MOMENT)
+    assert (result.status, result.kind) == ("failed", "hook_failed")
+    assert "database still in maintenance" in result.reason and (source.workdir / "post-ran").exists()
+    assert await borg_list.archives(plan.pool, plan.repo_at_pool) == []

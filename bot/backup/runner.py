@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bot.backup.hooks import PostCommandsFailed
 from bot.backup.jobs import ArchiveJob, archive_glob, archive_name
 from bot.borg import compact, create, prune
 from bot.borg import list as borg_list
@@ -26,7 +27,7 @@ from bot.transport.base import Transport, TransportError
 
 Status = Literal["ok", "warning", "failed"]
 PathMapper = Callable[[str], str]  # original path → the path borg must read (a snapshot view)
-SnapshotFactory = Callable[[Sequence[str]], AbstractAsyncContextManager[PathMapper]]
+SnapshotFactory = Callable[[Sequence[str]], AbstractAsyncContextManager[Any]]  # yields a SnapshotView-like mapper
 HooksFactory = Callable[[], AbstractAsyncContextManager[Any]]
 ProgressHandler = Callable[[dict[str, Any]], None]
 
@@ -44,6 +45,7 @@ class ChainPlan:
     sudo: bool = False  # run privileged jobs through sudo (non-root login with passwordless sudo)
     snapshot: SnapshotFactory | None = None
     hooks: HooksFactory | None = None
+    before_run: Callable[[], Awaitable[list[str]]] | None = None  # e.g. remove a crashed run's snapshots
     borg: str = "borg"  # borg on the source
     pool_borg: str = "borg"
     timeout: float | None = None  # per job
@@ -73,6 +75,7 @@ class ChainResult:
     reason: str = ""
     hint: str = ""
     maintenance_error: str | None = None  # prune/compact problems (the backups themselves stand)
+    notes: list[str] = field(default_factory=list)  # e.g. leftovers of a crashed run that were removed
 
     @property
     def duration(self) -> float:
@@ -101,8 +104,13 @@ async def _commands(plan: ChainPlan, job: ArchiveJob, commands: Sequence[Sequenc
 def _create_args(
     plan: ChainPlan, job: ArchiveJob, name: str, mapper: PathMapper, progress: bool, moment: datetime | None
 ) -> tuple:
+    # Through a snapshot view, borg matches patterns against the snapshot paths: rewrite them, and hide the
+    # view's own directories.
+    rewrite = getattr(mapper, "rewrite_pattern", None)
+    excludes = tuple(x for p in job.excludes for x in rewrite(p)) if rewrite else job.excludes
+    excludes += tuple(getattr(mapper, "excludes", ()))
     options = CreateOptions(
-        compression=plan.compression, excludes=job.excludes, one_file_system=job.one_file_system,
+        compression=plan.compression, excludes=excludes, one_file_system=job.one_file_system,
         exclude_caches=job.exclude_caches, progress=progress,
         timestamp=moment.isoformat(timespec="seconds") if moment else None,
     )  # fmt: skip
@@ -190,11 +198,17 @@ async def run_chain(plan: ChainPlan, *, now: datetime | None = None,
     outcomes: list[JobOutcome] = []
     result = ChainResult(status="failed", jobs=outcomes, started_at=started, finished_at=started)
     paths = [p for job in plan.jobs if job.kind == "paths" for p in job.paths]
+    post_failed = False
     try:
+        if plan.before_run is not None:
+            result.notes.extend(f"removed leftover {item}" for item in await plan.before_run())
         async with (plan.hooks or _nothing)(), (plan.snapshot or _identity)(paths) as mapper:
             for job in plan.jobs:
                 name = archive_name(plan.prefix, job.suffix, started)
                 outcomes.append(await run_job(plan, job, name, mapper, on_progress, now))
+    except PostCommandsFailed as error:  # the backups stand; the run is a warning, with the reason
+        result.notes.append(str(error))
+        post_failed = True
     except Exception as error:  # a pre-hook or the snapshot itself failed: no job ran (or the rest did not)
         result.kind, result.reason, result.hint = _failure(error)
     await _maintain(plan, outcomes, result)
@@ -202,6 +216,7 @@ async def run_chain(plan: ChainPlan, *, now: datetime | None = None,
     if result.kind is None and failed:
         result.kind, result.reason, result.hint = failed[0].kind, failed[0].reason, failed[0].hint
     if result.kind is None:
-        result.status = "warning" if any(o.status == "warning" for o in outcomes) else "ok"
+        warned = post_failed or any(o.status == "warning" for o in outcomes)
+        result.status = "warning" if warned else "ok"
     result.finished_at = datetime.fromtimestamp(started.timestamp() + (time.monotonic() - clock), UTC)
     return result
