@@ -6,8 +6,7 @@ same machine, so the 50-server run also measures this machine's 2 cores running 
 that is the honest worst case for the bot's concurrency (on real fleets the remote work is spread out).
 So it also prints the machine's CPU seconds (everything: sshd, shells, the probed programs) and the bot
 process's own CPU seconds: when the first divided by the cores is close to the wall time, the run is bound
-by the remote commands sharing this machine, not by the bot. (On this machine kind root's ~/.bashrc runs
-`pyenv init` for every SSH command, about 0.1 s of CPU each, which real servers rarely do.)
+by the remote commands sharing this machine, not by the bot.
 
     .venv/bin/python bench/capabilities_50.py [--servers 50] [--repeat 3]
 """
