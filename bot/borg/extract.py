@@ -13,18 +13,19 @@ _IN_DIR = 'mkdir -p -- "$1" && cd -- "$1" && shift && exec "$@"'
 
 
 def argv(repo: Repo, archive: str, paths: Sequence[str] = (), *, strip_components: int = 0,
-         borg: str = "borg") -> tuple[str, ...]:  # fmt: skip
+         sparse: bool = True) -> tuple[str, ...]:  # fmt: skip
+    """``--sparse`` recreates holes for all-zero chunks (sparse VM images and databases stay sparse)."""
     strip = ("--strip-components", str(strip_components)) if strip_components else ()
-    return ("extract", *strip, repo.archive(archive), *paths)
+    return ("extract", *strip, *(("--sparse",) if sparse else ()), repo.archive(archive), *paths)
 
 
 async def run(
     transport: Transport, repo: Repo, archive: str, target_dir: str, paths: Sequence[str] = (), *,
-    strip_components: int = 0, borg: str = "borg", **kwargs,
+    strip_components: int = 0, sparse: bool = True, borg: str = "borg", **kwargs,
 ) -> BorgResult:  # fmt: skip
     if not target_dir.startswith("/"):
         raise ValueError("the restore target must be an absolute directory")
-    inner = argv(repo, archive, paths, strip_components=strip_components)
+    inner = argv(repo, archive, paths, strip_components=strip_components, sparse=sparse)
     wrapper = _InDir(transport, target_dir)
     return await run_borg(wrapper, inner, repo, borg=borg, **kwargs)
 

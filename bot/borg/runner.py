@@ -163,6 +163,9 @@ def outcome_of(result: CommandResult) -> BorgResult:
     else:
         how = f"was killed by {result.signal}" if code is None else f"failed (exit code {code})"
         reason = f"borg {how}: {detail or 'no message'}."
+        if other and other[-1].strip().rstrip(".") != detail:
+            # A dump's (or ssh's) own last words: "pg_dump: error: connection to server … failed".
+            reason += f" Last output: {other[-1][:300]}"
     return BorgResult(result.argv, code, outcome, kind, reason, messages, result.stdout, result.duration)
 
 

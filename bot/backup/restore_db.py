@@ -1,0 +1,346 @@
+"""Restore a database dump from an archive into a named target database, on a chosen server.
+
+The data flows in one pipe on the server, never through a temporary file or the bot:
+
+    borg extract --stdout REPO::ARCHIVE NAME | [sed filter] | pg_restore … / mariadb …
+
+run as one ``sh -c`` with the fixed script :data:`PIPE` and every argument in ``"$@"`` (three argv lists, each
+preceded by its length). ``dash`` has no ``pipefail``, so the script collects each stage's exit status through
+fd 3 and reports them on stderr as ``backup-bot-pipe: extract=N filter=N restore=N``; a restore counts only
+when all three are 0 — a borg failure half-way through is not hidden by a restore client that happily loads a
+truncated stream.
+
+Safety, "never over the source by accident":
+
+- the target must not be the database the dump came from, and must not exist yet, unless ``overwrite=True``;
+- the bot creates the target itself (PostgreSQL from ``template0``, as pg_dump's documentation advises for
+  restores), and drops it again when the restore fails, so a failure leaves nothing half-restored;
+- PostgreSQL restores with ``--single-transaction --exit-on-error``: the first error rolls everything back.
+
+MySQL/MariaDB dumps are made without ``--databases`` (see :mod:`bot.backup.sources.mysql`), so they carry no
+``CREATE DATABASE``/``USE`` and load into whatever database the client selects (``--database=<target>``).
+The one place a database name remains in such a dump: when a routine's database collation differs from the
+database's, mysqldump wraps it in ``ALTER DATABASE `<source>` CHARACTER SET … ;`` lines (seen with MariaDB
+10.11). Loaded into another target, those would alter the *source* database. The filter stage rewrites exactly
+those lines (anchored at the line start, the quoted source name escaped for ``sed``) to the name-less form
+``ALTER DATABASE CHARACTER SET …``, which applies to the selected database. A dump line cannot start with that
+text inside data: mysqldump escapes line breaks in values, and rows start with ``(``.
+
+Credentials take the same paths as the dumps: ``PGPASSWORD`` through ``secret_env``; MySQL's option file on
+fd 5 (:data:`bot.backup.sources.mysql.WITH_OPTION_FILE`), which keeps the client's stdin free for the dump.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bot.backup.sources import mysql as mysql_source
+from bot.backup.sources import postgresql as pg_source
+from bot.backup.sources.base import database_of
+from bot.borg import list as borg_list
+from bot.borg.repo import Repo
+from bot.borg.runner import DEFAULT_LOCK_WAIT, KINDS, BorgError, outcome_of, parse_stderr
+from bot.probes import mysql as my_probe
+from bot.probes import postgresql as pg_probe
+from bot.probes.base import ProbeContext, ProbeError
+from bot.probes.dbcheck import DbCredential, redact
+from bot.transport.base import CommandResult, Transport
+
+PIPE = r"""stage() {
+  s=$1 l=$2; shift 2; shift "$s"
+  t=$#; i=0
+  for a do
+    [ "$i" -lt "$l" ] || break
+    set -- "$@" "$a"; i=$((i + 1))
+  done
+  shift "$t"
+  [ "$#" -gt 0 ] || exec cat
+  exec "$@"
+}
+n1=$1 n2=$2 n3=$3; shift 3
+exec 4>&1
+codes=$(
+  { { ( unset PGPASSWORD BACKUP_BOT_MYSQL_PASSWORD; stage 0 "$n1" "$@" ) </dev/null 3>&- 4>&-
+      echo "extract=$?" >&3; } |
+    { ( unset BORG_PASSPHRASE PGPASSWORD BACKUP_BOT_MYSQL_PASSWORD; stage "$n1" "$n2" "$@" ) 3>&- 4>&-
+      echo "filter=$?" >&3; } |
+    { ( unset BORG_PASSPHRASE; stage $((n1 + n2)) "$n3" "$@" ) 3>&- 4>&-
+      echo "restore=$?" >&3; }
+  } 3>&1 >&4
+)
+exec 4>&-
+e=1 f=1 r=1
+for kv in $codes; do
+  case $kv in extract=*) e=${kv#*=} ;; filter=*) f=${kv#*=} ;; restore=*) r=${kv#*=} ;; esac
+done
+echo "backup-bot-pipe: extract=$e filter=$f restore=$r" >&2
+[ "$e" = 0 ] && [ "$f" = 0 ] && [ "$r" = 0 ]
+"""
+_CODES = re.compile(r"backup-bot-pipe: extract=(\d+) filter=(\d+) restore=(\d+)")
+PG_MAX_NAME = 63  # NAMEDATALEN - 1 bytes
+MY_MAX_NAME = 64
+
+
+@dataclass(frozen=True)
+class DumpRef:
+    """A dump inside an archive. ``stdin_name`` None: the archive's only file (listed first).
+    ``source_database`` None: decoded from the dump's file name (``shop.pgdump`` → ``shop``)."""
+
+    archive: str
+    stdin_name: str | None = None
+    source_database: str | None = None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    engine: str
+    target: str
+    source_database: str
+    created: bool  # the bot created the target database
+    seconds: float
+
+
+class RestoreRefused(Exception):
+    """The restore was not attempted: it would write over the source or an existing database, or the name is
+    not usable. The message says why and how to proceed."""
+
+
+@dataclass
+class RestoreFailed(Exception):
+    """The restore was attempted and failed; ``stage`` is ``list``, ``create``, ``extract``, ``filter``,
+    ``restore`` or ``pipe``. A target the bot created has been dropped again (``cleanup`` says otherwise)."""
+
+    stage: str
+    reason: str
+    hint: str = ""
+    kind: str | None = None
+    cleanup: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return " ".join(part for part in (self.reason, self.cleanup, self.hint) if part)
+
+
+PG_HINT = (
+    "Read pg_restore's message: a role the dump refers to that does not exist here (restore the globals "
+    "first, or restore with no_owner=True), an extension not installed on this server, or an older PostgreSQL "
+    "than the dump's are the usual causes."
+)
+MY_HINT = (
+    "Read the client's message: a DEFINER user that does not exist here, or missing privileges to create "
+    "routines, events or triggers are the usual causes."
+)
+
+
+# --- pieces --------------------------------------------------------------------------------------------------
+
+
+async def resolve_dump(
+    transport: Transport, repo: Repo, dump: DumpRef, *, borg: str, timeout: float | None
+) -> tuple[str, str]:
+    """``(file name inside the archive, source database)``; lists the archive when the name is not given."""
+    name = dump.stdin_name
+    if name is None:
+        try:
+            items = await borg_list.items(transport, repo, dump.archive, borg=borg, timeout=timeout)
+        except BorgError as exc:
+            raise RestoreFailed("list", exc.result.reason, exc.hint, exc.kind) from None
+        files = [str(item["path"]) for item in items if item.get("type") == "-"]
+        if len(files) != 1:
+            raise RestoreRefused(
+                f"The archive {dump.archive} holds {len(files)} files, not one database dump; name the dump to restore."
+            )
+        name = files[0]
+    return name, dump.source_database or database_of(name)
+
+
+def check_target(target: str, source: str, *, overwrite: bool, limit: int) -> None:
+    """Refuse unusable names, and the source database itself unless ``overwrite`` (see the module docstring)."""
+    if not target or any(ch in target for ch in "\x00\n\r"):
+        raise RestoreRefused(f"{target!r} cannot be a database name (empty, NUL byte or line break).")
+    if len(target.encode()) > limit:
+        raise RestoreRefused(f"The database name {target!r} is longer than the server allows ({limit} bytes).")
+    if target == source and not overwrite:
+        raise RestoreRefused(
+            f"{target} is the database this dump was taken from: restoring into it would overwrite it. Choose "
+            "another target name, or confirm overwriting the source explicitly."
+        )
+
+
+def extract_argv(repo: Repo, archive: str, name: str, borg: str) -> tuple[str, ...]:
+    return (borg, "--log-json", "--lock-wait", str(DEFAULT_LOCK_WAIT), "extract", "--stdout", repo.archive(archive),
+            name)  # fmt: skip
+
+
+async def run_pipe(
+    transport: Transport, repo: Repo, stages: Sequence[Sequence[str]], secrets: Mapping[str, str], *,
+    sudo: bool, timeout: float | None,
+) -> CommandResult:  # fmt: skip
+    """Run :data:`PIPE` with the three stages (an empty middle stage copies its input)."""
+    lengths = [str(len(stage)) for stage in stages]
+    argv = ("sh", "-c", PIPE, "sh", *lengths, *(arg for stage in stages for arg in stage))
+    secret_env = {**repo.secret_env(), **secrets}
+    return await transport.run(argv, env=repo.env(), secret_env=secret_env or None, timeout=timeout, sudo=sudo)
+
+
+def _broken_pipe(result: CommandResult, extract: int) -> bool:
+    """Did borg stop because the restore client stopped reading? (128+SIGPIPE, or borg's BrokenPipeError
+    traceback in --log-json, as borg 1.4 reports it.)"""
+    text = result.err.lower()
+    return extract == 141 or "broken pipe" in text or "brokenpipeerror" in text
+
+
+def pipe_failure(result: CommandResult, producer: Sequence[str], what: str, hint: str) -> RestoreFailed | None:
+    """None when every stage exited 0; otherwise the failure of the stage that caused it."""
+    match = _CODES.search(result.err)
+    if match is None:
+        return RestoreFailed("pipe", f"The restore pipe did not finish: {result.describe_failure()}.")
+    extract, filtered, restored = (int(code) for code in match.groups())
+    if extract == filtered == restored == 0:
+        return None
+    # The cause is the most upstream stage that failed on its own; a stage killed by SIGPIPE (141) only
+    # reports that the stage after it stopped reading.
+    if extract != 0 and not ((filtered or restored) and _broken_pipe(result, extract)):
+        own = b"\n".join(line for line in result.stderr.splitlines() if not line.startswith(b"backup-bot-pipe:"))
+        borg = outcome_of(CommandResult(tuple(producer), extract, b"", own))
+        _, borg_hint = KINDS.get(borg.kind or "error", KINDS["error"])
+        return RestoreFailed(
+            "extract", f"Reading the dump from the archive failed: {borg.reason}", borg_hint, borg.kind
+        )
+    _, other = parse_stderr(result.err)
+    lines = [line for line in other if not line.startswith(("backup-bot-pipe:", "backup-bot-pid="))]
+    detail = "; ".join(lines[-3:]) or "no message"
+    if filtered != 0 and not (restored != 0 and filtered == 141):
+        return RestoreFailed("filter", f"The dump filter (sed) exited with status {filtered}: {detail}.")
+    return RestoreFailed("restore", f"{what} exited with status {restored}: {detail}.", hint)
+
+
+def pg_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def my_ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def bre_escape(text: str) -> str:
+    """``text`` as a literal in a sed basic regular expression delimited by ``/``."""
+    return re.sub(r"([\\.\[\]*^$/])", r"\\\1", text)
+
+
+def alter_database_filter(source: str) -> tuple[str, ...]:
+    """The sed stage that re-targets mysqldump's ``ALTER DATABASE `<source>` CHARACTER SET`` lines."""
+    quoted = bre_escape(my_ident(source))
+    return ("sed", "-e", f"s/^ALTER DATABASE {quoted} CHARACTER SET /ALTER DATABASE CHARACTER SET /")
+
+
+def _secrets_of(credential: DbCredential | pg_probe.PgCredential | my_probe.MySQLCredential) -> list[str | None]:
+    return [credential.password.get_secret_value() if credential.password is not None else None]
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------------------
+
+
+async def _pg_sql(ctx: ProbeContext, credential: pg_probe.PgCredential, sql: str, stage: str) -> str:
+    try:
+        return await pg_probe.run_sql(ctx, credential, sql, timeout=30)
+    except ProbeError as exc:
+        raise RestoreFailed(stage, redact(str(exc), _secrets_of(credential))) from None
+
+
+async def _pg_drop(ctx: ProbeContext, credential: pg_probe.PgCredential, target: str) -> str:
+    try:
+        await pg_probe.run_sql(ctx, credential, f"DROP DATABASE IF EXISTS {pg_ident(target)}", timeout=60)
+    except ProbeError as exc:
+        return f"The half-restored database {target} could not be dropped ({exc}); drop it by hand."
+    return f"The database {target}, created for this restore, was dropped again."
+
+
+async def restore_postgresql(
+    transport: Transport, repo: Repo, dump: DumpRef, target: str,
+    credential: DbCredential | pg_probe.PgCredential, *, overwrite: bool = False, no_owner: bool = False,
+    borg: str = "borg", sudo: bool = False, timeout: float | None = None,
+) -> RestoreResult:  # fmt: skip
+    """Restore a ``pg_dump -Fc`` archive into ``target`` (created from template0 unless it exists and
+    ``overwrite``; then ``--clean --if-exists`` replaces the dumped objects). ``no_owner``: objects belong to
+    the restoring login instead of the dump's roles. ``sudo`` for peer access from a non-root login."""
+    started = time.monotonic()
+    login = pg_source.credential_of(credential)
+    name, source = await resolve_dump(transport, repo, dump, borg=borg, timeout=timeout)
+    check_target(target, source, overwrite=overwrite, limit=PG_MAX_NAME)
+    ctx = ProbeContext(transport, sudo=sudo, privileged=True)
+    exists = target in pg_probe.parse_databases(await _pg_sql(ctx, login, pg_probe.DATABASES_SQL, "create"))
+    if exists and not overwrite:
+        raise RestoreRefused(f"The database {target} already exists; choose a new name, or confirm overwriting it.")
+    if not exists:
+        await _pg_sql(ctx, login, f"CREATE DATABASE {pg_ident(target)} TEMPLATE template0", "create")
+    options = ("--clean", "--if-exists") if exists else ()
+    consumer = pg_source.as_login(login, (
+        "pg_restore", "--no-password", "--exit-on-error", "--single-transaction", *options,
+        *(("--no-owner",) if no_owner else ()), *pg_source.connection_args(login),
+        f"--dbname={pg_source.conninfo(target)}",
+    ))  # fmt: skip
+    producer = extract_argv(repo, dump.archive, name, borg)
+    result = await run_pipe(transport, repo, (producer, (), consumer), pg_source.secret_env(login), sudo=sudo,
+                            timeout=timeout)  # fmt: skip
+    failure = pipe_failure(result, producer, "pg_restore", PG_HINT)
+    if failure is not None:
+        if not exists:
+            failure.cleanup = await _pg_drop(ctx, login, target)
+        failure.reason = redact(failure.reason, _secrets_of(login))
+        raise failure
+    return RestoreResult("postgresql", target, source, not exists, time.monotonic() - started)
+
+
+# --- MySQL / MariaDB -----------------------------------------------------------------------------------------
+
+
+async def _my_sql(ctx: ProbeContext, client: str, credential: my_probe.MySQLCredential, sql: str, stage: str) -> str:
+    try:
+        return await my_probe.run_sql(ctx, client, credential, sql, timeout=30)
+    except ProbeError as exc:
+        raise RestoreFailed(stage, redact(str(exc), _secrets_of(credential))) from None
+
+
+async def _my_drop(ctx: ProbeContext, client: str, credential: my_probe.MySQLCredential, target: str) -> str:
+    try:
+        await my_probe.run_sql(ctx, client, credential, f"DROP DATABASE IF EXISTS {my_ident(target)}", timeout=60)
+    except ProbeError as exc:
+        return f"The half-restored database {target} could not be dropped ({exc}); drop it by hand."
+    return f"The database {target}, created for this restore, was dropped again."
+
+
+async def restore_mysql(
+    transport: Transport, repo: Repo, dump: DumpRef, target: str,
+    credential: DbCredential | my_probe.MySQLCredential, *, client: str = "mariadb", overwrite: bool = False,
+    borg: str = "borg", sudo: bool = False, timeout: float | None = None,
+) -> RestoreResult:  # fmt: skip
+    """Load a mysqldump archive into ``target`` with ``client`` (``mariadb`` or ``mysql``, as the MySQL probe
+    found it). The target is created unless it exists and ``overwrite`` (then the dump's ``DROP TABLE IF
+    EXISTS`` replaces the dumped tables; other tables stay)."""
+    started = time.monotonic()
+    login = mysql_source.credential_of(credential)
+    name, source = await resolve_dump(transport, repo, dump, borg=borg, timeout=timeout)
+    check_target(target, source, overwrite=overwrite, limit=MY_MAX_NAME)
+    ctx = ProbeContext(transport, sudo=sudo, privileged=True)
+    listed = await _my_sql(ctx, client, login, my_probe.DATABASES_SQL, "create")
+    exists = target in my_probe.parse_databases(listed, include_system=True)
+    if exists and not overwrite:
+        raise RestoreRefused(f"The database {target} already exists; choose a new name, or confirm overwriting it.")
+    if not exists:
+        await _my_sql(ctx, client, login, f"CREATE DATABASE {my_ident(target)}", "create")
+    consumer = mysql_source.client_argv(client, login, f"--database={target}", "--max-allowed-packet=1G")
+    producer = extract_argv(repo, dump.archive, name, borg)
+    middle = alter_database_filter(source) if source != target else ()
+    result = await run_pipe(transport, repo, (producer, middle, consumer), mysql_source.secret_env(login),
+                            sudo=sudo, timeout=timeout)  # fmt: skip
+    failure = pipe_failure(result, producer, client, MY_HINT)
+    if failure is not None:
+        if not exists:
+            failure.cleanup = await _my_drop(ctx, client, login, target)
+        failure.reason = redact(failure.reason, _secrets_of(login))
+        raise failure
+    return RestoreResult("mysql", target, source, not exists, time.monotonic() - started)
