@@ -192,3 +192,11 @@ async def test_prune_lines_include_the_oldest_fallback(local) -> None:
     lines = await prune.run(transport, repo, {"keep_daily": 5}, dry_run=True, borg=BORG)
     assert [(p.name, p.keep, p.rule, p.rank) for p in lines] == [
         ("x-3", True, "daily", 1), ("x-2", True, "daily", 2), ("x-1", True, "daily[oldest]", 3)]  # fmt: skip
+
+
+def test_compression_specs() -> None:
+    assert [create.compression(s) for s in ("lz4", "ZSTD, 3", "auto,zstd,10", "none", "zlib")] == [
+        "lz4", "zstd,3", "auto,zstd,10", "none", "zlib"]  # fmt: skip
+    for bad in ("zstd,23", "gzip", "lz4,1", "auto", "zstd,x", ""):
+        with pytest.raises(ValueError, match="not a borg compression"):
+            create.compression(bad)

@@ -14,6 +14,27 @@ from bot.borg.runner import BorgResult, EventHandler, run_borg
 from bot.transport.base import Transport
 
 CACHE_EXCLUDES = ("--exclude-caches",)  # CACHEDIR.TAG directories (browsers, build tools, …)
+_LEVELS = {"zstd": (1, 22), "zlib": (0, 9), "lzma": (0, 9)}
+COMPRESSION_HELP = (
+    "Use lz4 (fast, the default), zstd,N (1–22; 3 is a good balance), zlib,N, lzma,N, none, or auto,<one of those>."
+)
+
+
+def compression(spec: str) -> str:
+    """Validate a borg compression spec such as ``lz4``, ``zstd,3``, ``auto,zstd,10``; returns it normalised."""
+    text = (spec or "").strip().lower().replace(" ", "")
+    parts = text.split(",")
+    if parts[0] == "auto" and len(parts) > 1:
+        return "auto," + compression(",".join(parts[1:]))
+    if parts == ["lz4"] or parts == ["none"]:
+        return parts[0]
+    if parts[0] in _LEVELS:
+        low, high = _LEVELS[parts[0]]
+        if len(parts) == 1:
+            return parts[0]
+        if len(parts) == 2 and parts[1].isdigit() and low <= int(parts[1]) <= high:
+            return f"{parts[0]},{int(parts[1])}"
+    raise ValueError(f"{spec!r} is not a borg compression. {COMPRESSION_HELP}")
 
 
 @dataclass(frozen=True)
@@ -41,7 +62,7 @@ class ArchiveStats:
 
 
 def _common(options: CreateOptions) -> list[str]:
-    args = ["create", "--json", "--compression", options.compression]
+    args = ["create", "--json", "--compression", compression(options.compression)]
     if options.one_file_system:
         args.append("--one-file-system")
     if options.exclude_caches:
