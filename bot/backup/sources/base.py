@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote, unquote
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from bot.backup.jobs import ArchiveJob, safe_suffix
 
@@ -40,6 +40,18 @@ class SourceConfig(BaseModel):
     """Base of every stored source config: immutable, unknown keys refused (a typo must not pass silently)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatabaseSelection(SourceConfig):
+    """Which databases a database source dumps: ``databases`` empty = all the probe found, minus ``exclude``."""
+
+    databases: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @field_validator("databases", "exclude")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(clean_name(v, "database") for v in value))
 
 
 class Facts(BaseModel):

@@ -32,10 +32,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import field_validator
-
 from bot.backup.jobs import ArchiveJob
-from bot.backup.sources.base import Facts, PlanError, SourceConfig, clean_name, dump_name, job_suffix, parse_config
+from bot.backup.sources.base import DatabaseSelection, Facts, PlanError, dump_name, job_suffix, parse_config
 from bot.probes import atomicity
 from bot.probes import mysql as probe
 from bot.probes.base import ProbeError
@@ -66,17 +64,10 @@ COMMON_OPTIONS = ("--routines", "--events", "--triggers", "--hex-blob", "--defau
                   "--max-allowed-packet=1G")  # fmt: skip
 
 
-class MySQLConfig(SourceConfig):
+class MySQLConfig(DatabaseSelection):
     """``databases`` empty = every non-system database the probe found, minus ``exclude``."""
 
-    databases: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
     lock_non_transactional: bool = True
-
-    @field_validator("databases", "exclude")
-    @classmethod
-    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(clean_name(v, "database") for v in value))
 
 
 class MySQLFacts(Facts):

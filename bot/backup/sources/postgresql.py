@@ -27,10 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import field_validator
-
 from bot.backup.jobs import ArchiveJob
-from bot.backup.sources.base import Facts, PlanError, SourceConfig, clean_name, dump_name, job_suffix, parse_config
+from bot.backup.sources.base import DatabaseSelection, Facts, PlanError, dump_name, job_suffix, parse_config
 from bot.probes import postgresql as probe
 from bot.probes.dbcheck import DbCredential
 
@@ -47,17 +45,10 @@ GLOBALS_SUFFIX = "globals"
 AS_USER = 'u=$1; shift; cd / && exec runuser -u "$u" -- "$@"'
 
 
-class PostgreSQLConfig(SourceConfig):
+class PostgreSQLConfig(DatabaseSelection):
     """``databases`` empty = every database the probe found (templates excluded), minus ``exclude``."""
 
-    databases: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
     include_globals: bool = True
-
-    @field_validator("databases", "exclude")
-    @classmethod
-    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(clean_name(v, "database") for v in value))
 
 
 class PostgreSQLFacts(Facts):
