@@ -24,14 +24,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.api.routes import add_routes
 from bot.config import Settings
+from bot.flows.wizard.controller import WizardController
 from bot.runtime import Runtime
 from bot.slack import actions, commands, events
+from bot.slack import wizard as wizard_listeners
 from storage.models import Workspace
 from storage.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
-SURFACES = (commands, actions, events)
 
 
 def build_client(settings: Settings) -> AsyncWebClient:
@@ -51,7 +52,9 @@ def build_client(settings: Settings) -> AsyncWebClient:
     return client
 
 
-def build_app(settings: Settings, *, client: AsyncWebClient | None = None) -> AsyncApp:
+def build_app(
+    settings: Settings, *, client: AsyncWebClient | None = None, wizard: WizardController | None = None
+) -> AsyncApp:
     """The app with every surface registered. HTTP mode verifies signatures; Socket Mode needs none."""
     settings.require_slack()
     signing = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
@@ -63,8 +66,11 @@ def build_app(settings: Settings, *, client: AsyncWebClient | None = None) -> As
         raise_error_for_unhandled_request=False,
     )
     app.middleware(_tenant_middleware(set()))
-    for surface in SURFACES:
-        surface.register(app)
+    commands.register(app, wizard)
+    actions.register(app)
+    events.register(app)
+    if wizard is not None:
+        wizard_listeners.register(app, wizard)
     app.error(_on_error)
     return app
 

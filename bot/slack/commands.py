@@ -5,9 +5,13 @@ The answer goes back in the ack (an ephemeral response), which is the fastest pa
 
 from __future__ import annotations
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.flows.wizard.controller import WizardController
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
+from bot.slack.wizard import open_wizard
+from bot.slack.wizard_render import modal
 
 COMMAND = "/backup"
 
@@ -24,8 +28,40 @@ def answer_for(text: str) -> list[dict]:
     return [b.to_dict() for b in help_blocks(note)]
 
 
-def register(app: AsyncApp) -> None:
+def register(app: AsyncApp, controller: WizardController | None = None) -> None:
     @app.command(COMMAND)
-    async def backup_command(ack: AsyncAck, command: dict) -> None:
-        blocks = answer_for(command.get("text", ""))
-        await ack(response_type="ephemeral", text="Backup Wizard help", blocks=blocks)
+    async def backup_command(ack: AsyncAck, command: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
+        word = (command.get("text") or "").strip().split(maxsplit=1)[0].lower() if command.get("text") else "help"
+        if controller is None or word not in WIZARD_WORDS:
+            await ack(response_type="ephemeral", text="Backup Wizard help", blocks=answer_for(command.get("text", "")))
+            return
+        await ack()
+        await WIZARD_WORDS[word](controller, client, context, command)
+
+
+async def _new(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext, command: dict):
+    await open_wizard(controller, client, context, command["trigger_id"], command["user_id"], command.get("channel_id"))
+
+
+async def _resume(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext, command: dict):
+    screen = await controller.resume(context["tenant"], command["user_id"])
+    if screen is None:
+        await _tell(client, command, "You have no open wizard. Start one with `/backup new`.")
+        return
+    await client.views_open(trigger_id=command["trigger_id"], view=modal(screen))
+
+
+async def _cancel(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext, command: dict):
+    screen = await controller.resume(context["tenant"], command["user_id"])
+    if screen is None:
+        await _tell(client, command, "You have no open wizard to cancel.")
+        return
+    await controller.cancel(context["tenant"], command["user_id"], screen.session_id)
+    await _tell(client, command, "Your open wizard was cancelled; nothing was created.")
+
+
+async def _tell(client: AsyncWebClient, command: dict, text: str) -> None:
+    await client.chat_postEphemeral(channel=command["channel_id"], user=command["user_id"], text=text)
+
+
+WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel}

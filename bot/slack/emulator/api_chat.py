@@ -60,10 +60,19 @@ def bot_message(ctx: Ctx, content: dict[str, Any], ts: str) -> dict[str, Any]:
     bot = ctx.installation
     bot_user = ctx.world.registry.users.get(bot.bot_user_id)
     message: dict[str, Any] = {
-        "type": "message", "user": bot.bot_user_id, "bot_id": bot.bot_id, "app_id": bot.app_id,
-        "team": bot.team_id, "ts": ts, **content,
-        "bot_profile": {"id": bot.bot_id, "app_id": bot.app_id, "team_id": bot.team_id,
-                        "name": bot_user.name if bot_user else "bot"},
+        "type": "message",
+        "user": bot.bot_user_id,
+        "bot_id": bot.bot_id,
+        "app_id": bot.app_id,
+        "team": bot.team_id,
+        "ts": ts,
+        **content,
+        "bot_profile": {
+            "id": bot.bot_id,
+            "app_id": bot.app_id,
+            "team_id": bot.team_id,
+            "name": bot_user.name if bot_user else "bot",
+        },
     }
     for name in ("thread_ts", "metadata"):
         if ctx.params.get(name):
@@ -91,8 +100,9 @@ def update_message(ctx: Ctx) -> dict[str, Any]:
     """chat.update: omitted blocks/attachments are kept, as documented."""
     channel, message = _own_message(ctx, "cant_update_message")
     content = message_content(ctx)
-    updated = ctx.world.messages.update(channel.id, message["ts"], content, ctx.installation.bot_user_id,
-                                        ctx.world.ids.ts())
+    updated = ctx.world.messages.update(
+        channel.id, message["ts"], content, ctx.installation.bot_user_id, ctx.world.ids.ts()
+    )
     return {"channel": channel.id, "ts": updated["ts"], "text": updated.get("text", ""), "message": dict(updated)}
 
 

@@ -21,8 +21,14 @@ def get_upload_url(ctx: Ctx) -> dict[str, Any]:
     if length <= 0:
         raise ApiError("missing_argument")
     token = ctx.world.ids.token()
-    stored = StoredFile(id=ctx.world.ids.next("F"), team_id=ctx.team_id, filename=str(filename), length=length,
-                        upload_token=token, user_id=ctx.installation.bot_user_id)
+    stored = StoredFile(
+        id=ctx.world.ids.next("F"),
+        team_id=ctx.team_id,
+        filename=str(filename),
+        length=length,
+        upload_token=token,
+        user_id=ctx.installation.bot_user_id,
+    )
     ctx.world.messages.files[stored.id] = stored
     return {"upload_url": f"{ctx.world.base_url}/upload/v1/{token}", "file_id": stored.id}
 

@@ -20,9 +20,13 @@ def auth_test(ctx: Ctx) -> dict[str, Any]:
     team = ctx.world.registry.team(bot.team_id)
     user = ctx.world.registry.users.get(bot.bot_user_id)
     return {
-        "url": f"https://{team.domain}.slack.com/", "team": team.name or team.domain,
-        "user": user.name if user else "bot", "team_id": team.id, "user_id": bot.bot_user_id,
-        "bot_id": bot.bot_id, "is_enterprise_install": False,
+        "url": f"https://{team.domain}.slack.com/",
+        "team": team.name or team.domain,
+        "user": user.name if user else "bot",
+        "team_id": team.id,
+        "user_id": bot.bot_user_id,
+        "bot_id": bot.bot_id,
+        "is_enterprise_install": False,
     }
 
 
@@ -54,7 +58,7 @@ def conversations_members(ctx: Ctx) -> dict[str, Any]:
     limit = int(ctx.params.get("limit") or 100)
     cursor = ctx.text("cursor")
     start = int(base64.b64decode(cursor).decode().split(":")[1]) if cursor else 0
-    page = members[start:start + limit]
+    page = members[start : start + limit]
     more = start + limit < len(members)
     next_cursor = base64.b64encode(f"offset:{start + limit}".encode()).decode() if more else ""
     return {"members": list(page), "response_metadata": {"next_cursor": next_cursor}}

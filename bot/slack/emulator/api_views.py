@@ -47,8 +47,11 @@ def views_push(ctx: Ctx) -> dict[str, Any]:
 def views_update(ctx: Ctx) -> dict[str, Any]:
     """views.update by view_id or external_id, with optional hash."""
     record = ctx.world.views.update(
-        _view_param(ctx), view_id=ctx.text("view_id"), external_id=ctx.text("external_id"),
-        hash_=ctx.text("hash"), team_id=ctx.team_id,
+        _view_param(ctx),
+        view_id=ctx.text("view_id"),
+        external_id=ctx.text("external_id"),
+        hash_=ctx.text("hash"),
+        team_id=ctx.team_id,
     )
     return {"view": record.to_json()}
 

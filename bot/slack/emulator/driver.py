@@ -26,8 +26,16 @@ from .world import ResponseTarget
 class SlackDriver:
     """Plays one or more users against an app, through ``transport``."""
 
-    def __init__(self, emulator: SlackEmulator, transport: Transport, *, user: str = DEFAULT_USER,
-                 channel: str = DEFAULT_CHANNEL, ack_limit: float = ACK_LIMIT, late_ok: bool = False) -> None:
+    def __init__(
+        self,
+        emulator: SlackEmulator,
+        transport: Transport,
+        *,
+        user: str = DEFAULT_USER,
+        channel: str = DEFAULT_CHANNEL,
+        ack_limit: float = ACK_LIMIT,
+        late_ok: bool = False,
+    ) -> None:
         self.emulator = emulator
         self.transport = transport
         self.user = user
@@ -100,8 +108,9 @@ class SlackDriver:
         view = self.current_view(user)
         return (view["id"], view["hash"]) if view else None
 
-    async def wait_for_view(self, user: str | None = None, *, callback_id: str | None = None,
-                            within: float = 3.0) -> dict[str, Any]:
+    async def wait_for_view(
+        self, user: str | None = None, *, callback_id: str | None = None, within: float = 3.0
+    ) -> dict[str, Any]:
         """The top modal once it differs from what it was at the last delivery (or has ``callback_id``).
 
         Apps usually ack first and call views.open/update right after, so the view can appear after the ack.
@@ -128,14 +137,20 @@ class SlackDriver:
         self.responses.append(response)
         return response
 
-    async def slash_command(self, command: str, text: str = "", *, user: str | None = None,
-                            channel: str | None = None) -> AppResponse:
+    async def slash_command(
+        self, command: str, text: str = "", *, user: str | None = None, channel: str | None = None
+    ) -> AppResponse:
         """Type ``/command text`` in ``channel``; a fresh trigger_id and response_url come with it."""
         bot, team, person = self._who(user)
         chan = self.emulator.world.registry.channel(team.id, channel or self.channel)
         world = self.emulator.world
         payload = payloads.slash_command(
-            bot=bot, team=team, user=person, channel=chan, command=command, text=text,
+            bot=bot,
+            team=team,
+            user=person,
+            channel=chan,
+            command=command,
+            text=text,
             trigger_id=world.issue_trigger_id(person.id, team.id),
             response_url=world.issue_response_url(ResponseTarget(team.id, chan.id, person.id)),
         )
@@ -151,8 +166,9 @@ class SlackDriver:
         show(self.emulator.world, ResponseTarget(channel.team_id, channel.id, person.id), body)
         self._poke()
 
-    async def set_value(self, action_id: str, value: Any, *, block_id: str | None = None,
-                        user: str | None = None, home: bool = False) -> AppResponse | None:
+    async def set_value(
+        self, action_id: str, value: Any, *, block_id: str | None = None, user: str | None = None, home: bool = False
+    ) -> AppResponse | None:
         """Enter ``value`` into an element of the current modal (or home tab), shaped as Slack reports it.
 
         Text inputs take a string; selects, radios and external selects an option value (or option dict);
@@ -169,8 +185,16 @@ class SlackDriver:
             return None
         return await self._view_action(record, block, element, state, user)
 
-    async def click(self, action_id: str, *, value: str | None = None, block_id: str | None = None,
-                    user: str | None = None, channel: str | None = None, ts: str | None = None) -> AppResponse:
+    async def click(
+        self,
+        action_id: str,
+        *,
+        value: str | None = None,
+        block_id: str | None = None,
+        user: str | None = None,
+        channel: str | None = None,
+        ts: str | None = None,
+    ) -> AppResponse:
         """Click a button (or pick an overflow item by ``value``) in the current modal, the home tab, or a
         message (given ``channel``/``ts``, else the newest message holding ``action_id``)."""
         if channel is None and ts is None:
@@ -185,8 +209,9 @@ class SlackDriver:
         return await self._message_click(action_id, value, block_id, user, channel, ts)
 
     @staticmethod
-    def _clickable(blocks: list[dict[str, Any]], action_id: str, block_id: str | None,
-                   value: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _clickable(
+        blocks: list[dict[str, Any]], action_id: str, block_id: str | None, value: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         block, element = blockkit.find_element(blocks, action_id, block_id=block_id, value=value)
         if element.get("type") == "button" and value is not None and element.get("value") != value:
             raise LookupError(f"button {action_id!r} has value {element.get('value')!r}, not {value!r}")
@@ -198,18 +223,35 @@ class SlackDriver:
             return None
         return blockkit.state_value(element, value)
 
-    async def _view_action(self, record: ViewRecord, block: dict[str, Any], element: dict[str, Any],
-                           state: dict[str, Any] | None, user: str | None) -> AppResponse:
+    async def _view_action(
+        self,
+        record: ViewRecord,
+        block: dict[str, Any],
+        element: dict[str, Any],
+        state: dict[str, Any] | None,
+        user: str | None,
+    ) -> AppResponse:
         bot, team, person = self._who(user)
         action = blockkit.action_item(block, element, state, f"{time.time():.6f}")
         payload = payloads.block_actions_in_view(
-            bot=bot, team=team, user=person, view=record.to_json(), action=action,
+            bot=bot,
+            team=team,
+            user=person,
+            view=record.to_json(),
+            action=action,
             trigger_id=self.emulator.world.issue_trigger_id(person.id, team.id),
         )
         return await self.deliver("interactive", payload, person.id)
 
-    async def _message_click(self, action_id: str, value: str | None, block_id: str | None, user: str | None,
-                             channel: str | None, ts: str | None) -> AppResponse:
+    async def _message_click(
+        self,
+        action_id: str,
+        value: str | None,
+        block_id: str | None,
+        user: str | None,
+        channel: str | None,
+        ts: str | None,
+    ) -> AppResponse:
         bot, team, person = self._who(user)
         world = self.emulator.world
         if channel is not None and ts is not None:
@@ -223,7 +265,11 @@ class SlackDriver:
         block, element = self._clickable(message.get("blocks") or [], action_id, block_id, value)
         state = self._click_state(element, value)
         payload = payloads.block_actions_in_message(
-            bot=bot, team=team, user=person, channel=chan, message=message,
+            bot=bot,
+            team=team,
+            user=person,
+            channel=chan,
+            message=message,
             action=blockkit.action_item(block, element, state, f"{time.time():.6f}"),
             trigger_id=world.issue_trigger_id(person.id, team.id),
             response_url=world.issue_response_url(ResponseTarget(team.id, chan.id, person.id, message["ts"])),
@@ -237,12 +283,18 @@ class SlackDriver:
         record = self._record(person.id)
         if not record.definition.get("submit"):
             raise SlackClientRefusal("this view has no submit button")
-        missing = [b["block_id"] for b in record.blocks if blockkit.is_required_input(b)
-                   and blockkit.is_empty(self._state_of(record, b))]
+        missing = [
+            b["block_id"]
+            for b in record.blocks
+            if blockkit.is_required_input(b) and blockkit.is_empty(self._state_of(record, b))
+        ]
         if missing:
             raise SlackClientRefusal("required inputs are empty", missing)
         payload = payloads.view_submission(
-            bot=bot, team=team, user=person, view=record.to_json(),
+            bot=bot,
+            team=team,
+            user=person,
+            view=record.to_json(),
             trigger_id=self.emulator.world.issue_trigger_id(person.id, team.id),
         )
         self.last_errors = None
@@ -311,8 +363,9 @@ class SlackDriver:
         payload = payloads.view_closed(bot=bot, team=team, user=person, view=view, is_cleared=cleared)
         return await self.deliver("interactive", payload, person.id)
 
-    async def options(self, action_id: str, value: str, *, block_id: str | None = None,
-                      user: str | None = None, home: bool = False) -> list[dict[str, Any]]:
+    async def options(
+        self, action_id: str, value: str, *, block_id: str | None = None, user: str | None = None, home: bool = False
+    ) -> list[dict[str, Any]]:
         """Type ``value`` into an external select: the options the app returns (``block_suggestion``).
 
         As on Slack, nothing is asked below the element's ``min_query_length`` (default 3): returns ``[]``.
@@ -324,8 +377,15 @@ class SlackDriver:
             raise DriverError(f"{action_id!r} is a {element.get('type')}, not an external select")
         if len(value) < int(element.get("min_query_length", 3)):
             return []
-        payload = payloads.block_suggestion(bot=bot, team=team, user=person, view=record.to_json(),
-                                            block_id=block["block_id"], action_id=action_id, value=value)
+        payload = payloads.block_suggestion(
+            bot=bot,
+            team=team,
+            user=person,
+            view=record.to_json(),
+            block_id=block["block_id"],
+            action_id=action_id,
+            value=value,
+        )
         response = await self.deliver("interactive", payload, person.id)
         options = self._checked_options(response.json)
         self._suggested[action_id] = options

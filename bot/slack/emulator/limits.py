@@ -133,8 +133,9 @@ SECTION_FIELD = TextRule(2000, required=True)
 # Elements whose options must be plain_text (checkboxes and radio buttons accept mrkdwn too).
 PLAIN_OPTION_ELEMENTS = frozenset({"static_select", "multi_static_select", "overflow"})
 
-_COMMON_BLOCKS = frozenset({"section", "header", "divider", "context", "actions", "image", "rich_text", "file",
-                            "video", "markdown"})
+_COMMON_BLOCKS = frozenset(
+    {"section", "header", "divider", "context", "actions", "image", "rich_text", "file", "video", "markdown"}
+)
 SURFACES: dict[str, Surface] = {
     "modal": Surface(100, _COMMON_BLOCKS | {"input"}),
     "home": Surface(100, _COMMON_BLOCKS | {"input"}),

@@ -34,10 +34,15 @@ class StoredFile:
     def to_json(self) -> dict[str, Any]:
         """The ``file`` object of files.* answers and file_share messages."""
         return {
-            "id": self.id, "created": self.created, "timestamp": self.created, "name": self.filename,
-            "title": self.title or self.filename, "mimetype": "application/octet-stream",
+            "id": self.id,
+            "created": self.created,
+            "timestamp": self.created,
+            "name": self.filename,
+            "title": self.title or self.filename,
+            "mimetype": "application/octet-stream",
             "filetype": self.filename.rsplit(".", 1)[-1] if "." in self.filename else "binary",
-            "user": self.user_id, "size": len(self.content or b""),
+            "user": self.user_id,
+            "size": len(self.content or b""),
             "channels": [self.channel_id] if self.channel_id else [],
         }
 

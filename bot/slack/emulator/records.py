@@ -14,8 +14,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 # Slack's error strings for the HTTP statuses faults can inject.
-FAULT_ERRORS = {429: "ratelimited", 500: "internal_error", 502: "internal_error", 503: "service_unavailable",
-                504: "request_timeout"}
+FAULT_ERRORS = {
+    429: "ratelimited",
+    500: "internal_error",
+    502: "internal_error",
+    503: "service_unavailable",
+    504: "request_timeout",
+}
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,7 @@ from typing import Any
 
 from .errors import ApiError
 
-DEFAULT_SCOPES = (
-    "commands,chat:write,im:write,users:read,channels:read,groups:read,files:write,app_mentions:read"
-)
+DEFAULT_SCOPES = "commands,chat:write,im:write,users:read,channels:read,groups:read,files:write,app_mentions:read"
 
 
 @dataclass
@@ -60,9 +58,18 @@ class User:
         """The ``user`` object of ``users.info``."""
         real = self.real_name or self.name
         return {
-            "id": self.id, "team_id": self.team_id, "name": self.name, "deleted": False,
-            "real_name": real, "tz": self.tz, "tz_label": self.tz, "tz_offset": self.offset(),
-            "is_admin": self.is_admin, "is_owner": False, "is_bot": self.is_bot, "is_app_user": False,
+            "id": self.id,
+            "team_id": self.team_id,
+            "name": self.name,
+            "deleted": False,
+            "real_name": real,
+            "tz": self.tz,
+            "tz_label": self.tz,
+            "tz_offset": self.offset(),
+            "is_admin": self.is_admin,
+            "is_owner": False,
+            "is_bot": self.is_bot,
+            "is_app_user": False,
             "profile": {"real_name": real, "display_name": self.name, "team": self.team_id},
         }
 
@@ -81,9 +88,15 @@ class Channel:
     def to_json(self, viewer: str | None = None) -> dict[str, Any]:
         """The ``channel`` object of ``conversations.info``."""
         out: dict[str, Any] = {
-            "id": self.id, "name": self.name, "is_channel": not self.is_im and not self.is_private,
-            "is_group": self.is_private, "is_im": self.is_im, "is_private": self.is_private or self.is_im,
-            "is_archived": False, "is_member": viewer in self.members, "context_team_id": self.team_id,
+            "id": self.id,
+            "name": self.name,
+            "is_channel": not self.is_im and not self.is_private,
+            "is_group": self.is_private,
+            "is_im": self.is_im,
+            "is_private": self.is_private or self.is_im,
+            "is_archived": False,
+            "is_member": viewer in self.members,
+            "context_team_id": self.team_id,
         }
         if self.is_im:
             out["user"] = next((m for m in self.members if m != viewer), None)

@@ -17,8 +17,15 @@ MAX_USES = 5
 
 def _as_bot_message(world: World, target: ResponseTarget, body: dict[str, Any]) -> dict[str, Any]:
     bot = world.registry.bot_for_team(target.team_id)
-    message = {"type": "message", "user": bot.bot_user_id, "bot_id": bot.bot_id, "app_id": bot.app_id,
-               "team": bot.team_id, "ts": world.ids.ts(), "text": body.get("text", "")}
+    message = {
+        "type": "message",
+        "user": bot.bot_user_id,
+        "bot_id": bot.bot_id,
+        "app_id": bot.app_id,
+        "team": bot.team_id,
+        "ts": world.ids.ts(),
+        "text": body.get("text", ""),
+    }
     for name in ("blocks", "attachments", "thread_ts"):
         if name in body:
             message[name] = body[name]

@@ -26,7 +26,10 @@ from .views import ViewRecord
 from .world import Ctx, World
 
 METHODS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
-    **api_chat.METHODS, **api_views.METHODS, **api_misc.METHODS, **api_files.METHODS,
+    **api_chat.METHODS,
+    **api_views.METHODS,
+    **api_misc.METHODS,
+    **api_files.METHODS,
 }
 
 # Parameters that carry JSON; form-encoded requests send them as JSON strings, decoded here for recording.
@@ -80,8 +83,9 @@ async def parse_request(request: web.Request) -> tuple[dict[str, Any], str | Non
 class SlackEmulator:
     """A Slack workspace on a local port; seeded with team T0001, user U0001, channel C0001, ``xoxb-test``."""
 
-    def __init__(self, *, seed: bool = True, clock: Clock = time.monotonic, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, *, seed: bool = True, clock: Clock = time.monotonic, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.world = World(clock)
         self.socket = SocketModeHub(self.world)
         self.calls: list[Call] = []
@@ -155,24 +159,47 @@ class SlackEmulator:
         self.world.registry.teams[team_id] = team
         return team
 
-    def add_user(self, user_id: str, team_id: str = DEFAULT_TEAM, *, name: str | None = None,
-                 real_name: str = "", tz: str = "Europe/Berlin", tz_offset: int | None = None,
-                 is_admin: bool = False, is_bot: bool = False) -> User:
+    def add_user(
+        self,
+        user_id: str,
+        team_id: str = DEFAULT_TEAM,
+        *,
+        name: str | None = None,
+        real_name: str = "",
+        tz: str = "Europe/Berlin",
+        tz_offset: int | None = None,
+        is_admin: bool = False,
+        is_bot: bool = False,
+    ) -> User:
         """Register a user of ``team_id``."""
         user = User(user_id, team_id, name or user_id.lower(), real_name, tz, tz_offset, is_admin, is_bot)
         self.world.registry.users[user_id] = user
         return user
 
-    def add_channel(self, channel_id: str, name: str, team_id: str = DEFAULT_TEAM, *,
-                    members: list[str] | tuple[str, ...] = (), is_private: bool = False) -> Channel:
+    def add_channel(
+        self,
+        channel_id: str,
+        name: str,
+        team_id: str = DEFAULT_TEAM,
+        *,
+        members: list[str] | tuple[str, ...] = (),
+        is_private: bool = False,
+    ) -> Channel:
         """Register a channel with its members (include the bot user for the app to post)."""
         channel = Channel(channel_id, team_id, name, list(members), is_private=is_private)
         self.world.registry.channels[channel_id] = channel
         return channel
 
-    def add_bot_token(self, token: str, team_id: str = DEFAULT_TEAM, bot_user_id: str = DEFAULT_BOT_USER,
-                      bot_id: str = DEFAULT_BOT_ID, app_id: str = DEFAULT_APP_ID, *,
-                      scopes: str | None = None) -> BotToken:
+    def add_bot_token(
+        self,
+        token: str,
+        team_id: str = DEFAULT_TEAM,
+        bot_user_id: str = DEFAULT_BOT_USER,
+        bot_id: str = DEFAULT_BOT_ID,
+        app_id: str = DEFAULT_APP_ID,
+        *,
+        scopes: str | None = None,
+    ) -> BotToken:
         """Register an installation's bot token (and its bot user if unknown)."""
         bot = BotToken(token, team_id, bot_user_id, bot_id, app_id)
         if scopes is not None:
@@ -200,7 +227,7 @@ class SlackEmulator:
 
     async def wait_for_call(self, method: str, count: int = 1, within: float = 3.0) -> Call:
         """Wait until ``method`` was called ``count`` times in total; returns the ``count``-th call."""
-        calls = await self.world.changes.wait_for(lambda: self.calls_to(method)[count - 1:], within)
+        calls = await self.world.changes.wait_for(lambda: self.calls_to(method)[count - 1 :], within)
         return calls[0]
 
     def messages(self, channel: str = DEFAULT_CHANNEL) -> list[dict[str, Any]]:
@@ -209,8 +236,11 @@ class SlackEmulator:
 
     def ephemerals(self, channel: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
         """Ephemeral messages, optionally for one channel and/or user."""
-        return [copy.deepcopy(e.message) for e in self.world.messages.ephemerals
-                if channel in (None, e.channel) and user in (None, e.user)]
+        return [
+            copy.deepcopy(e.message)
+            for e in self.world.messages.ephemerals
+            if channel in (None, e.channel) and user in (None, e.user)
+        ]
 
     def file_content(self, file_id: str) -> bytes | None:
         """Bytes received at a file's upload URL."""
@@ -241,8 +271,9 @@ class SlackEmulator:
 
     # -- faults and socket mode --------------------------------------------------------------------------
 
-    def inject(self, method: str, status: int = 429, retry_after: int | None = 1, times: int = 1,
-               error: str | None = None) -> Fault:
+    def inject(
+        self, method: str, status: int = 429, retry_after: int | None = 1, times: int = 1, error: str | None = None
+    ) -> Fault:
         """Answer the next ``times`` calls of ``method`` (``*`` = any) with ``status`` instead of running them."""
         return self.faults.add(Fault(method, status, retry_after, times, error))
 
@@ -264,8 +295,9 @@ class SlackEmulator:
         self.world.changes.poke()
         return web.json_response(body, status=status, headers=headers)
 
-    def _run(self, method: str, params: dict[str, Any], token: str | None,
-             parse_error: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _run(
+        self, method: str, params: dict[str, Any], token: str | None, parse_error: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         handler = METHODS.get(method)
         try:
             if handler is None:

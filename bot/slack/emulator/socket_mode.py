@@ -62,9 +62,13 @@ class SocketModeHub:
 
     def _hello(self, conn: Connection) -> dict[str, Any]:
         return {
-            "type": "hello", "num_connections": len(self.live()),
-            "debug_info": {"host": f"applink-emulator-{conn.id}", "build_number": 1,
-                           "approximate_connection_time": 3600},
+            "type": "hello",
+            "num_connections": len(self.live()),
+            "debug_info": {
+                "host": f"applink-emulator-{conn.id}",
+                "build_number": 1,
+                "approximate_connection_time": 3600,
+            },
             "connection_info": {"app_id": conn.app_id},
         }
 
@@ -87,15 +91,20 @@ class SocketModeHub:
         await self._world.changes.wait_for(lambda: bool(self.live()), within)
         return self.live()[-1]
 
-    async def send(self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool,
-                   within: float = 5.0) -> asyncio.Future[dict[str, Any] | None]:
+    async def send(
+        self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool, within: float = 5.0
+    ) -> asyncio.Future[dict[str, Any] | None]:
         """Send an envelope; the returned future resolves with the ack's payload (``None`` if empty)."""
         conn = await self.wait_connected(within)
         envelope_id = str(uuid.uuid4())
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._pending[envelope_id] = future
-        envelope: dict[str, Any] = {"envelope_id": envelope_id, "type": kind, "payload": payload,
-                                    "accepts_response_payload": accepts_response_payload}
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": accepts_response_payload,
+        }
         if kind == "events_api":
             envelope.update(retry_attempt=0, retry_reason="")
         await conn.ws.send_json(envelope)
@@ -105,8 +114,9 @@ class SocketModeHub:
         """Ask every connection to reconnect, as Slack does before recycling a server."""
         for conn in self.live():
             conn.draining = True
-            await conn.ws.send_json({"type": "disconnect", "reason": reason,
-                                     "debug_info": {"host": f"applink-emulator-{conn.id}"}})
+            await conn.ws.send_json(
+                {"type": "disconnect", "reason": reason, "debug_info": {"host": f"applink-emulator-{conn.id}"}}
+            )
 
     async def close(self) -> None:
         """Close every connection (emulator shutdown)."""

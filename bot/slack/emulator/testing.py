@@ -33,8 +33,9 @@ async def serve_http(app: AsyncApp, path: str = "/slack/events") -> AsyncIterato
 
 
 @asynccontextmanager
-async def serve_socket_mode(app: AsyncApp, emulator: SlackEmulator,
-                            app_token: str = DEFAULT_APP_TOKEN) -> AsyncIterator[AsyncSocketModeHandler]:
+async def serve_socket_mode(
+    app: AsyncApp, emulator: SlackEmulator, app_token: str = DEFAULT_APP_TOKEN
+) -> AsyncIterator[AsyncSocketModeHandler]:
     """Connect ``app`` to the emulator over Socket Mode; yields the handler once the emulator said hello."""
     handler = AsyncSocketModeHandler(app, app_token, web_client=AsyncWebClient(base_url=emulator.api_url))
     await handler.connect_async()  # type: ignore[no-untyped-call]

@@ -106,11 +106,13 @@ class HttpTransport:
         all_headers = {"Content-Type": content_type, "User-Agent": SLACK_USER_AGENT, **headers}
         async with self._session.post(self.url, data=body, headers=all_headers) as resp:
             raw = await resp.read()
-            return AppResponse(resp.status, parse_body(raw, resp.content_type), time.monotonic() - start,
-                               dict(resp.headers))
+            return AppResponse(
+                resp.status, parse_body(raw, resp.content_type), time.monotonic() - start, dict(resp.headers)
+            )
 
-    async def deliver(self, kind: Kind, payload: dict[str, Any], *, limit: float = ACK_LIMIT,
-                      late_ok: bool = False) -> AppResponse:
+    async def deliver(
+        self, kind: Kind, payload: dict[str, Any], *, limit: float = ACK_LIMIT, late_ok: bool = False
+    ) -> AppResponse:
         """Sign and POST the payload as Slack encodes it."""
         body, content_type = encode(kind, payload)
         headers = signed_headers(self.signing_secret, body)
@@ -131,8 +133,9 @@ class SocketModeTransport:
         self.hub = hub
         self.connect_timeout = connect_timeout
 
-    async def deliver(self, kind: Kind, payload: dict[str, Any], *, limit: float = ACK_LIMIT,
-                      late_ok: bool = False) -> AppResponse:
+    async def deliver(
+        self, kind: Kind, payload: dict[str, Any], *, limit: float = ACK_LIMIT, late_ok: bool = False
+    ) -> AppResponse:
         """Send the envelope and wait for ``{"envelope_id", "payload"}`` from the app."""
         accepts = kind != "events_api"
         future = await self.hub.send(kind, payload, accepts_response_payload=accepts, within=self.connect_timeout)

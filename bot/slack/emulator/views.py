@@ -50,14 +50,25 @@ class ViewRecord:
         """The ``view`` object as Slack returns it from views.* and puts it in payloads."""
         d = self.definition
         out: dict[str, Any] = {
-            "id": self.id, "team_id": self.team_id, "type": self.kind, "blocks": copy.deepcopy(self.blocks),
-            "private_metadata": d.get("private_metadata", ""), "callback_id": d.get("callback_id", ""),
-            "state": {"values": copy.deepcopy(self.values)}, "hash": self.hash,
-            "title": copy.deepcopy(d.get("title")), "clear_on_close": bool(d.get("clear_on_close", False)),
-            "notify_on_close": bool(d.get("notify_on_close", False)), "close": copy.deepcopy(d.get("close")),
-            "submit": copy.deepcopy(d.get("submit")), "previous_view_id": self.previous_view_id,
-            "root_view_id": self.root_view_id, "app_id": self.app_id, "external_id": d.get("external_id", ""),
-            "app_installed_team_id": self.team_id, "bot_id": self.bot_id,
+            "id": self.id,
+            "team_id": self.team_id,
+            "type": self.kind,
+            "blocks": copy.deepcopy(self.blocks),
+            "private_metadata": d.get("private_metadata", ""),
+            "callback_id": d.get("callback_id", ""),
+            "state": {"values": copy.deepcopy(self.values)},
+            "hash": self.hash,
+            "title": copy.deepcopy(d.get("title")),
+            "clear_on_close": bool(d.get("clear_on_close", False)),
+            "notify_on_close": bool(d.get("notify_on_close", False)),
+            "close": copy.deepcopy(d.get("close")),
+            "submit": copy.deepcopy(d.get("submit")),
+            "previous_view_id": self.previous_view_id,
+            "root_view_id": self.root_view_id,
+            "app_id": self.app_id,
+            "external_id": d.get("external_id", ""),
+            "app_installed_team_id": self.team_id,
+            "bot_id": self.bot_id,
         }
         if self.kind == "home":
             for name in ("close", "submit", "clear_on_close", "notify_on_close", "previous_view_id"):
@@ -102,8 +113,13 @@ class ViewStore:
         definition = copy.deepcopy(view)
         definition["blocks"] = blockkit.fill_missing_ids(list(view.get("blocks") or []), self._ids.short)
         record = ViewRecord(
-            id=self._ids.next("V"), team_id=owner.team_id, user_id=owner.user_id, app_id=owner.app_id,
-            bot_id=owner.bot_id, definition=definition, hash=self._ids.view_hash(),
+            id=self._ids.next("V"),
+            team_id=owner.team_id,
+            user_id=owner.user_id,
+            app_id=owner.app_id,
+            bot_id=owner.bot_id,
+            definition=definition,
+            hash=self._ids.view_hash(),
             values=blockkit.initial_values(definition["blocks"]),
         )
         self.views[record.id] = record
@@ -141,8 +157,9 @@ class ViewStore:
         stack.append(record.id)
         return record
 
-    def update(self, view: Any, *, view_id: str | None, external_id: str | None, hash_: str | None,
-               team_id: str) -> ViewRecord:
+    def update(
+        self, view: Any, *, view_id: str | None, external_id: str | None, hash_: str | None, team_id: str
+    ) -> ViewRecord:
         """views.update by id or external_id; a stale ``hash`` is a ``hash_conflict``."""
         record = self.find(team_id, view_id=view_id, external_id=external_id)
         validate(view, record.kind)

@@ -91,8 +91,10 @@ class Ctx:
         value = self.params.get(name)
         if value in (None, ""):
             if required:
-                raise ApiError(error, messages=[f"[ERROR] missing required field: {name}"]
-                               if error == "invalid_arguments" else None)
+                raise ApiError(
+                    error,
+                    messages=[f"[ERROR] missing required field: {name}"] if error == "invalid_arguments" else None,
+                )
             return None
         return str(value)
 

@@ -1,0 +1,103 @@
+"""The wizard's use cases, free of Slack: start, show, submit, back, act, cancel, resume.
+
+Each call loads the session row (owner-checked), rebuilds the machine at the saved state, does one thing,
+saves, and returns a :class:`Screen` — what to show next. The Slack layer renders screens and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.flows.wizard import store
+from bot.flows.wizard.machine import CANCELLED, DONE, Wizard
+from bot.flows.wizard.steps.base import Errors, Option, Step, StepView, WizardContext
+from storage.tenancy import Tenant
+
+
+@dataclass
+class Screen:
+    session_id: str
+    step: str  # step name, or "done" / "cancelled"
+    title: str
+    number: int
+    total: int
+    view: StepView
+    errors: Errors = field(default_factory=dict)
+    note: str | None = None  # result of a button (e.g. a connection test)
+    first: bool = False
+    slow: bool = False  # the step's submit takes a while: show "working…" first
+
+
+class WizardController:
+    def __init__(self, steps: Callable[[], Sequence[Step]], services: Any) -> None:
+        self._steps = steps
+        self.services = services
+
+    def _context(self, row, user_tz: str = "UTC") -> WizardContext:
+        return WizardContext(team_id=row.team_id, user_id=row.user_id, session_id=str(row.id), data=row.data,
+                             services=self.services, user_tz=row.data.get("_user_tz", user_tz))  # fmt: skip
+
+    async def _screen(self, wizard: Wizard, *, errors: Errors | None = None, note: str | None = None) -> Screen:
+        row = wizard.row
+        if wizard.state in (DONE, CANCELLED):
+            heading = row.data.get("_result", "Done.") if wizard.state == DONE else "Cancelled. Nothing was created."
+            return Screen(str(row.id), wizard.state, "Backup wizard", 0, 0, StepView(heading=heading))
+        step = wizard.current
+        number, total = wizard.position()
+        view = await step.view(self._context(row))
+        return Screen(str(row.id), step.name, step.title, number, total, view, errors or {}, note,
+                      first=wizard.is_first(), slow=step.slow)  # fmt: skip
+
+    async def _load(self, tenant: Tenant, user_id: str, session_id: str) -> Wizard:
+        row = await store.load(tenant, session_id, user_id)
+        return Wizard(row, self._steps())
+
+    async def start(self, tenant: Tenant, user_id: str, channel_id: str | None, *, user_tz: str = "UTC",
+                    prefill: Mapping[str, Any] | None = None) -> Screen:  # fmt: skip
+        steps = self._steps()
+        data = {**(prefill or {}), "_user_tz": user_tz}
+        first = next(s.name for s in steps if s.applies(data))
+        row = await store.create(tenant, user_id, channel_id, first, data)
+        return await self._screen(Wizard(row, steps))
+
+    async def show(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
+        return await self._screen(await self._load(tenant, user_id, session_id))
+
+    async def submit(self, tenant: Tenant, user_id: str, session_id: str, values: Mapping[str, Any]) -> Screen:
+        wizard = await self._load(tenant, user_id, session_id)
+        errors = await wizard.current.submit(self._context(wizard.row), values)
+        if errors:
+            return await self._screen(wizard, errors=errors)
+        if wizard.state == wizard.steps[-1].name:
+            await wizard.finish()
+        else:
+            await wizard.next()
+        return await self._screen(wizard)
+
+    async def back(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
+        wizard = await self._load(tenant, user_id, session_id)
+        if not wizard.is_first():
+            await wizard.back()
+        return await self._screen(wizard)
+
+    async def act(self, tenant: Tenant, user_id: str, session_id: str, action: str, value: str) -> Screen:
+        wizard = await self._load(tenant, user_id, session_id)
+        note = await wizard.current.act(self._context(wizard.row), action, value)
+        await store.save(wizard.row)  # an action may have stored something (e.g. a tested credential)
+        return await self._screen(wizard, note=note)
+
+    async def options(self, tenant: Tenant, user_id: str, session_id: str, field_name: str, query: str) -> list[Option]:
+        wizard = await self._load(tenant, user_id, session_id)
+        finder = getattr(wizard.current, "options", None)
+        return list(await finder(self._context(wizard.row), field_name, query)) if finder else []
+
+    async def cancel(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
+        wizard = await self._load(tenant, user_id, session_id)
+        await wizard.cancel()
+        return await self._screen(wizard)
+
+    async def resume(self, tenant: Tenant, user_id: str) -> Screen | None:
+        row = await store.latest_open(tenant, user_id)
+        return await self._screen(Wizard(row, self._steps())) if row else None

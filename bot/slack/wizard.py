@@ -1,0 +1,127 @@
+"""Slack listeners of the wizard: open, submit, back, step buttons, external-select options, close.
+
+Fast steps answer in the ack (``response_action=update`` or ``errors``); slow steps (SSH, probes, the test
+backup) ack at once with a "working…" view and finish with ``views.update``. Every screen replaces the
+current modal (never a push), so the modal stack stays one deep. Expired or foreign sessions get a modal
+that says what to do instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.flows.wizard.controller import Screen, WizardController
+from bot.flows.wizard.steps.base import StepView
+from bot.flows.wizard.store import SessionGone, StaleSession
+from bot.slack.wizard_render import ACT_PREFIX, BACK, CALLBACK_ID, modal, values_of, working
+
+log = logging.getLogger(__name__)
+_background: set[asyncio.Task] = set()
+
+
+def _gone(message: str) -> dict[str, Any]:
+    return modal(Screen("-", "done", "Backup wizard", 0, 0, StepView(heading=message)))
+
+
+async def user_tz(client: AsyncWebClient, user_id: str) -> str:
+    try:
+        info = await client.users_info(user=user_id)
+        return info["user"].get("tz") or "UTC"
+    except (SlackApiError, KeyError):
+        return "UTC"
+
+
+async def open_wizard(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext,
+                      trigger_id: str, user_id: str, channel_id: str | None, prefill=None) -> None:  # fmt: skip
+    """Open a new wizard (trigger_id is valid 3 s: the first screen is built before anything slow)."""
+    tz_task = asyncio.create_task(user_tz(client, user_id))
+    try:
+        tz = await asyncio.wait_for(asyncio.shield(tz_task), 1.0)
+    except TimeoutError:
+        tz = "UTC"
+    screen = await controller.start(context["tenant"], user_id, channel_id, user_tz=tz, prefill=prefill)
+    await client.views_open(trigger_id=trigger_id, view=modal(screen))
+
+
+def _spawn(coro) -> None:
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _finish_slow(controller: WizardController, client: AsyncWebClient, tenant, user_id: str,
+                       session_id: str, values: dict, view_id: str) -> None:  # fmt: skip
+    try:
+        screen = await controller.submit(tenant, user_id, session_id, values)
+        screen.slow = True  # errors are shown in the view: response_action=errors is no longer possible
+        view = modal(screen)
+    except (SessionGone, StaleSession) as exc:
+        view = _gone(str(exc))
+    except Exception:
+        log.exception("wizard step failed")
+        view = _gone("Something went wrong on the bot's side; your answers are saved. Try `/backup resume`.")
+    await client.views_update(view_id=view_id, view=view)
+
+
+def register(app: AsyncApp, controller: WizardController) -> None:
+    @app.view(CALLBACK_ID)
+    async def submitted(ack: AsyncAck, body: dict, view: dict, client: AsyncWebClient, context: AsyncBoltContext):
+        tenant, user_id, session_id = context["tenant"], body["user"]["id"], view["private_metadata"]
+        values = values_of(view)
+        try:
+            current = await controller.show(tenant, user_id, session_id)
+            if current.slow:
+                await ack(response_action="update", view=working(current.title, "working on it…"))
+                _spawn(_finish_slow(controller, client, tenant, user_id, session_id, values, view["id"]))
+                return
+            screen = await controller.submit(tenant, user_id, session_id, values)
+        except (SessionGone, StaleSession) as exc:
+            await ack(response_action="update", view=_gone(str(exc)))
+            return
+        if screen.errors:
+            await ack(response_action="errors", errors={k: v[:150] for k, v in screen.errors.items()})
+        else:
+            await ack(response_action="update", view=modal(screen))
+
+    @app.view_closed(CALLBACK_ID)
+    async def closed(ack: AsyncAck) -> None:
+        await ack()  # the session stays: `/backup resume` reopens it at the same step
+
+    @app.action(BACK)
+    async def back(ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
+        await ack()
+        await _update(client, body, lambda t, u, s: controller.back(t, u, s), context)
+
+    @app.action({"action_id": re.compile("^" + re.escape(ACT_PREFIX))})
+    async def act(ack: AsyncAck, body: dict, action: dict, client: AsyncWebClient, context: AsyncBoltContext):
+        await ack()
+        name = action["action_id"].removeprefix(ACT_PREFIX)
+        await _update(client, body, lambda t, u, s: controller.act(t, u, s, name, action.get("value", "")), context)
+
+    @app.options("v")
+    async def options(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:
+        try:
+            found = await controller.options(context["tenant"], body["user"]["id"], body["view"]["private_metadata"],
+                                             body["block_id"], body.get("value", ""))  # fmt: skip
+        except (SessionGone, StaleSession):
+            found = []
+        await ack(
+            options=[{"text": {"type": "plain_text", "text": o.label[:75]}, "value": o.value} for o in found][:100]
+        )
+
+
+async def _update(client: AsyncWebClient, body: dict, call, context: AsyncBoltContext) -> None:
+    view = body["view"]
+    try:
+        screen = await call(context["tenant"], body["user"]["id"], view["private_metadata"])
+        new_view = modal(screen)
+    except (SessionGone, StaleSession) as exc:
+        new_view = _gone(str(exc))
+    await client.views_update(view_id=view["id"], hash=view.get("hash"), view=new_view)
