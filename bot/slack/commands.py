@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard.controller import WizardController
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
-from bot.slack.wizard import open_wizard
+from bot.slack.wizard import open_or_explain, open_wizard
 from bot.slack.wizard_render import modal
 
 COMMAND = "/backup"
@@ -48,7 +48,7 @@ async def _resume(controller: WizardController, client: AsyncWebClient, context:
     if screen is None:
         await _tell(client, command, "You have no open wizard. Start one with `/backup new`.")
         return
-    await client.views_open(trigger_id=command["trigger_id"], view=modal(screen))
+    await open_or_explain(client, command["trigger_id"], modal(screen), command["user_id"], command.get("channel_id"))
 
 
 async def _cancel(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext, command: dict):

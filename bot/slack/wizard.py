@@ -47,7 +47,23 @@ async def open_wizard(controller: WizardController, client: AsyncWebClient, cont
     except TimeoutError:
         tz = "UTC"
     screen = await controller.start(context["tenant"], user_id, channel_id, user_tz=tz, prefill=prefill)
-    await client.views_open(trigger_id=trigger_id, view=modal(screen))
+    await open_or_explain(client, trigger_id, modal(screen), user_id, channel_id)
+
+
+async def open_or_explain(client: AsyncWebClient, trigger_id: str, view: dict, user_id: str,
+                          channel_id: str | None) -> None:  # fmt: skip
+    """views.open; when Slack's 3-second trigger window was missed, tell the person how to continue."""
+    try:
+        await client.views_open(trigger_id=trigger_id, view=view)
+    except SlackApiError as exc:
+        if exc.response.get("error") not in ("expired_trigger_id", "exchanged_trigger_id", "invalid_trigger_id"):
+            raise
+        if channel_id:
+            await client.chat_postEphemeral(
+                channel=channel_id, user=user_id,
+                text="Slack did not let me open the wizard in time (it allows 3 seconds). Nothing is lost: "
+                     "type `/backup resume` to continue where you are.",
+            )  # fmt: skip
 
 
 def _spawn(coro) -> None:
