@@ -15,6 +15,9 @@ from pathlib import Path
 from rich.console import Console
 
 from bot.cli.util import load_for_command
+from bot.flows.wizard.controller import WizardController
+from bot.flows.wizard.registry import build_steps
+from bot.flows.wizard.services import WizardServices
 from bot.identity import ensure_identity
 from bot.runtime import Runtime
 from bot.slack.app import build_app, serve_http, start_socket_mode
@@ -38,10 +41,11 @@ async def handle(args: argparse.Namespace) -> int:
     if settings.resolved_database_url.startswith("sqlite://"):
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     async with db.database(settings.resolved_database_url):
-        await ensure_identity()
-        app = build_app(settings)
-        who = await check_bot_token(app.client)
+        identity = await ensure_identity()
         runtime = await Runtime.create(settings)
+        services = WizardServices(pool=runtime.pool, alerts=runtime.alerts, bot_public_key=identity.public_key)
+        app = build_app(settings, wizard=WizardController(build_steps, services))
+        who = await check_bot_token(app.client)
         stop = _stop_event()
         handler = await start_socket_mode(app, settings) if settings.socket_mode else None
         runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
