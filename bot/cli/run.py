@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bot.cli.util import load_for_command
+from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
 from bot.flows.wizard.registry import build_steps
 from bot.flows.wizard.services import WizardServices
@@ -43,25 +44,31 @@ async def handle(args: argparse.Namespace) -> int:
     async with db.database(settings.resolved_database_url):
         identity = await ensure_identity()
         runtime = await Runtime.create(settings)
-        services = WizardServices(pool=runtime.pool, alerts=runtime.alerts, bot_public_key=identity.public_key)
-        app = build_app(settings, wizard=WizardController(build_steps, services))
-        who = await check_bot_token(app.client)
-        stop = _stop_event()
-        handler = await start_socket_mode(app, settings) if settings.socket_mode else None
-        runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
-        where = f"{settings.http_host}:{settings.http_port}"
-        if handler:
-            console.print(f"Connected to Slack workspace {who.team} over Socket Mode; API and /healthz on {where}.")
-        else:
-            console.print(f"Serving workspace {who.team} over HTTP on {where}/slack/events. Ctrl-C stops.")
         try:
-            await stop.wait()
+            await _serve(settings, runtime, identity.public_key)
         finally:
-            if handler:
-                await handler.close_async()
-            await runner.cleanup()
             await runtime.close()
     return 0
+
+
+async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
+    services = WizardServices(pool=runtime.pool, alerts=runtime.alerts, bot_public_key=public_key)
+    app = build_app(settings, wizard=WizardController(build_steps, services))
+    who = await check_bot_token(app.client)
+    stop = _stop_event()
+    handler = await start_socket_mode(app, settings) if settings.socket_mode else None
+    runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
+    where = f"{settings.http_host}:{settings.http_port}"
+    if handler:
+        console.print(f"Connected to Slack workspace {who.team} over Socket Mode; API and /healthz on {where}.")
+    else:
+        console.print(f"Serving workspace {who.team} over HTTP on {where}/slack/events. Ctrl-C stops.")
+    try:
+        await stop.wait()
+    finally:
+        if handler:
+            await handler.close_async()
+        await runner.cleanup()
 
 
 def _stop_event() -> asyncio.Event:
