@@ -92,12 +92,12 @@ def register(app: AsyncApp, controller: WizardController) -> None:
         tenant, user_id, session_id = context["tenant"], body["user"]["id"], view["private_metadata"]
         values = values_of(view)
         try:
-            current = await controller.show(tenant, user_id, session_id)
-            if current.slow:
-                await ack(response_action="update", view=working(current.title, "working on it…"))
+            screen = await controller.submit(tenant, user_id, session_id, values, defer_slow=True)
+            if screen is None:  # a slow step: answer now, work in the background, then views.update
+                title = await controller.title_of(tenant, user_id, session_id)
+                await ack(response_action="update", view=working(title, "working on it…"))
                 _spawn(_finish_slow(controller, client, tenant, user_id, session_id, values, view["id"]))
                 return
-            screen = await controller.submit(tenant, user_id, session_id, values)
         except (SessionGone, StaleSession) as exc:
             await ack(response_action="update", view=_gone(str(exc)))
             return

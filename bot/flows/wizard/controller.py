@@ -62,11 +62,19 @@ class WizardController:
         row = await store.create(tenant, user_id, channel_id, first, data)
         return await self._screen(Wizard(row, steps))
 
+    async def title_of(self, tenant: Tenant, user_id: str, session_id: str) -> str:
+        return (await self._load(tenant, user_id, session_id)).current.title
+
     async def show(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
         return await self._screen(await self._load(tenant, user_id, session_id))
 
-    async def submit(self, tenant: Tenant, user_id: str, session_id: str, values: Mapping[str, Any]) -> Screen:
+    async def submit(self, tenant: Tenant, user_id: str, session_id: str, values: Mapping[str, Any], *,
+                     defer_slow: bool = False) -> Screen | None:  # fmt: skip
+        """Validate and advance. With ``defer_slow``, a slow step is not run: None tells the caller to show
+        "working…" first and call again without it (one database read for the common fast case)."""
         wizard = await self._load(tenant, user_id, session_id)
+        if defer_slow and wizard.current.slow:
+            return None
         errors = await wizard.current.submit(self._context(wizard.row), values)
         if errors:
             return await self._screen(wizard, errors=errors)
