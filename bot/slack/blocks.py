@@ -33,11 +33,11 @@ class Subcommand:
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("help", "/backup help", "what the bot can do (this message)", True),
     Subcommand("new", "/backup new [from:<template>]", "set up a backup chain in a 10-step wizard", False),
-    Subcommand("list", "/backup list", "this workspace's backup chains and their last result", False),
-    Subcommand("status", "/backup status <chain>", "runs, archives and next run of one chain", False),
+    Subcommand("list", "/backup list", "this workspace's backup chains and their last result", True),
+    Subcommand("status", "/backup status <chain>", "runs, archives and next run of one chain", True),
     Subcommand("resume", "/backup resume", "reopen a wizard you closed, at the step you left", False),
     Subcommand("cancel", "/backup cancel", "discard your open wizard", False),
-    Subcommand("templates", "/backup templates", "saved answer sets to start a wizard from", False),
+    Subcommand("templates", "/backup templates", "saved answer sets to start a wizard from", True),
 )
 
 

@@ -9,6 +9,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard.controller import WizardController
+from bot.slack import listing
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
 from bot.slack.wizard import open_or_explain, open_wizard
 from bot.slack.wizard_render import modal
@@ -32,6 +33,10 @@ def register(app: AsyncApp, controller: WizardController | None = None) -> None:
     @app.command(COMMAND)
     async def backup_command(ack: AsyncAck, command: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
         word = (command.get("text") or "").strip().split(maxsplit=1)[0].lower() if command.get("text") else "help"
+        if word in listing.WORDS and context.get("tenant") is not None:
+            found = await listing.answer(context["tenant"], command.get("text", ""))
+            await ack(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
+            return
         if controller is None or word not in WIZARD_WORDS:
             await ack(response_type="ephemeral", text="Backup Wizard help", blocks=answer_for(command.get("text", "")))
             return

@@ -147,9 +147,10 @@ def _preview(policy: Policy, key: tuple, today: date, assumed: bool) -> Preview:
     zone = ZoneInfo(zone_name)
     start = sched.local_instant(today, datetime.min.time(), zone)
     end = start + timedelta(days=365)
-    runs = sched.runs_between(schedule, start - timedelta(microseconds=1), end)
-    archives = [Archive(f"preview-{index:04d}", moment) for index, moment in enumerate(runs)]
-    decisions = decide(archives, policy, zone, now=end)
+    runs = sched.runs_between(schedule, start.astimezone(UTC) - timedelta(microseconds=1), end.astimezone(UTC))
+    # In UTC: Python compares datetimes that share a tzinfo by wall clock (wrong across a DST change).
+    archives = [Archive(f"preview-{index:04d}", moment.astimezone(UTC)) for index, moment in enumerate(runs)]
+    decisions = decide(archives, policy, zone, now=end.astimezone(UTC))
     kept = [d for d in decisions if d.keep]
     per_month = Counter((d.time.astimezone(zone).year, d.time.astimezone(zone).month) for d in kept)
     months = []
@@ -161,6 +162,7 @@ def _preview(policy: Policy, key: tuple, today: date, assumed: bool) -> Preview:
     rules = Counter(d.rule for d in kept if d.rule)
     by_rule = tuple(sorted(rules.items(), key=lambda item: _rule_rank(item[0])))
     oldest = min((d.time for d in kept), default=None)
+    oldest = oldest.astimezone(zone) if oldest else None
     return Preview(len(archives), len(kept), oldest, tuple(months), by_rule, sched.summary(schedule), assumed)
 
 
@@ -254,6 +256,12 @@ class RetentionStep(BaseStep):
         schedule, assumed, today = self._basis(ctx)
         return preview(policy, schedule, today, assumed=assumed)
 
+    def _preview_note(self, ctx: WizardContext, policy: Policy) -> str:
+        try:
+            return render_preview(self.preview_for(ctx, policy), policy)
+        except ValueError as exc:  # a saved policy borg would refuse: say why instead of failing the view
+            return f":warning: No preview: {exc}"
+
     async def view(self, ctx: WizardContext) -> StepView:
         preset, policy = await self._current(ctx)
         options = [
@@ -279,7 +287,7 @@ class RetentionStep(BaseStep):
         return StepView(
             heading="*How long should backups be kept?* Pick a preset, or change the numbers for your own policy.",
             fields=tuple(form),
-            notes=(render_preview(self.preview_for(ctx, policy), policy),),
+            notes=(self._preview_note(ctx, policy),),
         )
 
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:

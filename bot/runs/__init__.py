@@ -1,0 +1,1 @@
+"""Runs: schedules (when a chain is due), the run queue and its worker, notifications."""
