@@ -77,6 +77,7 @@ class WizardController:
             return None
         errors = await wizard.current.submit(self._context(wizard.row), values)
         if errors:
+            await store.save(wizard.row)  # a refused submit may still have learnt something (a fingerprint)
             return await self._screen(wizard, errors=errors)
         if wizard.state == wizard.steps[-1].name:
             await wizard.finish()

@@ -1,10 +1,13 @@
 """What the server, source and snapshot steps share: the chosen server, a probe context on it, field errors
 from the sources' validation sentences, and keeping data that a refused submit must not lose.
 
-Private data keys (besides the contract in :mod:`bot.flows.wizard.data`), all JSON and secret-free, written by
-steps 3 and 4 and read only by them (the ``_`` prefix marks them as the wizard's own):
+Data keys besides the contract in :mod:`bot.flows.wizard.data`, all JSON and secret-free:
 
-    _source_size: {bytes: int, complete: bool, summary: str, paths: [str]}   step 3 — size estimate of the source
+    size_estimate: {total_bytes: int, complete: bool, summary: str, paths: [str]}   step 3 — the source's size
+        (read by step 5 for the projected repository size; ``complete`` False = a lower bound or a rough figure)
+
+and private ones, written by steps 3 and 4 and read only by them (the ``_`` prefix marks them as the wizard's own):
+
     _source_found: {engine, credential_id, databases: [str], datadir: str|None}   step 3 — what a stored/new login saw
     _source_mounts: [{target, source, fstype, size_bytes, avail_bytes}]   step 3 (system) — other file systems
     _snapshot_methods: {paths, per_path: [...], available: [method], recommended: method|None}   steps 3/4
@@ -26,7 +29,7 @@ from storage.models import Server, WizardSession
 from storage.tenancy import Tenant
 
 # Keys that depend on the server and the source: dropped when either changes, so no stale answer survives.
-SOURCE_KEYS = ("source", "credential_id", "atomicity", "_source_size", "_source_found", "_source_mounts")
+SOURCE_KEYS = ("source", "credential_id", "atomicity", "size_estimate", "_source_found", "_source_mounts")
 SNAPSHOT_KEYS = ("snapshot", "_snapshot_methods")
 
 

@@ -1,0 +1,471 @@
+"""Source form for MySQL/MariaDB, PostgreSQL and MongoDB: databases, the login, and the consistency verdict.
+
+Prefilled from the capabilities probe: the databases it listed and the login it found (``debian.cnf``,
+``~/.my.cnf``, root through the socket; peer as ``postgres``, ``~/.pgpass``; no login where MongoDB runs
+without access control). A login typed in is saved at once as an encrypted DatabaseCredential row (only its
+id goes into the session) and tested from the server with :func:`bot.probes.dbcheck.check`; a failed test
+refuses the step with the client's precise reason and what to do. *Test connection* tests the login the form
+shows as chosen (a detected one by probing again, a saved one with the connectivity check).
+
+The atomicity verdict (:mod:`bot.probes.atomicity`) is computed on Next for the databases chosen — for MySQL
+with the snapshot method of the data directory when non-transactional tables need one — stored as
+``atomicity`` and shown with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import SecretStr
+
+from bot.backup import sources
+from bot.flows.wizard.steps.base import Button, Errors, Field, Option, WizardContext
+from bot.flows.wizard.steps.source_common import (
+    Part,
+    clip,
+    errors_from,
+    human_bytes,
+    keep_data,
+    lines_of,
+    probe_context,
+)
+from bot.flows.wizard.steps.source_files import previous
+from bot.probes import atomicity, dbcheck, disk, mongodb, mysql, postgresql, snapshots
+from bot.probes.base import Absent, ProbeContext, ProbeError
+from bot.probes.capabilities import Capabilities
+from bot.transport.base import TransportError
+from bot.validation import InvalidInput
+from bot.validation import host as valid_host
+from bot.validation import port as valid_port
+from storage.models import AuthMethod, DatabaseCredential, DbType, Server, TestStatus
+from storage.tenancy import Tenant
+
+NAMES = dbcheck.ENGINE_NAMES
+MODELS: dict[str, Any] = {"mysql": mysql.MySQLInfo, "postgresql": postgresql.PgInfo, "mongodb": mongodb.MongoInfo}
+DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432, "mongodb": 27017}
+ALL = "all"  # option value: every database, also ones created later (the config's empty list)
+DB = "db:"  # option value prefix of one database
+DETECTED, NEW, STORED = "detected", "new", "stored:"
+MAX_STORED = 8  # radio buttons: at most 10 options
+CHECK_TIMEOUT = 10.0
+SIZE_LIMIT = 10.0  # seconds du may measure the data directory
+FLAGS = {
+    "mysql": ("lock_non_transactional", "Lock non-transactional tables during their dump",
+              "MyISAM/Aria…: writes to them wait; otherwise they may be inconsistent"),
+    "postgresql": ("include_globals", "Include roles and tablespaces", "pg_dumpall --globals-only"),
+}  # fmt: skip
+CONFIG_FIELDS = {"databases": "databases", "exclude": "databases", "lock_non_transactional": "flags",
+                 "include_globals": "flags"}  # fmt: skip
+
+
+def engine_info(caps: Capabilities | None, engine: str) -> Any:
+    return caps.get(engine, MODELS[engine]) if caps is not None else None
+
+
+def detected_login(engine: str, info: Any) -> str | None:
+    """The login the probe found and that works, in words; None when there is none."""
+    if info is None:
+        return None
+    if engine == "mysql":
+        found = info.credential
+        if found is None or info.server is None:
+            return None
+        user = found.user or "the default user"
+        return {
+            "debian.cnf": f"the login in /etc/mysql/debian.cnf ({user})",
+            "my.cnf": f"the login in ~/.my.cnf ({user})",
+            "socket": "root through the local socket, no password (unix_socket)",
+        }.get(found.source, f"{user} at {found.where}")
+    if engine == "postgresql":
+        access = info.access
+        if access is None or info.server is None:
+            return None
+        if access.method == "peer":
+            return "peer authentication as the postgres system user"
+        return f"the ~/.pgpass entry for {access.user}@{access.host}"
+    if info.running and info.auth_required is False:
+        return "no login: access control is off on this MongoDB"
+    return None
+
+
+def detected_databases(engine: str, info: Any) -> list[str] | None:
+    if info is None:
+        return None
+    if engine in ("mysql", "postgresql"):
+        return list(info.server.databases) if info.server is not None else None
+    if info.running and (info.databases or info.auth_required is False):
+        return [d.name for d in info.databases]
+    return None
+
+
+def datadir_of(engine: str, info: Any) -> str | None:
+    if info is None:
+        return None
+    if engine == "mysql":
+        return info.server.datadir if info.server is not None else None
+    if engine == "postgresql":
+        return info.data_directory
+    return None
+
+
+async def stored_logins(ctx: WizardContext, server: Server, engine: str) -> list[DatabaseCredential]:
+    rows = Tenant(ctx.team_id).query(DatabaseCredential).filter(server_id=server.id, db_type=engine)
+    return list(await rows.order_by("-id").limit(MAX_STORED))
+
+
+def db_credential(row: DatabaseCredential) -> dbcheck.DbCredential:
+    """A stored row as the probes' login (the password decrypted only into a SecretStr)."""
+    password = row.password.reveal() if row.password is not None else ""
+    return dbcheck.DbCredential(
+        engine=str(row.db_type.value), host=row.host, port=row.port, user=row.username,
+        password=SecretStr(password) if password else None,
+        auth_method="socket" if row.auth_method == AuthMethod.SOCKET else "password",
+    )  # fmt: skip
+
+
+def _row_label(row: DatabaseCredential) -> str:
+    return clip(f"Saved: {row.username}@{row.host}:{row.port}")
+
+
+def _initial_choice(ctx: WizardContext, detected: str | None, rows: Sequence[DatabaseCredential]) -> str:
+    ids = {r.id for r in rows}
+    if "credential_id" in ctx.data:
+        chosen = ctx.data["credential_id"]
+        if chosen is None and detected:
+            return DETECTED
+        if chosen in ids:
+            return f"{STORED}{chosen}"
+    if detected:
+        return DETECTED
+    return f"{STORED}{rows[0].id}" if rows else NEW
+
+
+def _known(ctx: WizardContext, engine: str, info: Any, choice: str) -> list[str] | None:
+    """The databases the chosen login sees: from its last successful test, else from the probe."""
+    found = ctx.data.get("_source_found")
+    if isinstance(found, dict) and found.get("engine") == engine:
+        login = DETECTED if found.get("credential_id") is None else f"{STORED}{found.get('credential_id')}"
+        if login == choice and found.get("databases") is not None:
+            return list(found["databases"])
+    return detected_databases(engine, info)
+
+
+def _databases_field(engine: str, known: list[str] | None, stored: Mapping[str, Any] | None) -> Field:
+    picked = list(stored["databases"]) if stored else []
+    label_all = "Whole instance (all databases)" if engine == "mongodb" else "All databases (also ones created later)"
+    if known is not None and len(known) <= 99:
+        options = (Option(ALL, label_all), *(Option(DB + name, clip(name)) for name in known))
+        initial = [DB + name for name in picked] if picked else [ALL]
+        return Field("databases", "Databases to back up", "multiselect", options=options, initial=initial)
+    hint = "The databases are listed once a login works." if known is None else f"{len(known)} databases found."
+    return Field("databases", "Databases to back up (one per line, * for all)", "multiline",
+                 initial="\n".join(picked) if picked else "*", hint=hint)  # fmt: skip
+
+
+def _flags_field(engine: str, stored: Mapping[str, Any] | None) -> Field | None:
+    if engine not in FLAGS:
+        return None
+    name, label, description = FLAGS[engine]
+    on = stored.get(name, True) if stored else True
+    return Field("flags", "Options", "checkboxes", options=(Option(name, label, description),),
+                 initial=[name] if on else [], optional=True)  # fmt: skip
+
+
+def _login_fields(engine: str, info: Any) -> list[Field]:
+    port = info.port if engine == "postgresql" and info is not None else DEFAULT_PORTS[engine]
+    return [
+        Field("db_user", "New login: user", "text", optional=True),
+        Field("db_password", "New login: password", "text", optional=True,
+              hint="Saved encrypted as soon as you press Next, tested from the server, never shown again."),
+        Field("db_host", "New login: host", "text", initial="localhost", optional=True,
+              hint="As seen from the server: localhost when the database runs there."),
+        Field("db_port", "New login: port", "number", initial=str(port), optional=True),
+    ]  # fmt: skip
+
+
+def _server_note(engine: str, info: Any, caps: Capabilities | None) -> str:
+    name = NAMES[engine]
+    if info is None:
+        outcome = caps.outcomes.get(engine) if caps is not None else None
+        reason = outcome.error if outcome is not None and outcome.error else "the server was not probed for it"
+        return f":warning: {name}: {reason}"
+    if engine == "mysql" and info.server is not None:
+        return (f":file_cabinet: {info.server.version_comment or name} {info.server.version}, data directory "
+                f"`{info.server.datadir}`.")  # fmt: skip
+    if engine == "postgresql" and info.server is not None:
+        return f":file_cabinet: PostgreSQL {info.server.version} on port {info.port}, data directory " + (
+            f"`{info.data_directory}`." if info.data_directory else "not visible to this login."
+        )
+    if engine == "mongodb" and info.running:
+        topology = (info.topology or "unknown topology").replace("_", " ")
+        return f":file_cabinet: MongoDB {info.version or ''} ({topology}). {info.note}".strip()
+    return f":warning: {info.note or name + ' was not found running.'}{_tried(info)}"
+
+
+def _tried(info: Any) -> str:
+    """The attempts of the probe as a sentence ("Tried: a; b."), or "" when there were none."""
+    notes = [a.note.rstrip(".") for a in getattr(info, "attempts", ()) if a.note]
+    return f" Tried: {'; '.join(notes)}." if notes else ""
+
+
+def _verdict_note(ctx: WizardContext, engine: str, info: Any, stored: Mapping[str, Any] | None) -> str | None:
+    saved = ctx.data.get("atomicity")
+    if stored is not None and isinstance(saved, dict) and saved.get("reason"):
+        mark = ":lock:" if saved.get("atomic") else ":warning:"
+        return f"{mark} *Consistency*: {saved['reason']}"
+    if info is None or (engine == "mysql" and info.server is None):
+        return None
+    verdict = atomicity.verdict(info, None)
+    later = "" if verdict.atomic else " (Checked again for the databases you choose, with the data directory's " \
+                                       "snapshot options, when you press Next.)"  # fmt: skip
+    return f"{':lock:' if verdict.atomic else ':warning:'} *Consistency*: {verdict.reason}{later}"
+
+
+async def view(ctx: WizardContext, server: Server, caps: Capabilities | None) -> Part:
+    engine = ctx.data["backup_type"]
+    info = engine_info(caps, engine)
+    stored = previous(ctx, engine)
+    rows = await stored_logins(ctx, server, engine)
+    detected = detected_login(engine, info)
+    choice = _initial_choice(ctx, detected, rows)
+    options = [Option(DETECTED, clip(f"Detected: {detected}"), "found by the probe")] if detected else []
+    options += [Option(f"{STORED}{r.id}", _row_label(r), f"last test: {r.test_status.value}") for r in rows]
+    options.append(Option(NEW, "A new login (enter it below)", "saved encrypted, tested from the server"))
+    fields = [_databases_field(engine, _known(ctx, engine, info, choice), stored), _flags_field(engine, stored),
+              Field("credential", "Log in with", "radio", options=tuple(options), initial=choice),
+              *_login_fields(engine, info)]  # fmt: skip
+    notes = [_server_note(engine, info, caps), _verdict_note(ctx, engine, info, stored)]
+    return Part(
+        fields=tuple(f for f in fields if f is not None),
+        notes=tuple(n for n in notes if n),
+        buttons=(Button("test_connection", "Test connection", value=choice),),
+    )
+
+
+# --- submit --------------------------------------------------------------------------------------------------
+
+
+async def _save_login(
+    ctx: WizardContext, server: Server, engine: str, values: Mapping[str, Any]
+) -> tuple[Errors, DatabaseCredential | None]:
+    """Validate the typed login and save it encrypted (the same login typed twice is one row)."""
+    user = str(values.get("db_user") or "").strip()
+    if not user or any(ch in user for ch in "\x00\n\r") or len(user) > 100:
+        return {"db_user": f"Enter the {NAMES[engine]} user for backups (one line, at most 100 characters)."}, None
+    errors: Errors = {}
+    try:
+        host = valid_host(str(values.get("db_host") or "localhost"))
+    except InvalidInput as exc:
+        errors["db_host"] = str(exc)
+    try:
+        port = valid_port(values.get("db_port") or DEFAULT_PORTS[engine])
+    except InvalidInput as exc:
+        errors["db_port"] = str(exc)
+    if errors:
+        return errors, None
+    password = str(values.get("db_password") or "")
+    tenant = Tenant(ctx.team_id)
+    same = tenant.query(DatabaseCredential).filter(server_id=server.id, db_type=engine, host=host, port=port,
+                                                   username=user)  # fmt: skip
+    for row in await same:
+        if row.password is not None and row.password.reveal() == password:
+            return {}, row
+    row = await tenant.create(DatabaseCredential, server=server, db_type=DbType(engine), host=host, port=port,
+                              username=user, password=password, auth_method=AuthMethod.PASSWORD)  # fmt: skip
+    return {}, row
+
+
+async def _check(pctx: ProbeContext, row: DatabaseCredential) -> dbcheck.CheckResult:
+    result = await dbcheck.check(pctx, db_credential(row), timeout=CHECK_TIMEOUT)
+    row.test_status = TestStatus.SUCCESS if result.ok else TestStatus.FAILED
+    row.last_test_at = datetime.now(UTC)
+    await row.save(update_fields=["test_status", "last_test_at"])
+    return result
+
+
+def _chosen_databases(value: Any) -> tuple[bool, list[str]]:
+    """(everything?, names) from the multiselect's values or the one-per-line text."""
+    if isinstance(value, list | tuple):
+        picked = [str(v) for v in value]
+        return ALL in picked, [v[len(DB) :] for v in picked if v.startswith(DB)]
+    names = lines_of(value)
+    return "*" in names, [n for n in names if n != "*"]
+
+
+async def submit(ctx: WizardContext, server: Server, caps: Capabilities | None, values: Mapping[str, Any]) -> Errors:
+    engine = ctx.data["backup_type"]
+    info = engine_info(caps, engine)
+    detected = detected_login(engine, info)
+    pctx = probe_context(ctx, server, caps)
+    choice = str(values.get("credential") or _initial_choice(ctx, detected, await stored_logins(ctx, server, engine)))
+    row: DatabaseCredential | None = None
+    if choice == NEW:
+        errors, row = await _save_login(ctx, server, engine, values)
+        if row is None:
+            return errors
+    elif choice.startswith(STORED) and choice[len(STORED) :].isdigit():
+        row = await Tenant(ctx.team_id).get_or_none(DatabaseCredential, id=int(choice[len(STORED) :]),
+                                                    server_id=server.id, db_type=engine)  # fmt: skip
+        if row is None:
+            return {"credential": "That saved login is gone; choose another one or enter a new login."}
+    elif choice != DETECTED or not detected:
+        return {"credential": f"No working {NAMES[engine]} login was detected on this server; enter one."}
+    ctx.data["credential_id"] = row.id if row is not None else None
+    if row is not None:
+        result = await _check(pctx, row)
+        if not result.ok:
+            await keep_data(ctx)  # the saved login stays chosen: fix the password or pick another
+            field = "db_password" if choice == NEW and result.failure == "auth_failed" else "credential"
+            return {field: f"{result.message} What to do: {result.fix}"}
+        known: list[str] | None = list(result.databases)
+    else:
+        known = detected_databases(engine, info)
+    everything, names = _chosen_databases(values.get("databases"))
+    datadir = datadir_of(engine, info)
+    ctx.data["_source_found"] = {"engine": engine, "credential_id": ctx.data["credential_id"],
+                                 "databases": known, "datadir": datadir}  # fmt: skip
+    if not everything and not names:
+        await keep_data(ctx)
+        seen = f" This login sees: {', '.join(known[:20])}." if known else ""
+        return {"databases": f"Choose at least one database, or all of them.{seen}"}
+    missing = [n for n in names if known is not None and n not in known]
+    if missing:
+        await keep_data(ctx)
+        return {"databases": f"{', '.join(missing)}: not on this server, or not visible to this login."}
+    config: dict[str, Any] = {"databases": [] if everything else names}
+    if engine in FLAGS:  # no value at all (not even an empty list): the default, on
+        flags = values.get("flags")
+        config[FLAGS[engine][0]] = flags is None or FLAGS[engine][0] in lines_of(flags)
+    problems = sources.validate(engine, config)
+    if problems:
+        return errors_from(problems, CONFIG_FIELDS, "databases")
+    try:
+        verdict, datadir = await _verdict(pctx, engine, info, row, None if everything else names, datadir)
+    except (Absent, ProbeError, TransportError) as exc:
+        return {"credential": f"The {NAMES[engine]} server could not be inspected for consistency: {exc}"}
+    ctx.data["_source_found"]["datadir"] = datadir
+    ctx.data["source"] = sources.load_config(engine, config).model_dump(mode="json")
+    ctx.data["atomicity"] = {"atomic": verdict.atomic, "method": verdict.method, "reason": verdict.reason}
+    size = await _size(pctx, engine, info, datadir, None if everything else names)
+    if size is None:
+        ctx.data.pop("size_estimate", None)
+    else:
+        ctx.data["size_estimate"] = size
+    return {}
+
+
+async def _size(
+    pctx: ProbeContext, engine: str, info: Any, datadir: str | None, databases: list[str] | None
+) -> dict[str, Any] | None:
+    """A rough upper bound of the dumps' size: MongoDB's own sizes, else the data directory (time-bounded)."""
+    if engine == "mongodb":
+        sizes = [d.size_on_disk for d in (info.databases if info is not None else ())
+                 if databases is None or d.name in databases]  # fmt: skip
+        if not sizes or any(s is None for s in sizes):
+            return None
+        total = sum(s for s in sizes if s is not None)
+        return {"total_bytes": total, "complete": False, "paths": [],
+                "summary": f"about {human_bytes(total)} on disk in MongoDB (the dump is usually smaller)."}  # fmt: skip
+    if not datadir:
+        return None
+    try:
+        found = await disk.estimate_size(pctx, [datadir], time_limit=SIZE_LIMIT)
+    except (ProbeError, TransportError):
+        return None
+    if not found.total_bytes or found.paths[0].state not in ("measured", "timeout"):
+        return None
+    bound = "at most about" if found.complete else "more than"
+    return {"total_bytes": found.total_bytes, "complete": False, "paths": [datadir],
+            "summary": f"{bound} {human_bytes(found.total_bytes)}: the whole data directory {datadir} "
+                       "(dumps are usually smaller)."}  # fmt: skip
+
+
+async def _snapshot_of(pctx: ProbeContext, path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return (await snapshots.methods_for_path(pctx, path)).recommended
+    except (ProbeError, TransportError):
+        return None
+
+
+async def _verdict(
+    pctx: ProbeContext,
+    engine: str,
+    info: Any,
+    row: DatabaseCredential | None,
+    databases: list[str] | None,
+    datadir: str | None,
+) -> tuple[atomicity.Verdict, str | None]:
+    """The verdict for the chosen databases, probing with the saved login when detection saw nothing."""
+    if engine == "mysql":
+        if (info is None or info.server is None) and row is not None:
+            info = await mysql.probe(pctx, mysql.credential_from(db_credential(row)), timeout=CHECK_TIMEOUT)
+        if info is None:
+            info = mysql.MySQLInfo(client="", client_version="", running=False)
+        datadir = datadir or datadir_of(engine, info)
+        first = atomicity.mysql_verdict(info, None, databases=databases)
+        if first.atomic:
+            return first, datadir
+        return atomicity.mysql_verdict(info, await _snapshot_of(pctx, datadir), databases=databases), datadir
+    if engine == "postgresql":
+        if datadir is None and row is not None:
+            given = postgresql.credential_from(db_credential(row))
+            datadir = (await postgresql.probe(pctx, given, timeout=CHECK_TIMEOUT)).data_directory
+        return atomicity.postgresql_verdict(info), datadir
+    if (info is None or info.topology is None) and row is not None:
+        info = await mongodb.probe(pctx, mongodb.credential_from(db_credential(row)), timeout=CHECK_TIMEOUT)
+    if info is None:
+        info = mongodb.MongoInfo(client_version="", running=False)
+    return atomicity.mongodb_verdict(info, None), datadir
+
+
+# --- test connection -----------------------------------------------------------------------------------------
+
+
+def _result_note(who: str, result: dbcheck.CheckResult) -> str:
+    if result.ok:
+        shown = ", ".join(result.databases[:10]) + (f" and {len(result.databases) - 10} more"
+                                                    if len(result.databases) > 10 else "")  # fmt: skip
+        return f":white_check_mark: {who}: logged in from the server; it sees {len(result.databases)} databases " \
+               f"({shown or 'none'})."  # fmt: skip
+    return f":x: {who}: {result.message}\n*What to do:* {result.fix}"
+
+
+async def act(ctx: WizardContext, server: Server, caps: Capabilities | None, action: str, value: str) -> str | None:
+    if action != "test_connection":
+        return None
+    engine = ctx.data["backup_type"]
+    pctx = probe_context(ctx, server, caps)
+    if value.startswith(STORED) and value[len(STORED) :].isdigit():
+        row = await Tenant(ctx.team_id).get_or_none(DatabaseCredential, id=int(value[len(STORED) :]),
+                                                    server_id=server.id, db_type=engine)  # fmt: skip
+        if row is None:
+            return "That saved login is gone; choose another one or enter a new login."
+        result = await _check(pctx, row)
+        if result.ok:
+            ctx.data["_source_found"] = {"engine": engine, "credential_id": row.id, "databases": list(result.databases),
+                                         "datadir": datadir_of(engine, engine_info(caps, engine))}  # fmt: skip
+        return _result_note(f"{row.username}@{row.host}:{row.port}", result)
+    if value == DETECTED:
+        return await _test_detected(pctx, engine)
+    return (f"Enter the {NAMES[engine]} login below and press Next: it is saved encrypted at once and tested "
+            "from the server, with the precise reason if it fails.")  # fmt: skip
+
+
+async def _test_detected(pctx: ProbeContext, engine: str) -> str:
+    probes = {"mysql": mysql.probe, "postgresql": postgresql.probe, "mongodb": mongodb.probe}
+    try:
+        info = await probes[engine](pctx, timeout=CHECK_TIMEOUT)
+    except Absent as exc:
+        fix = dbcheck.fix_for("client_missing", engine, "localhost", None)
+        return f":x: `{exc}` is not installed on the server.\n*What to do:* {fix}"
+    except (ProbeError, TransportError) as exc:
+        return f":x: {exc}"
+    login = detected_login(engine, info)
+    databases = detected_databases(engine, info)
+    if login is None:
+        return f":x: {info.note or 'No login works.'}{_tried(info)}"
+    return f":white_check_mark: Logged in with {login}; it sees {len(databases or [])} databases."
