@@ -1,0 +1,99 @@
+"""Approvals: who must have a new chain approved, and the hand-off to whoever posts the request.
+
+The rules live in the workspace's settings (``Workspace.settings["approvals"]``), all keys optional::
+
+    {"required": true,               # every creator needs approval …
+     "exempt": ["U0ADMIN"],          # … except these users
+     "required_for": ["U0INTERN"],   # these users need approval even when "required" is false
+     "approvers": ["U0LEAD"],        # who may decide (read by the runs layer; not used here)
+     "channel": "C0APPROVALS"}       # where the request is posted (default: where the wizard was started)
+
+No settings (or no Workspace row) means no approval. A chain that needs approval is saved ``pending_approval``
+and :func:`request_approval` creates the pending :class:`~storage.models.Approval` row and publishes an
+``approval_requested`` :class:`~bot.alerts.Alert`; the runs layer subscribes, posts the request with its
+Approve/Reject buttons and decides it (compare-and-set on ``Approval.status``). Nothing here knows Slack.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.alerts import Alert, AlertBus
+from storage.models import Approval, ApprovalStatus, AuditLog, BackupChain, Workspace
+from storage.tenancy import Tenant
+
+SETTINGS_KEY = "approvals"
+ALERT_KIND = "approval_requested"
+
+
+async def _settings(workspace: Workspace | Tenant | str) -> dict[str, Any]:
+    if isinstance(workspace, Workspace):
+        row: Workspace | None = workspace
+    else:
+        team_id = workspace.team_id if isinstance(workspace, Tenant) else Tenant(workspace).team_id
+        row = await Workspace.get_or_none(team_id=team_id)
+    rules = (row.settings or {}).get(SETTINGS_KEY) if row is not None else None
+    return rules if isinstance(rules, dict) else {}
+
+
+async def requires_approval(workspace: Workspace | Tenant | str, user_id: str) -> bool:
+    """Must a chain created by ``user_id`` be approved first? (``workspace``: the row, a Tenant or a team id.)"""
+    rules = await _settings(workspace)
+    if user_id in (rules.get("exempt") or ()):
+        return False
+    return bool(rules.get("required")) or user_id in (rules.get("required_for") or ())
+
+
+async def approval_channel(workspace: Workspace | Tenant | str) -> str | None:
+    channel = (await _settings(workspace)).get("channel")
+    return channel if isinstance(channel, str) and channel else None
+
+
+async def create_approval(chain: BackupChain, requested_by: str, *, channel_id: str | None = None) -> Approval:
+    """The pending Approval row (and its audit line) for ``chain``; safe inside a transaction."""
+    channel = await approval_channel(chain.team_id) or channel_id
+    approval = await Tenant(chain.team_id).create(
+        Approval, chain=chain, requested_by=requested_by, status=ApprovalStatus.PENDING, channel_id=channel
+    )
+    await AuditLog.create(
+        team_id=chain.team_id,
+        actor=requested_by,
+        action="approval.request",
+        object_type="chain",
+        object_id=str(chain.id),
+        details={"approval_id": approval.id, "channel": channel},
+    )
+    return approval
+
+
+async def announce(approval: Approval, chain: BackupChain, alerts: AlertBus | None) -> None:
+    """Publish the request for the runs layer to post (after the rows are committed)."""
+    if alerts is None:
+        return
+    await alerts.publish(
+        Alert(
+            team_id=chain.team_id,
+            kind=ALERT_KIND,
+            message=f"<@{approval.requested_by}> asks for approval of the backup chain {chain.name}.",
+            details={
+                "approval_id": approval.id,
+                "chain_id": chain.id,
+                "chain": chain.name,
+                "requested_by": approval.requested_by,
+                "channel_id": approval.channel_id,
+            },
+        )
+    )
+
+
+async def request_approval(
+    chain: BackupChain, requested_by: str, *, alerts: AlertBus | None = None, channel_id: str | None = None
+) -> Approval:
+    """Create the pending Approval row for ``chain`` and publish ``approval_requested`` on ``alerts``.
+
+    The wizard creates the row inside its create transaction (:func:`create_approval`) and announces it after the
+    commit (:func:`announce`), so no one is asked to approve a chain that was rolled back.
+    """
+    approval = await create_approval(chain, requested_by, channel_id=channel_id)
+    await announce(approval, chain, alerts)
+    return approval

@@ -1,0 +1,148 @@
+"""Step 10 — review & create: a summary of every answer, "Save as template", "Run a backup now", Create.
+
+Create (:func:`bot.flows.wizard.create.create_chain`) writes Repository + BackupSource + BackupChain (+ template,
+approval, queued run, audit lines) in one database transaction, after the repository exists on the pool (the
+validation step made it). A failure rolls back every row and is shown here; nothing is half-created. When the
+workspace requires approval for this person the chain is saved ``pending_approval`` and the approvals layer is
+asked to post the request. The done screen shows ``data["_result"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bot.flows import approvals
+from bot.flows.wizard import create as creating
+from bot.flows.wizard import plan as planning
+from bot.flows.wizard.plan import PlanProblem
+from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
+from bot.flows.wizard.steps.validation import STEP_TITLES, fingerprint
+from bot.flows.wizard.templates import TemplateError, check_name
+from storage.models import BackupChain, BackupTemplate, Server, StoragePool
+from storage.tenancy import Tenant
+
+SAVE_TEMPLATE, RUN_NOW = "save_template", "run_now"
+SNAPSHOT_WORDS = {
+    "none": "none — files that change during the backup may be captured inconsistently",
+    "btrfs": "Btrfs snapshot",
+    "lvm": "LVM snapshot",
+    "zfs": "ZFS snapshot",
+}
+
+
+class ReviewStep(BaseStep):
+    def __init__(self) -> None:
+        super().__init__(name="review", title="Review & create", slow=True)
+
+    async def _summary(self, ctx: WizardContext) -> list[str]:
+        data = ctx.data
+        tenant = Tenant(ctx.team_id)
+        server = (
+            await tenant.get_or_none(Server, id=data.get("server_id"))
+            if isinstance(data.get("server_id"), int)
+            else None
+        )
+        pool = (
+            await tenant.query(StoragePool).filter(id=data.get("pool_id")).first()
+            if isinstance(data.get("pool_id"), int)
+            else None
+        )
+        repository = data.get("repository") or {}
+        setup = data.get(creating.SETUP_KEY) or {}
+        snapshot = (data.get("snapshot") or {}).get("method") or "none"
+        path = setup.get("path") or (planning.repo_path(pool, repository.get("name", "")) if pool else "?")
+        lines = [
+            f"*Server:* {server.name + ' (' + server.host + ')' if server else 'missing'}",
+            f"*Backup:* {creating.describe_source(data.get('backup_type'), data.get('source'))}",
+            f"*Snapshot:* {SNAPSHOT_WORDS.get(snapshot, snapshot)}",
+            f"*Storage pool:* {pool.name + ' (' + pool.tier.value + ')' if pool else 'missing'}",
+            f"*Repository:* `{repository.get('name', '?')}` at `{path}` — "
+            f"{'existing' if repository.get('mode') == 'existing' else 'new'}, "
+            f"{repository.get('encryption') or 'repokey-blake2'}, compression {repository.get('compression') or 'lz4'}",
+            f"*Retention:* {creating.describe_retention(data.get('retention'))}",
+            f"*Schedule:* {creating.describe_schedule(data.get('schedule'))}",
+        ]
+        validation = data.get("validation") or {}
+        runs = validation.get("next_runs") or []
+        if runs:
+            tz = (data.get("schedule") or {}).get("timezone")
+            lines.append("*Next runs:* " + planning.format_runs([datetime.fromisoformat(r) for r in runs], tz))
+        if validation.get("ok") and validation.get("fingerprint") == fingerprint(data):
+            lines.append(
+                f":white_check_mark: *Validation passed* ({validation.get('at')}): test backup restored "
+                "identical data and was removed again."
+            )
+        else:
+            lines.append(":warning: *Validation has not passed with these answers*: go back to Validation.")
+        return lines
+
+    async def view(self, ctx: WizardContext) -> StepView:
+        notes = ["\n".join(await self._summary(ctx))]
+        if await approvals.requires_approval(ctx.team_id, ctx.user_id):
+            notes.append(
+                ":lock: This workspace requires approval: the chain is saved as *pending approval* and "
+                "an approver is asked; nothing runs before it is approved."
+            )
+        name = ctx.data.get("chain_name") or (ctx.data.get("repository") or {}).get("name")
+        chosen = [o for o in (SAVE_TEMPLATE, RUN_NOW) if ctx.data.get(f"_{o}")]
+        return StepView(
+            heading="*Review & create* — check the summary; *Create* sets everything up.",
+            fields=(
+                Field("name", "Chain name", "text", initial=name, hint="Unique in this workspace."),
+                Field(
+                    "options",
+                    "Options",
+                    "checkboxes",
+                    optional=True,
+                    initial=chosen,
+                    options=(
+                        Option(SAVE_TEMPLATE, "Save as template", "reuse these answers with /backup new from:<name>"),
+                        Option(RUN_NOW, "Run a backup now", "queue the first backup at once"),
+                    ),
+                ),
+                Field(
+                    "template_name",
+                    "Template name",
+                    "text",
+                    optional=True,
+                    hint="Only with “Save as template”. No server, pool or secret is saved in it.",
+                ),
+            ),
+            notes=tuple(notes),
+            submit_label="Create",
+        )
+
+    async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
+        tenant = Tenant(ctx.team_id)
+        data = ctx.data
+        if data.get("chain_id") and await tenant.query(BackupChain).filter(id=data["chain_id"]).exists():
+            return {}  # already created (a double click): finish
+        validation = data.get("validation") or {}
+        if not (validation.get("ok") and validation.get("fingerprint") == fingerprint(data)):
+            return {"name": "Validation has not passed with these answers: go back to the Validation step and run it."}
+        options = values.get("options") or []
+        save = SAVE_TEMPLATE in options
+        run_now = RUN_NOW in options
+        data[f"_{SAVE_TEMPLATE}"], data[f"_{RUN_NOW}"] = save, run_now
+        try:
+            name = await creating.check_chain_name(tenant, values.get("name"))
+        except creating.CreateError as exc:
+            return {exc.field: exc.message}
+        data["chain_name"] = name
+        template_name = None
+        if save:
+            try:
+                template_name = check_name(values.get("template_name"))
+            except TemplateError as exc:
+                return {"template_name": str(exc)}
+            if await tenant.query(BackupTemplate).filter(name=template_name).exists():
+                return {"template_name": f"A template named {template_name!r} already exists: choose another name."}
+        try:
+            await creating.create_chain(ctx, name=name, save_as=template_name, run_now=run_now)
+        except creating.CreateError as exc:
+            return {exc.field: exc.message}
+        except PlanProblem as exc:
+            return {"name": f"{exc.message} Go back to the {STEP_TITLES.get(exc.step, exc.step)} step."}
+        return {}

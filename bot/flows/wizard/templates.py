@@ -1,0 +1,147 @@
+"""Templates: a reusable answer set — type, source config, snapshot, retention, compression/encryption, schedule.
+
+A template never holds anything bound to one place or a secret: no server, pool, repository name, database login
+or passphrase. ``/backup new from:<name>`` starts the wizard with :func:`prefill`; every step still checks the
+prefilled answers on the chosen server (a path or database that does not exist there is refused by its step).
+
+The prefill is a partial session ``data`` dict (see :mod:`bot.flows.wizard.data`)::
+
+    backup_type, source, snapshot: {method}, retention, schedule, template_id,
+    repository: {mode: "new", encryption, compression}     # no name: step 6 proposes one from the convention
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+
+from bot.backup import sources
+from bot.borg import create as borg_create
+from bot.borg.init import ENCRYPTIONS
+from storage.models import AuditLog, BackupTemplate, BackupType
+from storage.tenancy import Tenant
+
+MAX_NAME = 100
+_SCHEDULE_KEYS = ("days", "at", "window", "timezone", "priority")
+
+
+class TemplateError(ValueError):
+    """A template cannot be saved or found; the message is for the person."""
+
+
+def check_name(name: Any) -> str:
+    text = (name or "").strip() if isinstance(name, str) else ""
+    if not text:
+        raise TemplateError("Give the template a name.")
+    if len(text) > MAX_NAME or any(c in text for c in "\n\r\t\x00"):
+        raise TemplateError(f"A template name is one line of at most {MAX_NAME} characters.")
+    return text
+
+
+def _schedule(schedule: Any) -> dict[str, Any] | None:
+    if not isinstance(schedule, Mapping):
+        return None
+    return {k: copy.deepcopy(schedule[k]) for k in _SCHEDULE_KEYS if k in schedule}
+
+
+async def save_template(
+    tenant: Tenant, name: str, data: Mapping[str, Any], user: str, *, description: str = ""
+) -> BackupTemplate:
+    """Save the reusable part of a session's answers as template ``name`` (unique in the workspace)."""
+    name = check_name(name)
+    backup_type = data.get("backup_type")
+    if backup_type not in sources.SOURCES:
+        raise TemplateError("Choose a backup type before saving a template.")
+    source = data.get("source")
+    if not isinstance(source, Mapping) or sources.validate(backup_type, source):
+        raise TemplateError("The source settings are not complete, so they cannot be saved as a template.")
+    repository = data.get("repository") or {}
+    try:
+        compression = borg_create.compression(repository.get("compression") or "lz4")
+    except ValueError as exc:
+        raise TemplateError(str(exc)) from None
+    encryption = repository.get("encryption") or "repokey-blake2"
+    if encryption not in ENCRYPTIONS:
+        encryption = "repokey-blake2"
+    if await tenant.query(BackupTemplate).filter(name=name).exists():
+        raise TemplateError(f"A template named {name!r} already exists: choose another name.")
+    try:
+        template = await tenant.create(
+            BackupTemplate,
+            name=name,
+            description=description,
+            backup_type=BackupType(backup_type),
+            source_config=copy.deepcopy(dict(source)),
+            snapshot_method=(data.get("snapshot") or {}).get("method"),
+            retention_policy=copy.deepcopy(dict(data.get("retention") or {})),
+            compression=compression,
+            encryption=encryption,
+            schedule=_schedule(data.get("schedule")),
+            created_by=user,
+        )
+    except IntegrityError:
+        raise TemplateError(f"A template named {name!r} already exists: choose another name.") from None
+    await AuditLog.create(
+        team_id=tenant.team_id,
+        actor=user,
+        action="template.create",
+        object_type="template",
+        object_id=str(template.id),
+        details={"name": name, "type": backup_type},
+    )
+    return template
+
+
+async def list_templates(tenant: Tenant) -> list[BackupTemplate]:
+    """The workspace's templates, by name."""
+    return await tenant.query(BackupTemplate).order_by("name")
+
+
+async def get_template(tenant: Tenant, name: str) -> BackupTemplate:
+    template = await tenant.get_or_none(BackupTemplate, name=(name or "").strip())
+    if template is None:
+        known = ", ".join(t.name for t in await list_templates(tenant)) or "none yet"
+        raise TemplateError(f"There is no template named {name!r} (templates: {known}).")
+    return template
+
+
+def prefill_of(template: BackupTemplate) -> dict[str, Any]:
+    """The session data a template covers (see the module docstring)."""
+    data: dict[str, Any] = {
+        "template_id": template.id,
+        "backup_type": template.backup_type.value,
+        "source": copy.deepcopy(template.source_config),
+        "repository": {"mode": "new", "encryption": template.encryption, "compression": template.compression},
+    }
+    if template.snapshot_method:
+        data["snapshot"] = {"method": template.snapshot_method}
+    if template.retention_policy:
+        data["retention"] = copy.deepcopy(template.retention_policy)
+    if template.schedule:
+        data["schedule"] = copy.deepcopy(template.schedule)
+    return data
+
+
+async def prefill(tenant: Tenant, name: str) -> dict[str, Any]:
+    """The prefill for ``/backup new from:<name>`` (raises :class:`TemplateError` for an unknown name)."""
+    return prefill_of(await get_template(tenant, name))
+
+
+def summary(template: BackupTemplate) -> str:
+    """One line for ``/backup templates``."""
+    parts = [template.backup_type.value]
+    if template.snapshot_method and template.snapshot_method != "none":
+        parts.append(f"snapshot {template.snapshot_method}")
+    keep = ", ".join(
+        f"{k.removeprefix('keep_')} {v}" for k, v in template.retention_policy.items() if k.startswith("keep_") and v
+    )
+    if keep:
+        parts.append(f"keep {keep}")
+    if template.schedule and template.schedule.get("days"):
+        when = template.schedule.get("at") or "-".join(template.schedule.get("window") or [])
+        parts.append(f"{'/'.join(template.schedule['days'])} {when}".strip())
+    parts.append(template.compression)
+    return f"*{template.name}* — " + " · ".join(parts)

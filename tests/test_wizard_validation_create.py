@@ -1,0 +1,238 @@
+"""Wizard steps 9 (validation: a real test backup) and 10 (review & create: one transaction), and the approval
+hand-off — driven directly with a WizardContext on SQLite and real sshd hosts (source + pool), no Slack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from tortoise.exceptions import IntegrityError
+
+from bot.alerts import Alert
+from bot.borg import list as borg_list
+from bot.borg.repo import Repo
+from bot.flows import approvals
+from bot.flows.wizard import create as creating
+from bot.flows.wizard import store
+from bot.flows.wizard.controller import WizardController
+from bot.flows.wizard.steps.pool import PoolStep
+from bot.flows.wizard.steps.repository import RepositoryStep
+from bot.flows.wizard.steps.review import ReviewStep
+from bot.flows.wizard.steps.validation import ValidationStep, fingerprint
+from bot.slack.wizard_render import modal
+from storage.crypto import Secret
+from storage.models import (
+    Approval,
+    AuditLog,
+    BackupChain,
+    BackupSource,
+    BackupTemplate,
+    ChainStatus,
+    Repository,
+    Run,
+    RunKind,
+    RunStatus,
+    WizardSession,
+    Workspace,
+)
+from storage.tenancy import Tenant
+from tests.test_wizard_step_pool_repo import TEAM, World, build_world, render
+
+ANSWERS = {
+    "snapshot": {"method": "none"},
+    "retention": {"preset": "7d4w6m1y", "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6, "keep_yearly": 1},
+    "schedule": {"days": ["mon", "wed", "fri"], "at": "02:00", "window": None, "timezone": "Europe/Berlin",
+                 "priority": 5},
+}  # fmt: skip
+
+
+@pytest.fixture
+async def world(sqlite_db: str, make_sshd: Any) -> AsyncIterator[World]:
+    w = await build_world(make_sshd, "v")
+    yield w
+    await w.services.pool.close()
+
+
+def answers(world: World, name: str = "web1-files-www", **extra: Any) -> dict[str, Any]:
+    repository = {"mode": "new", "name": name, "encryption": "repokey-blake2", "compression": "lz4"}
+    return {**ANSWERS, "pool_id": world.pool.id, "repository": repository, **extra}
+
+
+async def counts() -> tuple[int, int, int]:
+    return await Repository.all().count(), await BackupSource.all().count(), await BackupChain.all().count()
+
+
+async def test_validation_runs_a_real_test_backup_then_create_writes_everything_at_once(world: World) -> None:
+    ctx = world.ctx(**answers(world))
+    ctx.data["source"] = {"paths": ["/nonexistent/www"]}
+    row = await store.create(Tenant(TEAM), "U1", "C0CHAN", "validation", ctx.data)
+    ctx.session_id = str(row.id)
+    step = ValidationStep()
+    render(await step.view(ctx), "validation")
+
+    # A wrong source path: the repository is set up for real, the test backup names the Source step.
+    errors = await step.submit(ctx, {})
+    assert "Source step" in errors["validation"] and "/nonexistent/www" in errors["validation"]
+    result = ctx.data["validation"]
+    failed = [s for s in result["steps"] if not s["ok"]]
+    assert not result["ok"] and failed[0]["name"] == "test backup: read files" and failed[0]["step"] == "source"
+    view = await step.view(ctx)
+    render(view, "validation")
+    assert [(b.action, b.value) for b in view.buttons] == [("go_to", "source")]
+    assert "Source" in await step.act(ctx, "go_to", "source") and ctx.data["_goto"] == "source"
+    setup = ctx.data["setup"]
+    assert setup["created"] and (world.pool_host.workdir / "repos" / "web1-files-www" / "config").exists()
+    passphrase = Secret(setup["passphrase_token"]).reveal()
+    assert passphrase not in json.dumps(ctx.data)  # only sealed tokens in the session
+    # The controller saves nothing after a refused submit, but the remote setup (and its secrets) must survive a
+    # restart: the step wrote it to the session row itself, without touching the version.
+    saved = await WizardSession.get(id=row.id)
+    assert saved.data["setup"] == setup and saved.version == row.version
+
+    # Fixed: the same repository is reused and the real test backup passes.
+    ctx.data["source"] = {"paths": [str(world.www)]}
+    assert await step.submit(ctx, {}) == {}
+    result = ctx.data["validation"]
+    assert result["ok"] and ctx.data["setup"] == setup
+    names = [s["name"] for s in result["steps"]]
+    for expected in ("source settings", "repository settings", "retention", "schedule", "server", "storage pool",
+                     "repository on the pool", "plan", "test backup: back up files", "test backup: restore files",
+                     "test backup: clean up"):  # fmt: skip
+        assert expected in names, names
+    assert "identical" in next(s["detail"] for s in result["steps"] if s["name"] == "test backup: restore files")
+    assert len(result["next_runs"]) == 5  # from bot.runs.schedule.next_runs, the scheduler's own math
+    assert {datetime.fromisoformat(r).strftime("%a %H:%M") for r in result["next_runs"]} <= {
+        "Mon 02:00", "Wed 02:00", "Fri 02:00"}  # fmt: skip
+    render(await step.view(ctx), "validation")
+    at_pool = Repo(url=setup["path"], passphrase=passphrase)
+    assert await borg_list.archives(world.pool_transport(), at_pool) == []  # the test archives are gone
+
+    # Coming back to the Repository step: the repository validation created is ours, not a name clash.
+    repository_step = RepositoryStep()
+    answer = dict(ctx.data["repository"])
+    assert await repository_step.submit(ctx, {**answer, "compression": "zstd,3"}) == {}
+    assert "Answers changed" in (await step.view(ctx)).notes[0]  # validation must run again …
+    assert await repository_step.submit(ctx, answer) == {}  # … unless the answers are back to what was validated
+    assert ctx.data["validation"]["fingerprint"] == fingerprint(ctx.data) and creating.setup_matches(ctx.data)
+
+    # Create in one transaction: a duplicate chain name half way (after the Repository and BackupSource rows)
+    # rolls everything back.
+    other = await Repository.create(team_id=TEAM, pool=world.pool, name="other", path="/x/other", passphrase="p")
+    await BackupChain.create(team_id=TEAM, name="taken-chain", repository=other)
+    before = await counts()
+    with pytest.raises(creating.CreateError) as info:
+        await creating.create_chain(ctx, name="taken-chain", save_as="tpl-rolled-back", run_now=True)
+    assert "already exists" in info.value.message and "kept" in info.value.message
+    assert isinstance(info.value.__cause__, IntegrityError) and "backup_chain" in str(info.value.__cause__)
+    assert await counts() == before
+    assert not await BackupTemplate.filter(name="tpl-rolled-back").exists() and await Run.all().count() == 0
+    assert not await AuditLog.filter(action="chain.create").exists()
+    assert "chain_id" not in ctx.data
+
+    review = ReviewStep()
+    view = await review.view(ctx)
+    render(view, "review")
+    summary = view.notes[0]
+    assert "web1-files-www" in summary and "Validation passed" in summary and "02:00" in summary
+    assert "Next runs:" in summary
+    errors = await review.submit(ctx, {"name": "taken-chain", "options": []})
+    assert "already exists" in errors["name"]
+    errors = await review.submit(ctx, {"name": "web1-www", "options": ["save_template"]})
+    assert "name" in errors["template_name"].lower()
+
+    values = {"name": "web1-www", "options": ["save_template", "run_now"], "template_name": "standard files"}
+    assert await review.submit(ctx, values) == {}
+    chain = await BackupChain.get(id=ctx.data["chain_id"]).prefetch_related("sources", "repository")
+    assert chain.status == ChainStatus.ACTIVE and chain.schedule["days"] == ["mon", "wed", "fri"]
+    assert chain.timezone == "Europe/Berlin" and chain.created_by == "U1" and chain.notify_channel == "C0CHAN"
+    repository = chain.repository
+    assert repository.path == setup["path"] and repository.passphrase.reveal() == passphrase
+    assert repository.key_export.reveal().startswith("BORG_KEY ") and repository.client_key_private is not None
+    assert repository.retention == {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6, "keep_yearly": 1}
+    [source] = chain.sources
+    assert source.config == {"paths": [str(world.www)]} and source.server_id == world.server.id
+    template = await BackupTemplate.get(name="standard files")
+    assert chain.template_id == template.id
+    run = await Run.get(chain_id=chain.id)
+    assert (run.kind, run.status, run.requested_by) == (RunKind.BACKUP, RunStatus.QUEUED, "U1")
+    actions = set(await AuditLog.filter(team_id=TEAM).values_list("action", flat=True))
+    assert {"repository.create", "source.create", "chain.create", "template.create", "run.request"} <= actions
+    done = ctx.data["_result"]
+    assert "web1-www" in done and "queued" in done and "standard files" in done and "Next runs:" in done
+    # The repository is real: the pool opens it with the stored passphrase.
+    assert await borg_list.archives(world.pool_transport(), Repo(url=repository.path, passphrase=passphrase)) == []
+    # A second click on Create does not create twice.
+    assert await review.submit(ctx, values) == {} and await BackupChain.filter(name="web1-www").count() == 1
+
+
+async def test_through_the_controller_with_approval_required(world: World) -> None:
+    """Steps 5, 6, 9 and 10 through the wizard controller (machine, session row, done screen); the workspace
+    requires approval, so the chain waits for it and the approvals layer is asked."""
+    await Workspace.create(team_id=TEAM, settings={"approvals": {"required": True, "exempt": ["U0BOSS"]}})
+    seen: list[Alert] = []
+    world.services.alerts.subscribe(seen.append)
+    controller = WizardController(lambda: [PoolStep(), RepositoryStep(), ValidationStep(), ReviewStep()],
+                                  world.services)  # fmt: skip
+    tenant = Tenant(TEAM)
+    prefill = {k: v for k, v in world.ctx(**ANSWERS, size_estimate={"total_bytes": 4096}).data.items()}
+    screen = await controller.start(tenant, "U1", "C0CHAN", prefill=prefill)
+    sid = screen.session_id
+    assert screen.step == "pool" and screen.slow
+    modal(screen)
+    screen = await controller.submit(tenant, "U1", sid, {"pool_id": str(world.pool.id)})
+    assert screen.step == "repository" and not screen.errors, screen.errors
+    modal(screen)
+    name = next(f for f in screen.view.fields if f.name == "name").initial
+    values = {"mode": "new", "name": name, "encryption": "repokey-blake2", "compression": "auto,zstd,6"}
+    screen = await controller.submit(tenant, "U1", sid, values)
+    assert screen.step == "validation" and not screen.errors
+    modal(screen)
+    screen = await controller.submit(tenant, "U1", sid, {})
+    assert screen.step == "review" and not screen.errors, screen.errors
+    modal(screen)
+    assert any("requires approval" in note for note in screen.view.notes)
+    screen = await controller.submit(tenant, "U1", sid, {"name": "needs-ok", "options": ["run_now"]})
+    assert screen.step == "done", screen.errors
+    modal(screen)
+    assert "waiting for approval" in screen.view.heading and "No backup runs until" in screen.view.heading
+
+    chain = await BackupChain.get(name="needs-ok").prefetch_related("repository")
+    assert chain.status == ChainStatus.PENDING_APPROVAL and chain.repository.compression == "auto,zstd,6"
+    approval = await Approval.get(chain_id=chain.id)
+    assert approval.status == "pending" and approval.requested_by == "U1" and approval.channel_id == "C0CHAN"
+    assert [a.kind for a in seen] == ["approval_requested"] and seen[0].details["approval_id"] == approval.id
+    assert await Run.all().count() == 0  # nothing runs before the approval
+    assert await AuditLog.filter(action="approval.request", object_id=str(chain.id)).exists()
+    assert (world.pool_host.workdir / "repos" / name / "config").is_file()
+    row = await WizardSession.get(id=sid)
+    assert row.state == "done" and row.data["chain_id"] == chain.id
+
+
+async def test_changed_answers_undo_the_earlier_setup(world: World) -> None:
+    ctx = world.ctx(**answers(world, name="first-name"))
+    first = await creating.ensure_remote_repository(ctx)
+    keys = world.pool_host.home / ".ssh" / "authorized_keys"
+    assert f"backup-bot:{first['path']}" in keys.read_text() and (world.src.home / first["key_file"]).exists()
+    assert await creating.ensure_remote_repository(ctx) == first  # same answers: nothing new
+    ctx.data["repository"] = {**ctx.data["repository"], "name": "second-name"}
+    second = await creating.ensure_remote_repository(ctx)
+    assert second["path"].endswith("/second-name") and (world.pool_host.workdir / "repos" / "second-name").is_dir()
+    assert not (world.pool_host.workdir / "repos" / "first-name").exists()  # created by this wizard: removed
+    assert f"backup-bot:{first['path']}" not in keys.read_text() and not (world.src.home / first["key_file"]).exists()
+
+
+async def test_approval_rules(sqlite_db: str) -> None:
+    assert not await approvals.requires_approval(TEAM, "U1")  # no Workspace row, no settings: no approval
+    workspace = await Workspace.create(team_id=TEAM, settings={})
+    assert not await approvals.requires_approval(workspace, "U1")
+    workspace.settings = {"approvals": {"required": True, "exempt": ["U0BOSS"]}}
+    await workspace.save()
+    assert await approvals.requires_approval(TEAM, "U1") and not await approvals.requires_approval(TEAM, "U0BOSS")
+    workspace.settings = {"approvals": {"required_for": ["U0NEW"]}}
+    await workspace.save()
+    assert await approvals.requires_approval(workspace, "U0NEW") and not await approvals.requires_approval(TEAM, "U1")
+    assert not await approvals.requires_approval("T0002", "U0NEW")  # another workspace's rules never apply
