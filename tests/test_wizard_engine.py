@@ -125,3 +125,22 @@ async def test_resume_cancel_and_expiry(sqlite_db, controller) -> None:
         await controller.show(TENANT, "U1", old.session_id)
     assert await store.expire_abandoned() == 1
     assert (await WizardSession.get(id=old.session_id)).state == "cancelled"
+
+
+class Jumper(Ask):
+    async def act(self, ctx: WizardContext, action: str, value: str) -> str | None:
+        ctx.data["_goto"] = value
+        return "jumping"
+
+
+async def test_a_step_button_can_jump_back_to_an_earlier_step(sqlite_db) -> None:
+    controller = WizardController(
+        lambda: [Ask("kind"), Ask("snapshot", only_if=("kind", "files")), Jumper("pool")], None
+    )
+    screen = await controller.start(TENANT, "U1", "C1")
+    await controller.submit(TENANT, "U1", screen.session_id, {"kind": "db"})
+    assert (await controller.act(TENANT, "U1", screen.session_id, "go_to", "snapshot")).step == "pool"  # skipped
+    assert (await controller.act(TENANT, "U1", screen.session_id, "go_to", "nowhere")).step == "pool"
+    jumped = await controller.act(TENANT, "U1", screen.session_id, "go_to", "kind")
+    assert jumped.step == "kind" and "Back at" in jumped.note
+    assert (await WizardSession.get(id=screen.session_id)).state == "kind"

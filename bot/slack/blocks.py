@@ -32,11 +32,11 @@ class Subcommand:
 # The single list of `/backup` subcommands: help, the dispatcher and the manifest hint all read it.
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("help", "/backup help", "what the bot can do (this message)", True),
-    Subcommand("new", "/backup new [from:<template>]", "set up a backup chain in a 10-step wizard", False),
+    Subcommand("new", "/backup new [from:<template>]", "set up a backup chain in a 10-step wizard", True),
     Subcommand("list", "/backup list", "this workspace's backup chains and their last result", True),
     Subcommand("status", "/backup status <chain>", "runs, archives and next run of one chain", True),
-    Subcommand("resume", "/backup resume", "reopen a wizard you closed, at the step you left", False),
-    Subcommand("cancel", "/backup cancel", "discard your open wizard", False),
+    Subcommand("resume", "/backup resume", "reopen a wizard you closed, at the step you left", True),
+    Subcommand("cancel", "/backup cancel", "discard your open wizard", True),
     Subcommand("templates", "/backup templates", "saved answer sets to start a wizard from", True),
 )
 

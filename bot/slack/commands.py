@@ -8,6 +8,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.flows.wizard import templates
 from bot.flows.wizard.controller import WizardController
 from bot.slack import listing
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
@@ -45,7 +46,18 @@ def register(app: AsyncApp, controller: WizardController | None = None) -> None:
 
 
 async def _new(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext, command: dict):
-    await open_wizard(controller, client, context, command["trigger_id"], command["user_id"], command.get("channel_id"))
+    """``/backup new`` or ``/backup new from:<template>`` (the template pre-fills what it covers)."""
+    words = (command.get("text") or "").split(maxsplit=1)
+    prefill = None
+    if len(words) > 1:
+        name = words[1].strip().removeprefix("from:").strip()
+        try:
+            prefill = await templates.prefill(context["tenant"], name)
+        except templates.TemplateError as exc:
+            await _tell(client, command, f"{exc} See `/backup templates`.")
+            return
+    await open_wizard(controller, client, context, command["trigger_id"], command["user_id"], command.get("channel_id"),
+                      prefill=prefill)  # fmt: skip
 
 
 async def _resume(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext, command: dict):

@@ -72,8 +72,28 @@ def _spawn(coro) -> None:
     task.add_done_callback(_background.discard)
 
 
+class Progress:
+    """Live "working…" text for slow steps: steps report ``(session_id, text)`` and the modal is updated in
+    order; the final screen waits for pending updates so it always lands last."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+        self.views: dict[str, tuple[str, str]] = {}  # session id → (view id, step title)
+        self.pending: dict[str, list[asyncio.Task]] = {}
+
+    def __call__(self, session_id: str, text: str) -> None:
+        if session_id in self.views:
+            view_id, title = self.views[session_id]
+            task = asyncio.create_task(self.client.views_update(view_id=view_id, view=working(title, text[:2000])))
+            self.pending.setdefault(session_id, []).append(task)
+
+    async def done(self, session_id: str) -> None:
+        self.views.pop(session_id, None)
+        await asyncio.gather(*self.pending.pop(session_id, []), return_exceptions=True)
+
+
 async def _finish_slow(controller: WizardController, client: AsyncWebClient, tenant, user_id: str,
-                       session_id: str, values: dict, view_id: str) -> None:  # fmt: skip
+                       session_id: str, values: dict, view_id: str, progress: Progress) -> None:  # fmt: skip
     try:
         screen = await controller.submit(tenant, user_id, session_id, values)
         screen.slow = True  # errors are shown in the view: response_action=errors is no longer possible
@@ -83,10 +103,16 @@ async def _finish_slow(controller: WizardController, client: AsyncWebClient, ten
     except Exception:
         log.exception("wizard step failed")
         view = _gone("Something went wrong on the bot's side; your answers are saved. Try `/backup resume`.")
+    await progress.done(session_id)
     await client.views_update(view_id=view_id, view=view)
 
 
 def register(app: AsyncApp, controller: WizardController) -> None:
+    progress = Progress(app.client)
+    extra = getattr(controller.services, "extra", None)
+    if isinstance(extra, dict):
+        extra["on_progress"] = progress
+
     @app.view(CALLBACK_ID)
     async def submitted(ack: AsyncAck, body: dict, view: dict, client: AsyncWebClient, context: AsyncBoltContext):
         tenant, user_id, session_id = context["tenant"], body["user"]["id"], view["private_metadata"]
@@ -96,7 +122,8 @@ def register(app: AsyncApp, controller: WizardController) -> None:
             if screen is None:  # a slow step: answer now, work in the background, then views.update
                 title = await controller.title_of(tenant, user_id, session_id)
                 await ack(response_action="update", view=working(title, "working on it…"))
-                _spawn(_finish_slow(controller, client, tenant, user_id, session_id, values, view["id"]))
+                progress.views[session_id] = (view["id"], title)
+                _spawn(_finish_slow(controller, client, tenant, user_id, session_id, values, view["id"], progress))
                 return
         except (SessionGone, StaleSession) as exc:
             await ack(response_action="update", view=_gone(str(exc)))

@@ -15,6 +15,8 @@ from bot.flows.wizard.machine import CANCELLED, DONE, Wizard
 from bot.flows.wizard.steps.base import Errors, Option, Step, StepView, WizardContext
 from storage.tenancy import Tenant
 
+GOTO = "_goto"  # set by a step's action to jump back to an earlier step (e.g. validation's "Fix: …")
+
 
 @dataclass
 class Screen:
@@ -94,8 +96,20 @@ class WizardController:
     async def act(self, tenant: Tenant, user_id: str, session_id: str, action: str, value: str) -> Screen:
         wizard = await self._load(tenant, user_id, session_id)
         note = await wizard.current.act(self._context(wizard.row), action, value)
+        target = wizard.row.data.pop(GOTO, None)
+        if target and self._can_jump(wizard, target):
+            wizard.machine.set_state(target, model=wizard)
+            wizard.row.state = target
+            note = f"Back at *{wizard.current.title}*: fix it and press Next; every other answer is kept."
         await store.save(wizard.row)  # an action may have stored something (e.g. a tested credential)
         return await self._screen(wizard, note=note)
+
+    @staticmethod
+    def _can_jump(wizard: Wizard, target: str) -> bool:
+        """Only back, and only to a step that applies (a "fix this" button of the validation step)."""
+        order = [s.name for s in wizard.steps]
+        return (target in wizard.by_name and wizard.state in order and wizard.by_name[target].applies(wizard.row.data)
+                and order.index(target) < order.index(wizard.state))  # fmt: skip
 
     async def options(self, tenant: Tenant, user_id: str, session_id: str, field_name: str, query: str) -> list[Option]:
         wizard = await self._load(tenant, user_id, session_id)
