@@ -146,7 +146,8 @@ def register(app: AsyncApp, controller: WizardController) -> None:
     async def act(ack: AsyncAck, body: dict, action: dict, client: AsyncWebClient, context: AsyncBoltContext):
         await ack()
         name = action["action_id"].removeprefix(ACT_PREFIX)
-        await _update(client, body, lambda t, u, s: controller.act(t, u, s, name, action.get("value", "")), context)
+        await _update(client, body, lambda t, u, s: controller.act(t, u, s, name, action.get("value", "")), context,
+                      controller)  # fmt: skip
 
     @app.options("v")
     async def options(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:
@@ -160,11 +161,19 @@ def register(app: AsyncApp, controller: WizardController) -> None:
         )
 
 
-async def _update(client: AsyncWebClient, body: dict, call, context: AsyncBoltContext) -> None:
+async def _update(client: AsyncWebClient, body: dict, call, context: AsyncBoltContext,
+                  controller: WizardController | None = None) -> None:  # fmt: skip
+    """Run ``call`` for a button and show its screen. For a slow step the modal first says "working…", so
+    the person cannot submit a screen that is about to change (and no stale answer races the button)."""
     view = body["view"]
+    tenant, user_id, session_id = context["tenant"], body["user"]["id"], view["private_metadata"]
     try:
-        screen = await call(context["tenant"], body["user"]["id"], view["private_metadata"])
+        if controller is not None and await controller.is_slow(tenant, user_id, session_id):
+            title = await controller.title_of(tenant, user_id, session_id)
+            await client.views_update(view_id=view["id"], view=working(title, "working on it…"))
+        screen = await call(tenant, user_id, session_id)
         new_view = modal(screen)
     except (SessionGone, StaleSession) as exc:
         new_view = _gone(str(exc))
-    await client.views_update(view_id=view["id"], hash=view.get("hash"), view=new_view)
+    # No hash: this listener may itself have replaced the view; stale writers are caught by the session version.
+    await client.views_update(view_id=view["id"], view=new_view)

@@ -67,6 +67,10 @@ class WizardController:
     async def title_of(self, tenant: Tenant, user_id: str, session_id: str) -> str:
         return (await self._load(tenant, user_id, session_id)).current.title
 
+    async def is_slow(self, tenant: Tenant, user_id: str, session_id: str) -> bool:
+        wizard = await self._load(tenant, user_id, session_id)
+        return wizard.state not in (DONE, CANCELLED) and wizard.current.slow
+
     async def show(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
         return await self._screen(await self._load(tenant, user_id, session_id))
 
