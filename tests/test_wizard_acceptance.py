@@ -41,7 +41,7 @@ class Person:
     def text(self) -> str:
         return str(self.view()["blocks"])
 
-    async def settle(self, until: str | None = None, within: float = 120) -> None:
+    async def settle(self, until: str | None = None, within: float = 40) -> None:
         """Wait until the working view is replaced (slow steps) and, if given, ``until`` is on screen."""
         for _ in range(int(within * 10)):
             view = self.view()
@@ -128,7 +128,7 @@ async def finish(person: Person, *, expect_snapshot: bool = True) -> None:
 
 
 async def test_files_chain_from_nothing_to_a_real_repository(world) -> None:
-    person, source, pool_host, tenant = world
+    person, source, _pool_host, tenant = world
     data = source.workdir / "www"
     data.mkdir()
     (data / "index.html").write_text("<h1>hello</h1>")
@@ -148,7 +148,7 @@ async def test_files_chain_from_nothing_to_a_real_repository(world) -> None:
 
 @pytest.mark.parametrize("engine", ["postgresql", "mysql"])
 async def test_database_chain(world, engine, postgres_db, mariadb_db) -> None:
-    person, source, pool_host, tenant = world
+    person, source, _pool_host, tenant = world
     database = postgres_db.name if engine == "postgresql" else mariadb_db.name
     await add_server(person, source)
     await person.next("Step 3", backup_type=engine)
@@ -160,7 +160,7 @@ async def test_database_chain(world, engine, postgres_db, mariadb_db) -> None:
 
 
 async def test_restart_at_step_six_loses_nothing(world, tmp_path) -> None:
-    person, source, pool_host, tenant = world
+    person, source, _pool_host, tenant = world
     data = source.workdir / "etc"
     data.mkdir()
     (data / "hosts").write_text("127.0.0.1 localhost\n")
@@ -188,3 +188,27 @@ async def test_restart_at_step_six_loses_nothing(world, tmp_path) -> None:
     finally:
         await runner.cleanup()
         await services.pool.close()
+
+
+async def test_bad_input_is_refused_inline_on_the_step(world) -> None:
+    person, source, _, _ = world
+    await person.driver.slash_command("/backup", "new")
+    await person.driver.wait_for_view(callback_id="wizard")
+    await person.fill(host="db1; touch /tmp/x", port="22", username="root", name="bad")
+    await person.driver.submit()  # a slow step: the error comes back in the updated view
+    await person.settle("Step 1")
+    assert "DNS name" in person.text()
+    await person.fill(host=source.host, port=str(source.port))
+    await person.driver.submit()
+    await person.settle(source.host_key_fingerprint)
+    await person.click("wizard_act:confirm_fingerprint", until="Step 1", value=source.host_key_fingerprint)
+    await person.driver.submit()
+    await person.settle("Step 2")
+    await person.fill(backup_type="mongodb")  # no MongoDB on this server: refused with the reason
+    await person.driver.submit()
+    assert "not available" in person.driver.last_errors["backup_type"]
+    await person.next("Step 3", backup_type="files")
+    await person.fill(paths="relative/path")
+    await person.driver.submit()
+    await person.settle("Step 3")
+    assert "absolute" in person.text().lower()

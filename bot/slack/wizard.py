@@ -92,8 +92,15 @@ class Progress:
         await asyncio.gather(*self.pending.pop(session_id, []), return_exceptions=True)
 
 
+ACK_SETTLE = 1.0  # seconds: Slack must have applied the "working…" ack before our views.update lands
+
+
 async def _finish_slow(controller: WizardController, client: AsyncWebClient, tenant, user_id: str,
                        session_id: str, values: dict, view_id: str, progress: Progress) -> None:  # fmt: skip
+    """The slow half of a submit. When the work is quicker than the ack's round trip (an input error found
+    before any SSH), the update waits a moment: otherwise Slack could apply our final view first and then
+    the "working…" ack over it, leaving the person looking at "working…" forever."""
+    started = asyncio.get_running_loop().time()
     try:
         screen = await controller.submit(tenant, user_id, session_id, values)
         screen.slow = True  # errors are shown in the view: response_action=errors is no longer possible
@@ -104,6 +111,7 @@ async def _finish_slow(controller: WizardController, client: AsyncWebClient, ten
         log.exception("wizard step failed")
         view = _gone("Something went wrong on the bot's side; your answers are saved. Try `/backup resume`.")
     await progress.done(session_id)
+    await asyncio.sleep(max(0.0, ACK_SETTLE - (asyncio.get_running_loop().time() - started)))
     await client.views_update(view_id=view_id, view=view)
 
 
