@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     http_host: str = Field(default="0.0.0.0", alias="BACKUPBOT_HTTP_HOST")  # noqa: S104 - a server's listen address
     http_port: int = Field(default=3000, ge=1, le=65535, alias="BACKUPBOT_HTTP_PORT")
     log_level: str = Field(default="INFO", alias="BACKUPBOT_LOG_LEVEL")
+    wizard_ttl_hours: int = Field(default=48, ge=1, le=24 * 90, alias="BACKUPBOT_WIZARD_TTL_HOURS")
 
     @field_validator("secret_keys", "slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod

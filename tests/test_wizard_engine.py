@@ -123,7 +123,7 @@ async def test_resume_cancel_and_expiry(sqlite_db, controller) -> None:
     await WizardSession.filter(id=old.session_id).update(expires_at=datetime.now(UTC) - timedelta(minutes=1))
     with pytest.raises(store.SessionGone, match="expired"):
         await controller.show(TENANT, "U1", old.session_id)
-    assert await store.expire_abandoned() == 1
+    assert await controller.expire() == 1
     assert (await WizardSession.get(id=old.session_id)).state == "cancelled"
 
 

@@ -236,3 +236,22 @@ async def test_approval_rules(sqlite_db: str) -> None:
     await workspace.save()
     assert await approvals.requires_approval(workspace, "U0NEW") and not await approvals.requires_approval(TEAM, "U1")
     assert not await approvals.requires_approval("T0002", "U0NEW")  # another workspace's rules never apply
+
+
+async def test_cancel_after_validation_removes_what_it_created(world: World) -> None:
+    controller = WizardController(lambda: [PoolStep(), RepositoryStep(), ValidationStep(), ReviewStep()],
+                                  world.services)  # fmt: skip
+    tenant = Tenant(TEAM)
+    prefill = dict(world.ctx(**ANSWERS, size_estimate={"total_bytes": 4096}).data)
+    sid = (await controller.start(tenant, "U1", "C0CHAN", prefill=prefill)).session_id
+    await controller.submit(tenant, "U1", sid, {"pool_id": str(world.pool.id)})
+    values = {"mode": "new", "name": "to-be-cancelled", "encryption": "repokey-blake2", "compression": "lz4"}
+    await controller.submit(tenant, "U1", sid, values)
+    screen = await controller.submit(tenant, "U1", sid, {})
+    assert screen.step == "review", screen.errors
+    repo_dir = world.pool_host.workdir / "repos" / "to-be-cancelled"
+    assert (repo_dir / "config").is_file()
+    screen = await controller.cancel(tenant, "U1", sid)
+    assert screen.step == "cancelled" and screen.note is None
+    assert not repo_dir.exists()
+    assert "backup-bot:" not in (world.pool_host.home / ".ssh" / "authorized_keys").read_text()

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -53,7 +54,8 @@ async def handle(args: argparse.Namespace) -> int:
 
 async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
     services = WizardServices(pool=runtime.pool, alerts=runtime.alerts, bot_public_key=public_key)
-    app = build_app(settings, wizard=WizardController(build_steps, services))
+    controller = WizardController(build_steps, services, ttl=timedelta(hours=settings.wizard_ttl_hours))
+    app = build_app(settings, wizard=controller)
     who = await check_bot_token(app.client)
     stop = _stop_event()
     handler = await start_socket_mode(app, settings) if settings.socket_mode else None
@@ -63,12 +65,24 @@ async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
         console.print(f"Connected to Slack workspace {who.team} over Socket Mode; API and /healthz on {where}.")
     else:
         console.print(f"Serving workspace {who.team} over HTTP on {where}/slack/events. Ctrl-C stops.")
+    janitor = asyncio.create_task(_expire_wizards(controller))
     try:
         await stop.wait()
     finally:
+        janitor.cancel()
         if handler:
             await handler.close_async()
         await runner.cleanup()
+
+
+async def _expire_wizards(controller: WizardController, every: float = 3600) -> None:
+    """Hourly: cancel abandoned wizards and remove what their validation created on servers."""
+    while True:
+        try:
+            await controller.expire()
+        except Exception:
+            logging.getLogger(__name__).exception("expiring wizard sessions failed")
+        await asyncio.sleep(every)
 
 
 def _stop_event() -> asyncio.Event:

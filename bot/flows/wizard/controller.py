@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.flows.wizard import store
@@ -33,9 +34,12 @@ class Screen:
 
 
 class WizardController:
-    def __init__(self, steps: Callable[[], Sequence[Step]], services: Any) -> None:
+    def __init__(
+        self, steps: Callable[[], Sequence[Step]], services: Any, *, ttl: timedelta = store.DEFAULT_TTL
+    ) -> None:
         self._steps = steps
         self.services = services
+        self.ttl = ttl  # an untouched session expires after this
 
     def _context(self, row, user_tz: str = "UTC") -> WizardContext:
         return WizardContext(team_id=row.team_id, user_id=row.user_id, session_id=str(row.id), data=row.data,
@@ -61,7 +65,7 @@ class WizardController:
         steps = self._steps()
         data = {**(prefill or {}), "_user_tz": user_tz}
         first = next(s.name for s in steps if s.applies(data))
-        row = await store.create(tenant, user_id, channel_id, first, data)
+        row = await store.create(tenant, user_id, channel_id, first, data, ttl=self.ttl)
         return await self._screen(Wizard(row, steps))
 
     async def title_of(self, tenant: Tenant, user_id: str, session_id: str) -> str:
@@ -122,8 +126,31 @@ class WizardController:
 
     async def cancel(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
         wizard = await self._load(tenant, user_id, session_id)
+        left = await self._clean_up(wizard)
         await wizard.cancel()
-        return await self._screen(wizard)
+        screen = await self._screen(wizard)
+        if left:
+            screen.note = "Could not remove: " + "; ".join(left)
+        return screen
+
+    async def _clean_up(self, wizard: Wizard) -> list[str]:
+        """Let steps undo what they created on servers (``on_cancel``); returns what is left behind."""
+        left: list[str] = []
+        for step in wizard.steps:
+            hook = getattr(step, "on_cancel", None)
+            if hook is not None:
+                left += await hook(self._context(wizard.row))
+        return left
+
+    async def expire(self, now: datetime | None = None) -> int:
+        """Cancel abandoned sessions (run periodically), undoing what their steps created; returns how many."""
+        count = 0
+        for row in await store.expired_open(now):
+            wizard = Wizard(row, self._steps())
+            await self._clean_up(wizard)
+            await wizard.cancel()
+            count += 1
+        return count
 
     async def resume(self, tenant: Tenant, user_id: str) -> Screen | None:
         row = await store.latest_open(tenant, user_id)

@@ -70,7 +70,7 @@ async def latest_open(tenant: Tenant, user_id: str) -> WizardSession | None:
     )
 
 
-async def expire_abandoned(now: datetime | None = None) -> int:
-    """Mark expired open sessions cancelled (a periodic task); returns how many."""
+async def expired_open(now: datetime | None = None) -> list[WizardSession]:
+    """Open sessions past their expiry (across workspaces: the periodic clean-up is the bot's own job)."""
     moment = now or datetime.now(UTC)
-    return await WizardSession.filter(expires_at__lt=moment).exclude(state__in=CLOSED).update(state="cancelled")
+    return await WizardSession.filter(expires_at__lt=moment).exclude(state__in=CLOSED)

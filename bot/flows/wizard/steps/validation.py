@@ -42,6 +42,7 @@ from bot.borg import create as borg_create
 from bot.borg.init import ENCRYPTIONS
 from bot.flows.wizard import create as creating
 from bot.flows.wizard import plan as planning
+from bot.flows.wizard.create import discard_setup
 from bot.flows.wizard.plan import PlanProblem
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, StepView, WizardContext
 from bot.flows.wizard.steps.pool import assess
@@ -282,6 +283,13 @@ async def _store(ctx: WizardContext, checks: _Checks, next_runs: list[str]) -> d
 class ValidationStep(BaseStep):
     def __init__(self) -> None:
         super().__init__(name="validation", title="Validation", slow=True)
+
+    async def on_cancel(self, ctx: WizardContext) -> list[str]:
+        """A cancelled or expired wizard must not leave the repository and keys it created for the test."""
+        setup = ctx.data.get("setup")
+        if not setup or ctx.data.get("chain_id"):
+            return []
+        return await discard_setup(ctx, setup)
 
     async def view(self, ctx: WizardContext) -> StepView:
         result = ctx.data.get("validation")
