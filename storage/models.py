@@ -426,6 +426,49 @@ class AuditLog(Model):
         table = "audit_log"
 
 
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # refused for good by Slack (channel gone, bad blocks): kept for the record
+
+
+class OutboxMessage(Model):
+    """A Slack message waiting to be delivered, in order, surviving Slack outages and bot restarts."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    method = fields.CharField(max_length=32, default="chat.postMessage")  # or chat.update, dm
+    channel = fields.CharField(max_length=32)
+    payload: dict = fields.JSONField(default=dict)
+    thread_key = fields.CharField(max_length=128, null=True, db_index=True)
+    ref = fields.CharField(max_length=64, null=True)  # e.g. approval:12, told the message ts once sent
+    status = fields.CharEnumField(OutboxStatus, max_length=16, default=OutboxStatus.PENDING, db_index=True)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(null=True)
+    last_error = fields.TextField(null=True)
+    sent_channel = fields.CharField(max_length=32, null=True)
+    sent_ts = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "outbox_message"
+
+
+class ReportThread(Model):
+    """The parent message of a chain's report thread for one day, so the day's reports reply to it."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    thread_key = fields.CharField(max_length=128, unique=True)
+    channel = fields.CharField(max_length=32)
+    ts = fields.CharField(max_length=32)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "report_thread"
+
+
 TENANT_MODELS: tuple[type[Model], ...] = (
     Server,
     DatabaseCredential,
@@ -438,4 +481,6 @@ TENANT_MODELS: tuple[type[Model], ...] = (
     Run,
     Approval,
     AuditLog,
+    OutboxMessage,
+    ReportThread,
 )

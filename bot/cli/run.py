@@ -21,8 +21,10 @@ from bot.flows.wizard.controller import WizardController
 from bot.flows.wizard.registry import build_steps
 from bot.flows.wizard.services import WizardServices
 from bot.identity import ensure_identity
+from bot.runs.worker import start_runs
 from bot.runtime import Runtime
-from bot.slack.app import build_app, serve_http, start_socket_mode
+from bot.slack import reports
+from bot.slack.app import build_app, build_client, serve_http, start_socket_mode
 from bot.slack.auth import check_bot_token
 from storage import db
 from storage.crypto import install_keyring
@@ -55,8 +57,10 @@ async def handle(args: argparse.Namespace) -> int:
 async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
     services = WizardServices(pool=runtime.pool, alerts=runtime.alerts, bot_public_key=public_key)
     controller = WizardController(build_steps, services, ttl=timedelta(hours=settings.wizard_ttl_hours))
-    app = build_app(settings, wizard=controller)
-    who = await check_bot_token(app.client)
+    client = build_client(settings)
+    who = await check_bot_token(client)
+    reporting = await reports.install(runtime.alerts, client)  # reports, alerts and approvals → channels
+    app = build_app(settings, client=client, wizard=controller, outbox=reporting.outbox)
     stop = _stop_event()
     handler = await start_socket_mode(app, settings) if settings.socket_mode else None
     runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
@@ -66,13 +70,16 @@ async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
     else:
         console.print(f"Serving workspace {who.team} over HTTP on {where}/slack/events. Ctrl-C stops.")
     janitor = asyncio.create_task(_expire_wizards(controller))
+    stop_runs = await start_runs(runtime, services)  # the embedded run queue's worker + scheduler
     try:
         await stop.wait()
     finally:
         janitor.cancel()
+        await stop_runs()
         if handler:
             await handler.close_async()
         await runner.cleanup()
+        await reporting.aclose()
 
 
 async def _expire_wizards(controller: WizardController, every: float = 3600) -> None:

@@ -25,8 +25,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.api.routes import add_routes
 from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
+from bot.monitoring import add_metrics_route
+from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
-from bot.slack import actions, commands, events
+from bot.slack import actions, approvals, commands, events, reports
 from bot.slack import wizard as wizard_listeners
 from storage.models import Workspace
 from storage.tenancy import Tenant
@@ -53,7 +55,11 @@ def build_client(settings: Settings) -> AsyncWebClient:
 
 
 def build_app(
-    settings: Settings, *, client: AsyncWebClient | None = None, wizard: WizardController | None = None
+    settings: Settings,
+    *,
+    client: AsyncWebClient | None = None,
+    wizard: WizardController | None = None,
+    outbox: Outbox | None = None,
 ) -> AsyncApp:
     """The app with every surface registered. HTTP mode verifies signatures; Socket Mode needs none."""
     settings.require_slack()
@@ -69,6 +75,9 @@ def build_app(
     commands.register(app, wizard)
     actions.register(app)
     events.register(app)
+    reports.register(app)  # Retry now / Pause chain on failure alerts
+    if outbox is not None:  # approvals announce their decisions through the outbox (bot.slack.reports.install)
+        approvals.register(app, outbox)
     if wizard is not None:
         wizard_listeners.register(app, wizard)
     app.error(_on_error)
@@ -95,7 +104,7 @@ async def _on_error(error: Exception, body: dict, logger: logging.Logger) -> Non
 
 
 def http_app(app: AsyncApp | None, runtime: Runtime | None = None) -> web.Application:
-    """aiohttp application: ``/healthz``, the seed's API (with a runtime), and Slack's request URL at
+    """aiohttp application: ``/healthz``, ``/metrics``, the seed's API (with a runtime), and Slack's request URL at
     ``/slack/events`` in HTTP mode only (``app`` None): in Socket Mode bolt skips signature checks, so its
     route must not be reachable over HTTP at all."""
     web_app = app.web_app(path=EVENTS_PATH) if app is not None else web.Application()
@@ -106,6 +115,7 @@ def http_app(app: AsyncApp | None, runtime: Runtime | None = None) -> web.Applic
         return web.json_response({"ok": True})
 
     web_app.router.add_get("/healthz", healthz)
+    add_metrics_route(web_app)  # Prometheus /metrics, read from the database at scrape time
     return web_app
 
 

@@ -1,4 +1,4 @@
-"""auth.test, users.info, conversations.* and apps.connections.open.
+"""auth.test, users.info, conversations.*, usergroups.users.list and apps.connections.open.
 
 Bolt calls ``auth.test`` before any listener runs, and the Socket Mode client calls ``apps.connections.open``
 with the app-level token to learn its WebSocket URL; both must answer with Slack's fields.
@@ -85,6 +85,12 @@ def conversations_open(ctx: Ctx) -> dict[str, Any]:
     return body
 
 
+def usergroups_users_list(ctx: Ctx) -> dict[str, Any]:
+    """usergroups.users.list: the ids of a user group's members."""
+    group = ctx.world.registry.usergroup(ctx.team_id, ctx.text("usergroup", required=True, error="no_such_subteam"))
+    return {"users": list(group.users)}
+
+
 def connections_open(ctx: Ctx) -> dict[str, Any]:
     """apps.connections.open: a single-use WebSocket URL for the app token's app."""
     assert ctx.app is not None
@@ -100,6 +106,7 @@ METHODS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "conversations.info": conversations_info,
     "conversations.members": conversations_members,
     "conversations.open": conversations_open,
+    "usergroups.users.list": usergroups_users_list,
     "apps.connections.open": connections_open,
 }
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})

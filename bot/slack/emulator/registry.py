@@ -14,7 +14,9 @@ from typing import Any
 
 from .errors import ApiError
 
-DEFAULT_SCOPES = "commands,chat:write,im:write,users:read,channels:read,groups:read,files:write,app_mentions:read"
+DEFAULT_SCOPES = (
+    "commands,chat:write,im:write,users:read,channels:read,groups:read,files:write,app_mentions:read,usergroups:read"
+)
 
 
 @dataclass
@@ -104,6 +106,16 @@ class Channel:
 
 
 @dataclass
+class UserGroup:
+    """A user group (``S…``) of one team, as ``usergroups.users.list`` answers for it."""
+
+    id: str
+    team_id: str
+    handle: str
+    users: list[str] = field(default_factory=list)
+
+
+@dataclass
 class BotToken:
     """A bot token (``xoxb-``) and the installation it stands for."""
 
@@ -130,6 +142,7 @@ class Registry:
         self.teams: dict[str, Team] = {}
         self.users: dict[str, User] = {}
         self.channels: dict[str, Channel] = {}
+        self.usergroups: dict[str, UserGroup] = {}
         self.bot_tokens: dict[str, BotToken] = {}
         self.app_tokens: dict[str, AppToken] = {}
         self.verification_tokens: dict[str, str] = {}
@@ -157,6 +170,13 @@ class Registry:
             found = next((c for c in self.channels.values() if c.name == name and c.team_id == team_id), None)
         if found is None or found.team_id != team_id:
             raise ApiError("channel_not_found")
+        return found
+
+    def usergroup(self, team_id: str, group_id: str | None) -> UserGroup:
+        """A user group of ``team_id``, or ``no_such_subteam`` as Slack answers."""
+        found = self.usergroups.get(group_id or "")
+        if found is None or found.team_id != team_id:
+            raise ApiError("no_such_subteam")
         return found
 
     def open_dm(self, team_id: str, bot_user_id: str, user_id: str) -> tuple[Channel, bool]:

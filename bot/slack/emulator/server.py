@@ -19,7 +19,7 @@ from . import api_chat, api_files, api_misc, api_views
 from .clock import Clock
 from .errors import ApiError
 from .records import Call, Fault, FaultPlan
-from .registry import AppToken, BotToken, Channel, Team, User
+from .registry import AppToken, BotToken, Channel, Team, User, UserGroup
 from .response_urls import apply_response
 from .socket_mode import SocketModeHub
 from .views import ViewRecord
@@ -189,6 +189,14 @@ class SlackEmulator:
         channel = Channel(channel_id, team_id, name, list(members), is_private=is_private)
         self.world.registry.channels[channel_id] = channel
         return channel
+
+    def add_usergroup(
+        self, group_id: str, handle: str, team_id: str = DEFAULT_TEAM, *, users: list[str] | tuple[str, ...] = ()
+    ) -> UserGroup:
+        """Register a user group (``S…``) with its members."""
+        group = UserGroup(group_id, team_id, handle, list(users))
+        self.world.registry.usergroups[group_id] = group
+        return group
 
     def add_bot_token(
         self,

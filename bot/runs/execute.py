@@ -1,0 +1,186 @@
+"""Executing one claimed run, and telling the notification layer about it.
+
+* ``backup``: the chain's rows become engine plans (``inputs_from_chain`` + ``build_plan``, one per source), the
+  plans run (``run_chain``: hooks, snapshot, create, proof, then prune + compact per retention), the merged result
+  is stored with ``record`` through the queue (which retries transient failures).
+* ``check``: ``borg check`` of the chain's repository from the bot's own pool access; options come from the
+  run's ``stats["options"]`` (``scope``: all | repository | archives, ``verify_data``: bool).
+
+Every final state (and every failure that will be retried) is published as an :class:`~bot.alerts.Alert`:
+``run_succeeded``, ``run_failed``, ``run_skipped``, ``run_interrupted`` with the chain, the run and the result's
+kind, reason and hint in ``details``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.alerts import Alert, AlertBus
+from bot.backup.runner import ChainPlan, ChainResult, run_chain
+from bot.borg import check as borg_check
+from bot.borg.repo import Repo
+from bot.borg.runner import KINDS, BorgError
+from bot.flows.wizard import plan as planning
+from bot.runs.queue import RunOutcome, RunQueue, is_transient
+from bot.transport.base import TransportError
+from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
+
+log = logging.getLogger(__name__)
+
+PlanHook = Callable[[ChainPlan, Run], ChainPlan]
+
+_ALERT = {
+    RunStatus.SUCCEEDED: "run_succeeded",
+    RunStatus.WARNING: "run_succeeded",
+    RunStatus.FAILED: "run_failed",
+    RunStatus.QUEUED: "run_failed",  # failed, will be retried
+    RunStatus.SKIPPED: "run_skipped",
+    RunStatus.INTERRUPTED: "run_interrupted",
+}
+
+
+async def announce(alerts: AlertBus | None, run: Run, *, retry: Run | None = None,
+                   result: ChainResult | RunOutcome | None = None) -> Alert | None:  # fmt: skip
+    """Publish the alert for ``run``'s current status (nothing for a status that is not reported)."""
+    kind = _ALERT.get(RunStatus(run.status))
+    if alerts is None or kind is None:
+        return None
+    chain = await BackupChain.get_or_none(id=run.chain_id) if run.chain_id else None  # type: ignore[attr-defined]
+    repository = await Repository.get_or_none(id=run.repository_id) if run.repository_id else None  # type: ignore[attr-defined]
+    name = chain.name if chain else (repository.name if repository else f"run {run.id}")
+    error_kind = getattr(result, "kind", None) or run.error_kind
+    hint = getattr(result, "hint", "") or (KINDS[error_kind][1] if error_kind in KINDS else "")
+    details: dict[str, Any] = {
+        "run_id": run.id, "run_kind": RunKind(run.kind).value, "status": RunStatus(run.status).value,
+        "chain_id": run.chain_id, "chain_name": chain.name if chain else None,  # type: ignore[attr-defined]
+        "repository_id": run.repository_id, "attempts": run.attempts,  # type: ignore[attr-defined]
+        "kind": error_kind, "reason": getattr(result, "reason", "") or run.error or "", "hint": hint,
+        "scheduled_for": run.scheduled_for.isoformat() if run.scheduled_for else None,
+        "archive": run.archive_name, "stats": run.stats,
+        "notify_channel": chain.notify_channel if chain else None,
+    }  # fmt: skip
+    if run.status == RunStatus.QUEUED:
+        details["will_retry"] = True
+        details["next_attempt_at"] = run.next_attempt_at.isoformat() if run.next_attempt_at else None
+    if retry is not None:
+        details["retry_run_id"] = retry.id
+    what = {"run_succeeded": "succeeded", "run_failed": "failed", "run_skipped": "was skipped",
+            "run_interrupted": "was interrupted"}[kind]  # fmt: skip
+    message = f"{RunKind(run.kind).value.capitalize()} of {name} {what}"
+    if kind != "run_succeeded" and details["reason"]:
+        message += f": {details['reason']}"
+    alert = Alert(team_id=run.team_id, kind=kind, message=message, details=details)
+    await alerts.publish(alert)
+    return alert
+
+
+def merge(results: list[ChainResult]) -> ChainResult:
+    """One result for a chain with several sources: all jobs, the worst status, the first failure's cause."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    merged = ChainResult(status="ok", jobs=[j for r in results for j in r.jobs], started_at=first.started_at,
+                         finished_at=max(r.finished_at for r in results))  # fmt: skip
+    merged.notes = [n for r in results for n in r.notes]
+    freed = [r.freed_bytes for r in results if r.freed_bytes is not None]
+    merged.freed_bytes = sum(freed) if freed else None
+    merged.maintenance_error = next((r.maintenance_error for r in results if r.maintenance_error), None)
+    failed = next((r for r in results if r.status == "failed"), None)
+    if failed is not None:
+        merged.status, merged.kind, merged.reason, merged.hint = "failed", failed.kind, failed.reason, failed.hint
+    elif any(r.status == "warning" for r in results):
+        merged.status = "warning"
+    return merged
+
+
+@dataclass
+class Executor:
+    """Runs one claimed :class:`Run` to its stored result. ``services``: ``pool`` (SSHPool) and ``borg``."""
+
+    queue: RunQueue
+    services: Any
+    alerts: AlertBus | None = None
+    plan_hook: PlanHook | None = None  # tests: e.g. make a job slow
+    on_progress: Callable[[Run, dict[str, Any]], None] | None = None
+
+    async def __call__(self, run: Run) -> Run:
+        try:
+            if run.kind == RunKind.CHECK:
+                outcome: ChainResult | RunOutcome = await self._check(run)
+            elif run.kind in (RunKind.BACKUP, RunKind.TEST):
+                outcome = await self._backup(run)
+            else:
+                outcome = RunOutcome(status="failed", kind="plan",
+                                     reason=f"Runs of kind {run.kind} are not executed by the queue yet.")  # fmt: skip
+        except _Early as early:
+            outcome = early.outcome
+        stored = await self.queue.complete(run, outcome)
+        await announce(self.alerts, stored, result=outcome)
+        return stored
+
+    async def _backup(self, run: Run) -> ChainResult:
+        chain = await BackupChain.get_or_none(id=run.chain_id) if run.chain_id else None  # type: ignore[attr-defined]
+        if chain is None:
+            raise _Early(RunOutcome(status="failed", kind="plan", reason="The run's chain no longer exists."))
+        try:
+            inputs = await planning.inputs_from_chain(chain)
+            if not inputs:
+                raise planning.PlanProblem("source", "The chain has no sources.")
+            plans = []
+            for item in inputs:
+                built = await planning.build_plan(item, self.services, run_id=f"r{run.id}a{run.attempts}")
+                plan = built.plan
+                if self.plan_hook is not None:
+                    plan = self.plan_hook(plan, run)
+                plans.append(plan)
+        except planning.PlanProblem as problem:
+            raise _Early(RunOutcome(status="failed", kind="plan", reason=str(problem),
+                                    hint="Edit the chain's settings, then run it again.")) from None  # fmt: skip
+        except TransportError as error:
+            hint = KINDS["unreachable"][1] if error.transient else ""
+            raise _Early(RunOutcome(status="failed", kind=error.kind, reason=str(error), hint=hint)) from None
+
+        def progress(event: dict[str, Any]) -> None:
+            if self.on_progress is not None:
+                self.on_progress(run, event)
+
+        results = [await run_chain(plan, on_progress=progress if self.on_progress else None) for plan in plans]
+        return merge(results)
+
+    async def _check(self, run: Run) -> RunOutcome:
+        started = datetime.now(UTC)
+        repository = await Repository.filter(id=run.repository_id).select_related("pool__server").first()  # type: ignore[attr-defined]
+        if repository is None:
+            return RunOutcome(status="failed", kind="repo_missing", reason="The repository row no longer exists.")
+        options = (run.stats or {}).get("options") or {}
+        scope = options.get("scope") or "all"
+        verify = bool(options.get("verify_data"))
+        transport = planning.pool_transport(repository.pool, self.services)
+        repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
+        try:
+            report = await borg_check.run(transport, repo, scope, verify_data=verify,
+                                          borg=getattr(self.services, "borg", "borg"))  # fmt: skip
+        except BorgError as error:
+            return RunOutcome(status="failed", kind=error.kind, reason=str(error), hint=error.hint, started_at=started)
+        except TransportError as error:
+            return RunOutcome(status="failed", kind=error.kind, reason=str(error), started_at=started,
+                              hint=KINDS["unreachable"][1] if error.transient else "")  # fmt: skip
+        stats = {"check": {"ok": report.ok, "problems": list(report.problems), "scope": scope, "verify_data": verify}}
+        if report.ok:
+            return RunOutcome(status="ok", stats=stats, started_at=started, finished_at=datetime.now(UTC),
+                              log=f"borg check ({scope}{', verify-data' if verify else ''}): no problems")  # fmt: skip
+        problems = "; ".join(report.problems)[:1000] or "borg check reported problems"
+        return RunOutcome(status="failed", kind="integrity", reason=problems, hint=KINDS["integrity"][1],
+                          stats=stats, started_at=started, finished_at=datetime.now(UTC), log=problems)  # fmt: skip
+
+
+class _Early(Exception):
+    def __init__(self, outcome: RunOutcome) -> None:
+        self.outcome = outcome
+
+
+__all__ = ["Executor", "announce", "is_transient", "merge"]

@@ -1,0 +1,305 @@
+"""The run queue: runs are rows, claimed by compare-and-set, retried with backoff, recovered after a crash.
+
+:class:`RunQueue` is the interface the worker, the scheduler and Slack buttons use; :class:`SqlQueue` is the
+embedded default on the app's own database (SQLite, PostgreSQL or MariaDB). A procrastinate backend for the
+scale-out mode implements the same protocol.
+
+Claiming, on every engine:
+
+* candidates are ``queued`` rows whose ``next_attempt_at`` is due, highest ``priority`` first, then oldest due;
+* per candidate, one transaction takes a row lock on the run's *repository* row (``SELECT … FOR UPDATE``; SQLite
+  has a single writer, which serialises the same way), checks that no run with the same ``lock_key`` is
+  ``running`` (a locking read, so it sees what a competitor just committed), and moves the row with a
+  conditional ``UPDATE … WHERE id = ? AND status = 'queued'``. Two workers therefore never claim one row, and
+  never hold two running rows of one repository.
+
+Failures: :func:`is_transient` derives retry-ability from the error kind (borg's ``KINDS``, the transport's
+kinds). Transient failures go back to ``queued`` with an exponential backoff until ``max_attempts``; permanent
+ones fail at once. A run left ``running`` by a crash is marked ``interrupted`` (never successful) and a new
+queued run retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from tortoise.expressions import F
+from tortoise.transactions import in_transaction
+
+from bot.backup.record import record
+from bot.backup.runner import ChainResult
+from bot.borg.runner import KINDS
+from storage.models import Repository, Run, RunKind, RunStatus
+
+log = logging.getLogger(__name__)
+
+# Transport kinds (bot.transport.base): connection problems are transient, identity problems are not.
+TRANSPORT_KINDS: dict[str, bool] = {
+    "host_unreachable": True,
+    "connect_timeout": True,
+    "command_timeout": True,
+    "transport": True,
+    "phantom": True,  # borg said ok but the archive is not listed: retry
+    "interrupted": True,  # the bot stopped or died while the run ran
+    "auth_failed": False,
+    "host_key_changed": False,
+    "host_key_unpinned": False,
+    "hook_failed": False,
+    "plan": False,  # the chain's plan could not be built (a setting must change)
+    "window_missed": False,
+}
+FINAL = (RunStatus.SUCCEEDED, RunStatus.WARNING, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED,
+         RunStatus.CANCELLED)  # fmt: skip
+
+
+def is_transient(kind: str | None) -> bool:
+    """Whether a failure of ``kind`` is worth retrying (unknown kinds are not: a person must look)."""
+    if kind is None:
+        return False
+    if kind in KINDS:
+        return KINDS[kind][0]
+    return TRANSPORT_KINDS.get(kind, False)
+
+
+def lock_key_for(repository_id: int | None) -> str | None:
+    return None if repository_id is None else f"repo:{repository_id}"
+
+
+def _repository_of(lock_key: str | None) -> int | None:
+    if lock_key and lock_key.startswith("repo:") and lock_key[5:].isdigit():
+        return int(lock_key[5:])
+    return None
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run. ``scheduled_for`` + ``chain_id`` + ``kind`` is the idempotency key of scheduled runs."""
+
+    team_id: str
+    kind: RunKind = RunKind.BACKUP
+    chain_id: int | None = None
+    repository_id: int | None = None
+    priority: int = 5
+    scheduled_for: datetime | None = None  # due instant (default: now)
+    window_ends_at: datetime | None = None  # not started by then → skipped
+    requested_by: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"verify_data": True} for a check
+    status: RunStatus = RunStatus.QUEUED  # SKIPPED to record a slot that must not run (with ``error``)
+    error: str | None = None
+    error_kind: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    """A non-backup run's result (a check): what :meth:`RunQueue.complete` stores."""
+
+    status: str  # "ok" | "warning" | "failed"
+    kind: str | None = None
+    reason: str = ""
+    hint: str = ""
+    stats: dict[str, Any] | None = None
+    log: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@runtime_checkable
+class RunQueue(Protocol):
+    async def enqueue(self, spec: RunSpec) -> Run | None:
+        """Queue a run; None when a run for the same chain, kind and ``scheduled_for`` already exists."""
+
+    async def claim(self, worker_id: str, *, now: datetime | None = None) -> Run | None:
+        """The next due run, moved to ``running`` (or None). Never two running runs of one ``lock_key``."""
+
+    async def complete(self, run: Run, result: ChainResult | RunOutcome) -> Run:
+        """Store the result; a failed result is handled as :meth:`fail` (retried when its kind is transient)."""
+
+    async def fail(self, run: Run, error: str, *, kind: str | None = None, transient: bool | None = None) -> Run:
+        """Retry with backoff (transient) or fail for good; ``transient`` defaults to :func:`is_transient`."""
+
+    async def interrupt(self, run: Run, reason: str) -> Run | None:
+        """Mark a running run ``interrupted`` and queue its retry (returned, or None after max attempts)."""
+
+    async def recover_interrupted(self) -> list[tuple[Run, Run | None]]:
+        """At start-up: every run left ``running`` → interrupted + retry. Returns (interrupted, retry) pairs."""
+
+    async def skip_expired(self, *, now: datetime | None = None) -> list[Run]:
+        """Queued runs whose window ended before they started → ``skipped`` with a reason."""
+
+
+class SqlQueue:
+    """The embedded queue on the app's database (one bot process; see the module docstring)."""
+
+    def __init__(self, *, max_attempts: int = 4, backoff: float = 60.0, backoff_cap: float = 3600.0,
+                 batch: int = 50) -> None:  # fmt: skip
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+        self.batch = batch
+
+    def delay(self, attempts: int) -> timedelta:
+        """Backoff before attempt ``attempts + 1``: backoff × 2^(attempts−1), capped."""
+        return timedelta(seconds=min(self.backoff * 2 ** max(attempts - 1, 0), self.backoff_cap))
+
+    # ------------------------------------------------------------------------------------------- enqueue
+
+    async def enqueue(self, spec: RunSpec) -> Run | None:
+        scheduled = _utc(spec.scheduled_for)
+        if spec.chain_id is not None and scheduled is not None:
+            if await Run.filter(chain_id=spec.chain_id, kind=spec.kind, scheduled_for=scheduled).exists():
+                return None
+        repository_id = spec.repository_id
+        if repository_id is None and spec.chain_id is not None:
+            from storage.models import BackupChain
+
+            repository_id = (await BackupChain.get(id=spec.chain_id)).repository_id  # type: ignore[attr-defined]
+        now = datetime.now(UTC)
+        final = spec.status != RunStatus.QUEUED
+        return await Run.create(
+            team_id=spec.team_id, chain_id=spec.chain_id, repository_id=repository_id, kind=spec.kind,
+            status=spec.status, priority=spec.priority, attempts=0,
+            next_attempt_at=None if final else (scheduled or now), lock_key=lock_key_for(repository_id),
+            scheduled_for=scheduled or now, window_ends_at=_utc(spec.window_ends_at), requested_by=spec.requested_by,
+            stats={"options": dict(spec.options)} if spec.options else None, error=spec.error,
+            error_kind=spec.error_kind, finished_at=now if final else None,
+        )  # fmt: skip
+
+    # --------------------------------------------------------------------------------------------- claim
+
+    async def _normalise(self) -> None:
+        """Rows queued by other code (e.g. the wizard's "run now") may lack a lock key or a due time."""
+        for row in await Run.filter(status=RunStatus.QUEUED, next_attempt_at=None):
+            await Run.filter(id=row.id, next_attempt_at=None).update(
+                next_attempt_at=row.scheduled_for or row.created_at
+            )
+        for row in await Run.filter(status=RunStatus.QUEUED, lock_key=None).exclude(repository_id=None):
+            await Run.filter(id=row.id).update(lock_key=lock_key_for(row.repository_id))  # type: ignore[attr-defined]
+
+    async def claim(self, worker_id: str, *, now: datetime | None = None) -> Run | None:
+        now = _utc(now) or datetime.now(UTC)
+        await self._normalise()
+        busy = set(await Run.filter(status=RunStatus.RUNNING).exclude(lock_key=None).values_list("lock_key", flat=True))
+        candidates = (
+            await Run.filter(status=RunStatus.QUEUED, next_attempt_at__lte=now)
+            .order_by("-priority", "next_attempt_at", "id")
+            .limit(self.batch)
+        )
+        for run in candidates:
+            if run.window_ends_at is not None and run.window_ends_at <= now:
+                continue  # skip_expired() reports it
+            if run.lock_key is not None and run.lock_key in busy:
+                continue
+            if await self._take(run, now):
+                log.info("worker %s claimed run %s (%s)", worker_id, run.id, run.lock_key)
+                return await Run.get(id=run.id)
+            if run.lock_key is not None:
+                busy.add(run.lock_key)  # lost to a competitor, or the repository became busy
+        return None
+
+    async def _take(self, run: Run, now: datetime) -> bool:
+        async with in_transaction() as conn:
+            repository_id = _repository_of(run.lock_key)
+            if repository_id is not None:
+                # The per-repository mutex: competitors for this repository wait here until we commit.
+                await Repository.filter(id=repository_id).using_db(conn).select_for_update().values_list("id")
+            if run.lock_key is not None:
+                running = await (
+                    Run.filter(lock_key=run.lock_key, status=RunStatus.RUNNING)
+                    .using_db(conn).select_for_update().values_list("id", flat=True)
+                )  # fmt: skip
+                if running:
+                    return False
+            taken = (
+                await Run.filter(id=run.id, status=RunStatus.QUEUED)
+                .using_db(conn)
+                .update(status=RunStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1)
+            )
+            return taken == 1
+
+    # ---------------------------------------------------------------------------------------- outcomes
+
+    async def complete(self, run: Run, result: ChainResult | RunOutcome) -> Run:
+        if isinstance(result, ChainResult):
+            await record(run, result)
+            status, kind, reason, hint = result.status, result.kind, result.reason, result.hint
+        else:
+            status, kind, reason, hint = result.status, result.kind, result.reason, result.hint
+            run.status = {"ok": RunStatus.SUCCEEDED, "warning": RunStatus.WARNING}.get(status, RunStatus.FAILED)
+            run.started_at = result.started_at or run.started_at
+            run.finished_at = result.finished_at or datetime.now(UTC)
+            options = (run.stats or {}).get("options")
+            run.stats = {**(result.stats or {}), **({"options": options} if options else {})}
+            run.error = None if status != "failed" else f"{reason} {hint}".strip()
+            run.error_kind = kind
+            run.log_excerpt = result.log
+            await run.save()
+        if status == "failed":
+            return await self.fail(run, f"{reason} {hint}".strip() or "failed", kind=kind)
+        return run
+
+    async def fail(self, run: Run, error: str, *, kind: str | None = None, transient: bool | None = None) -> Run:
+        transient = is_transient(kind) if transient is None else transient
+        now = datetime.now(UTC)
+        run.error, run.error_kind = error, kind
+        run.finished_at = now
+        if transient and run.attempts < self.max_attempts:
+            run.status = RunStatus.QUEUED
+            run.next_attempt_at = now + self.delay(run.attempts)
+        else:
+            run.status = RunStatus.FAILED
+        await Run.filter(id=run.id).update(
+            status=run.status, error=error, error_kind=kind, finished_at=now, next_attempt_at=run.next_attempt_at
+        )
+        return run
+
+    async def interrupt(self, run: Run, reason: str) -> Run | None:
+        now = datetime.now(UTC)
+        changed = await Run.filter(id=run.id, status=RunStatus.RUNNING).update(
+            status=RunStatus.INTERRUPTED, finished_at=now, error=reason, error_kind="interrupted"
+        )
+        if not changed:
+            return None
+        run.status, run.finished_at, run.error, run.error_kind = RunStatus.INTERRUPTED, now, reason, "interrupted"
+        if run.attempts >= self.max_attempts:
+            return None
+        return await Run.create(
+            team_id=run.team_id, chain_id=run.chain_id, repository_id=run.repository_id,  # type: ignore[attr-defined]
+            kind=run.kind, status=RunStatus.QUEUED, priority=run.priority, attempts=run.attempts,
+            next_attempt_at=now, lock_key=run.lock_key, scheduled_for=run.scheduled_for,
+            window_ends_at=run.window_ends_at, requested_by=run.requested_by,
+            stats={"options": run.stats["options"], "retry_of": run.id} if run.stats and run.stats.get("options")
+            else {"retry_of": run.id},
+        )  # fmt: skip
+
+    async def recover_interrupted(self) -> list[tuple[Run, Run | None]]:
+        found = []
+        for run in await Run.filter(status=RunStatus.RUNNING).order_by("id"):
+            retry = await self.interrupt(run, "The bot stopped while this run was in progress (crash or kill); "
+                                              "it is retried and was not reported successful.")  # fmt: skip
+            found.append((run, retry))
+        return found
+
+    async def skip_expired(self, *, now: datetime | None = None) -> list[Run]:
+        now = _utc(now) or datetime.now(UTC)
+        skipped = []
+        for run in await Run.filter(status=RunStatus.QUEUED, window_ends_at__lte=now).order_by("id"):
+            ends = run.window_ends_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            reason = f"Not started inside its window (it ended {ends}); skipped rather than run outside it."
+            changed = await Run.filter(id=run.id, status=RunStatus.QUEUED).update(
+                status=RunStatus.SKIPPED, finished_at=now, error=reason, error_kind="window_missed"
+            )
+            if changed:
+                run.status, run.finished_at, run.error, run.error_kind = RunStatus.SKIPPED, now, reason, "window_missed"
+                skipped.append(run)
+        return skipped
+
+    async def depth(self) -> int:
+        return await Run.filter(status=RunStatus.QUEUED).count()

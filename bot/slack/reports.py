@@ -1,0 +1,252 @@
+"""Reports in channels, the Slack side: Block Kit for :class:`~bot.runs.notify.Report`, the outbox's sender, the
+Retry now / Pause chain buttons, and :func:`install` that wires alerts → notifier/approvals → outbox.
+
+Blocks are built with ``slack_sdk.models`` so ``to_dict()`` enforces Slack's limits. The buttons carry the chain
+id; who may press them: the chain's creator, the workspace's approvers, or workspace admins
+(:func:`bot.slack.approvals.may_operate`). Retry now queues a ``backup`` Run (status queued, priority 10 = the
+highest, due now) unless one is already queued; Pause chain moves an active chain to ``paused``. Both are
+audited and the alert message is updated to say who did what (its buttons removed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.alerts import AlertBus
+from bot.runs.notify import Notifier, Report
+from bot.runs.outbox import Outbox, PermanentDeliveryError, TransientDeliveryError
+from storage.models import AuditLog, BackupChain, ChainStatus, Run, RunKind, RunStatus
+from storage.tenancy import Tenant
+
+log = logging.getLogger(__name__)
+
+RETRY = "report_retry_now"
+PAUSE = "report_pause_chain"
+ACTIONS_BLOCK = "report_actions"
+RETRY_PRIORITY = 10  # the highest of bot.runs.schedule.PRIORITY_RANGE
+MAX_TEXT = 2900
+
+
+def _esc(text: Any) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"))
+
+
+def report_blocks(report: Report) -> list[Block]:
+    """The message for one report: header, cause, error, hint, facts, details, buttons."""
+    blocks: list[Block] = [HeaderBlock(text=report.title[:150])]
+    if report.cause:
+        blocks.append(_section(f"*Cause:* {_esc(report.cause)}"))
+    if report.error:
+        blocks.append(_section(f"*Error:*\n```{_esc(report.error)[:2800]}```"))
+    if report.hint:
+        blocks.append(_section(f"*What to do:* {report.hint}"))
+    if report.facts:
+        fields = [MarkdownTextObject(text=f"*{label}*\n{_esc(value)}") for label, value in report.facts[:10]]
+        blocks.append(SectionBlock(fields=fields))
+    if report.details:
+        blocks.append(_section("\n".join(f"• {_esc(line)}" for line in report.details)))
+    if report.actions:
+        value = str(report.chain_id)
+        blocks.append(
+            ActionsBlock(
+                block_id=ACTIONS_BLOCK,
+                elements=[
+                    ButtonElement(text="Retry now", action_id=RETRY, value=value, style="primary"),
+                    ButtonElement(text="Pause chain", action_id=PAUSE, value=value, style="danger"),
+                ],
+            )
+        )
+    context = f"Chain *{_esc(report.chain_name)}*" + (f" · run #{report.run_id}" if report.run_id else "")
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=context)]))
+    return blocks
+
+
+def render(report: Report) -> dict[str, Any]:
+    """chat.postMessage params (text fallback + blocks as dicts) for ``report``."""
+    return {"text": report.text[:3000], "blocks": [b.to_dict() for b in report_blocks(report)]}
+
+
+# -- delivery ------------------------------------------------------------------------------------------------
+
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "invalid_blocks_format",
+        "msg_too_long", "no_text", "message_not_found", "cant_update_message", "user_not_found",
+        "users_list_not_supplied", "invalid_auth", "account_inactive", "token_revoked", "restricted_action",
+        "not_allowed_token_type", "missing_scope",
+    }
+)  # fmt: skip
+
+
+@dataclass
+class SlackSender:
+    """The outbox's :class:`~bot.runs.outbox.Sender` over an ``AsyncWebClient`` (its retry handlers run first)."""
+
+    client: AsyncWebClient
+
+    async def __call__(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self.client.api_call(method, json=params)
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            code = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            if status == 429 or status >= 500 or code not in PERMANENT_ERRORS:
+                raise TransientDeliveryError(f"{method}: HTTP {status} {code or ''}".strip()) from exc
+            raise PermanentDeliveryError(f"{method}: {code}") from exc
+        except (SlackClientError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"{method}: {type(exc).__name__}: {exc}") from exc
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+
+def slack_sender(client: AsyncWebClient) -> SlackSender:
+    return SlackSender(client)
+
+
+@dataclass
+class Reporting:
+    """Everything :func:`install` started: stop it with :meth:`aclose`."""
+
+    outbox: Outbox
+    notifier: Notifier
+    unsubscribe: list[Any]
+
+    async def aclose(self) -> None:
+        for undo in self.unsubscribe:
+            undo()
+        await self.outbox.stop()
+
+
+async def install(bus: AlertBus, client: AsyncWebClient, *, outbox: Outbox | None = None) -> Reporting:
+    """Subscribe the notifier and the approval poster to ``bus`` and start delivering the outbox."""
+    from bot.slack import approvals
+
+    outbox = outbox or Outbox(slack_sender(client))
+    notifier = Notifier(outbox, render)
+    poster = approvals.ApprovalPoster(outbox)
+    outbox.hooks["approval"] = approvals.remember_message
+    unsubscribe = [notifier.subscribe(bus), bus.subscribe(poster.on_alert)]
+    outbox.start()
+    return Reporting(outbox, notifier, unsubscribe)
+
+
+# -- buttons -------------------------------------------------------------------------------------------------
+
+
+def _done_blocks(message: dict[str, Any], note: str) -> list[dict[str, Any]]:
+    kept = [b for b in message.get("blocks") or [] if b.get("block_id") != ACTIONS_BLOCK]
+    return [*kept, ContextBlock(elements=[MarkdownTextObject(text=note)]).to_dict()]
+
+
+async def retry_now(tenant: Tenant, chain: BackupChain, user: str) -> tuple[Run, bool]:
+    """Queue a high-priority backup run for ``chain`` now; (run, created) — an already queued one is reused."""
+    queued = await tenant.query(Run).filter(chain_id=chain.id, kind=RunKind.BACKUP, status=RunStatus.QUEUED).first()
+    if queued is not None:
+        return queued, False
+    run = await tenant.create(
+        Run, chain=chain, repository_id=chain.repository_id, kind=RunKind.BACKUP, status=RunStatus.QUEUED,
+        priority=RETRY_PRIORITY, requested_by=user, next_attempt_at=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
+    await AuditLog.create(
+        team_id=tenant.team_id, actor=user, action="run.retry_now", object_type="chain", object_id=str(chain.id),
+        details={"run_id": run.id},
+    )  # fmt: skip
+    return run, True
+
+
+async def pause(tenant: Tenant, chain: BackupChain, user: str) -> bool:
+    """Active → paused (compare-and-set); False if the chain was not active."""
+    changed = (
+        await tenant.query(BackupChain).filter(id=chain.id, status=ChainStatus.ACTIVE).update(status=ChainStatus.PAUSED)
+    )
+    if changed:
+        await AuditLog.create(
+            team_id=tenant.team_id, actor=user, action="chain.pause", object_type="chain", object_id=str(chain.id),
+            details={"from": "report"},
+        )  # fmt: skip
+    return bool(changed)
+
+
+def register(app: AsyncApp) -> None:
+    """Listeners for the report buttons."""
+    from bot.slack.approvals import may_operate
+
+    async def _chain_for(body: dict, context: AsyncBoltContext, client: AsyncWebClient, respond: AsyncRespond):
+        tenant: Tenant = context["tenant"]
+        user = body["user"]["id"]
+        value = str(body["actions"][0].get("value") or "")
+        chain = await tenant.get_or_none(BackupChain, id=int(value)) if value.isdigit() else None
+        if chain is None:
+            await respond(text="That backup chain no longer exists.", response_type="ephemeral", replace_original=False)
+            return None
+        if not await may_operate(client, tenant.team_id, user, chain):
+            await respond(
+                text=f"You are not allowed to do that: only the chain's creator, approvers or workspace admins can "
+                f"retry or pause *{_esc(chain.name)}*.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return None
+        return tenant, user, chain
+
+    async def _mark(client: AsyncWebClient, body: dict, note: str) -> None:
+        message, channel = body.get("message") or {}, (body.get("channel") or {}).get("id")
+        if not channel or not message.get("ts"):
+            return
+        try:
+            await client.chat_update(
+                channel=channel, ts=message["ts"], text=message.get("text") or note, blocks=_done_blocks(message, note)
+            )
+        except SlackApiError as exc:
+            log.warning("could not update the report message: %s", exc.response.get("error"))
+
+    @app.action(RETRY)
+    async def on_retry(
+        ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        found = await _chain_for(body, context, client, respond)
+        if found is None:
+            return
+        tenant, user, chain = found
+        run, created = await retry_now(tenant, chain, user)
+        verb = "queued" if created else "was already queued"
+        await _mark(client, body, f"🔁 Retry {verb} by <@{user}> (run #{run.id})")
+
+    @app.action(PAUSE)
+    async def on_pause(
+        ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        found = await _chain_for(body, context, client, respond)
+        if found is None:
+            return
+        tenant, user, chain = found
+        if await pause(tenant, chain, user):
+            await _mark(client, body, f"⏸️ Chain *{_esc(chain.name)}* paused by <@{user}>")
+        else:
+            await respond(
+                text=f"*{_esc(chain.name)}* is {chain.status.value}, not active: nothing to pause.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
