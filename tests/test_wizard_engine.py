@@ -144,3 +144,14 @@ async def test_a_step_button_can_jump_back_to_an_earlier_step(sqlite_db) -> None
     jumped = await controller.act(TENANT, "U1", screen.session_id, "go_to", "kind")
     assert jumped.step == "kind" and "Back at" in jumped.note
     assert (await WizardSession.get(id=screen.session_id)).state == "kind"
+
+
+async def test_sessions_are_released_from_the_shared_machine(sqlite_db, controller) -> None:
+    """One machine serves every session; each call attaches its session and must release it (no leak)."""
+    screen = await controller.start(TENANT, "U1", "C1")
+    await controller.submit(TENANT, "U1", screen.session_id, {"kind": "files"})
+    await controller.submit(TENANT, "U1", screen.session_id, {"snapshot": ""})  # refused: still released
+    await controller.back(TENANT, "U1", screen.session_id)
+    with pytest.raises(store.SessionGone):
+        await controller.show(TENANT, "U2", screen.session_id)
+    assert controller.flow.machine.models == []

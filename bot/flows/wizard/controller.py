@@ -6,13 +6,14 @@ saves, and returns a :class:`Screen` — what to show next. The Slack layer rend
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot.flows.wizard import store
-from bot.flows.wizard.machine import CANCELLED, DONE, Wizard
+from bot.flows.wizard.machine import CANCELLED, DONE, Flow, Wizard
 from bot.flows.wizard.steps.base import Errors, Option, Step, StepView, WizardContext
 from storage.tenancy import Tenant
 
@@ -38,6 +39,7 @@ class WizardController:
         self, steps: Callable[[], Sequence[Step]], services: Any, *, ttl: timedelta = store.DEFAULT_TTL
     ) -> None:
         self._steps = steps
+        self._flow: Flow | None = None
         self.services = services
         self.ttl = ttl  # an untouched session expires after this
 
@@ -56,61 +58,80 @@ class WizardController:
         return Screen(str(row.id), step.name, step.title, number, total, view, errors or {}, note,
                       first=wizard.is_first(), slow=step.slow)  # fmt: skip
 
-    async def _load(self, tenant: Tenant, user_id: str, session_id: str) -> Wizard:
+    @property
+    def flow(self) -> Flow:
+        """The shared machine, built on first use (the step list is fixed for a controller's lifetime)."""
+        if self._flow is None:
+            self._flow = Flow(self._steps())
+        return self._flow
+
+    @contextlib.asynccontextmanager
+    async def _attached(self, row) -> AsyncIterator[Wizard]:
+        wizard = self.flow.attach(row)
+        try:
+            yield wizard
+        finally:
+            self.flow.release(wizard)
+
+    @contextlib.asynccontextmanager
+    async def _session(self, tenant: Tenant, user_id: str, session_id: str) -> AsyncIterator[Wizard]:
         row = await store.load(tenant, session_id, user_id)
-        return Wizard(row, self._steps())
+        async with self._attached(row) as wizard:
+            yield wizard
 
     async def start(self, tenant: Tenant, user_id: str, channel_id: str | None, *, user_tz: str = "UTC",
                     prefill: Mapping[str, Any] | None = None) -> Screen:  # fmt: skip
-        steps = self._steps()
         data = {**(prefill or {}), "_user_tz": user_tz}
-        first = next(s.name for s in steps if s.applies(data))
+        first = next(s.name for s in self.flow.steps if s.applies(data))
         row = await store.create(tenant, user_id, channel_id, first, data, ttl=self.ttl)
-        return await self._screen(Wizard(row, steps))
+        async with self._attached(row) as wizard:
+            return await self._screen(wizard)
 
     async def title_of(self, tenant: Tenant, user_id: str, session_id: str) -> str:
-        return (await self._load(tenant, user_id, session_id)).current.title
+        async with self._session(tenant, user_id, session_id) as wizard:
+            return wizard.current.title
 
     async def is_slow(self, tenant: Tenant, user_id: str, session_id: str) -> bool:
-        wizard = await self._load(tenant, user_id, session_id)
-        return wizard.state not in (DONE, CANCELLED) and wizard.current.slow
+        async with self._session(tenant, user_id, session_id) as wizard:
+            return wizard.state not in (DONE, CANCELLED) and wizard.current.slow
 
     async def show(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
-        return await self._screen(await self._load(tenant, user_id, session_id))
+        async with self._session(tenant, user_id, session_id) as wizard:
+            return await self._screen(wizard)
 
     async def submit(self, tenant: Tenant, user_id: str, session_id: str, values: Mapping[str, Any], *,
                      defer_slow: bool = False) -> Screen | None:  # fmt: skip
         """Validate and advance. With ``defer_slow``, a slow step is not run: None tells the caller to show
         "working…" first and call again without it (one database read for the common fast case)."""
-        wizard = await self._load(tenant, user_id, session_id)
-        if defer_slow and wizard.current.slow:
-            return None
-        errors = await wizard.current.submit(self._context(wizard.row), values)
-        if errors:
-            await store.save(wizard.row)  # a refused submit may still have learnt something (a fingerprint)
-            return await self._screen(wizard, errors=errors)
-        if wizard.state == wizard.steps[-1].name:
-            await wizard.finish()
-        else:
-            await wizard.next()
-        return await self._screen(wizard)
+        async with self._session(tenant, user_id, session_id) as wizard:
+            if defer_slow and wizard.current.slow:
+                return None
+            errors = await wizard.current.submit(self._context(wizard.row), values)
+            if errors:
+                await store.save(wizard.row)  # a refused submit may still have learnt something (a fingerprint)
+                return await self._screen(wizard, errors=errors)
+            if wizard.state == wizard.steps[-1].name:
+                await wizard.finish()
+            else:
+                await wizard.next()
+            return await self._screen(wizard)
 
     async def back(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
-        wizard = await self._load(tenant, user_id, session_id)
-        if not wizard.is_first():
-            await wizard.back()
-        return await self._screen(wizard)
+        async with self._session(tenant, user_id, session_id) as wizard:
+            if not wizard.is_first():
+                await wizard.back()
+            return await self._screen(wizard)
 
     async def act(self, tenant: Tenant, user_id: str, session_id: str, action: str, value: str) -> Screen:
-        wizard = await self._load(tenant, user_id, session_id)
-        note = await wizard.current.act(self._context(wizard.row), action, value)
-        target = wizard.row.data.pop(GOTO, None)
-        if target and self._can_jump(wizard, target):
-            wizard.machine.set_state(target, model=wizard)
-            wizard.row.state = target
-            note = f"Back at *{wizard.current.title}*: fix it and press Next; every other answer is kept."
-        await store.save(wizard.row)  # an action may have stored something (e.g. a tested credential)
-        return await self._screen(wizard, note=note)
+        async with self._session(tenant, user_id, session_id) as wizard:
+            note = await wizard.current.act(self._context(wizard.row), action, value)
+            target = wizard.row.data.pop(GOTO, None)
+            if target and self._can_jump(wizard, target):
+                wizard.set_state(target)
+                wizard.row.state = target
+                note = f"Back at *{wizard.current.title}*: fix it and press Next; every other answer is kept."
+            await store.save(wizard.row)  # an action may have stored something (e.g. a tested credential)
+            return await self._screen(wizard, note=note)
 
     @staticmethod
     def _can_jump(wizard: Wizard, target: str) -> bool:
@@ -120,15 +141,15 @@ class WizardController:
                 and order.index(target) < order.index(wizard.state))  # fmt: skip
 
     async def options(self, tenant: Tenant, user_id: str, session_id: str, field_name: str, query: str) -> list[Option]:
-        wizard = await self._load(tenant, user_id, session_id)
-        finder = getattr(wizard.current, "options", None)
-        return list(await finder(self._context(wizard.row), field_name, query)) if finder else []
+        async with self._session(tenant, user_id, session_id) as wizard:
+            finder = getattr(wizard.current, "options", None)
+            return list(await finder(self._context(wizard.row), field_name, query)) if finder else []
 
     async def cancel(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
-        wizard = await self._load(tenant, user_id, session_id)
-        left = await self._clean_up(wizard)
-        await wizard.cancel()
-        screen = await self._screen(wizard)
+        async with self._session(tenant, user_id, session_id) as wizard:
+            left = await self._clean_up(wizard)
+            await wizard.cancel()
+            screen = await self._screen(wizard)
         if left:
             screen.note = "Could not remove: " + "; ".join(left)
         return screen
@@ -146,12 +167,15 @@ class WizardController:
         """Cancel abandoned sessions (run periodically), undoing what their steps created; returns how many."""
         count = 0
         for row in await store.expired_open(now):
-            wizard = Wizard(row, self._steps())
-            await self._clean_up(wizard)
-            await wizard.cancel()
+            async with self._attached(row) as wizard:
+                await self._clean_up(wizard)
+                await wizard.cancel()
             count += 1
         return count
 
     async def resume(self, tenant: Tenant, user_id: str) -> Screen | None:
         row = await store.latest_open(tenant, user_id)
-        return await self._screen(Wizard(row, self._steps())) if row else None
+        if row is None:
+            return None
+        async with self._attached(row) as wizard:
+            return await self._screen(wizard)

@@ -19,41 +19,61 @@ from storage.models import WizardSession
 DONE, CANCELLED = "done", "cancelled"
 
 
-class Wizard:
-    """The machine's model: one WizardSession row and the step list."""
+class Flow:
+    """One AsyncMachine for a list of steps, shared by every session: building the ~90 guarded transitions costs
+    more than a whole click otherwise, so sessions are attached as models for one call and released after it."""
 
-    def __init__(self, row: WizardSession, steps: Sequence[Step]) -> None:
-        self.row = row
+    def __init__(self, steps: Sequence[Step]) -> None:
         self.steps = list(steps)
         self.by_name = {s.name: s for s in self.steps}
-        order = [s.name for s in self.steps]
+        self.order = [s.name for s in self.steps]
         self.machine = AsyncMachine(
-            model=self, states=[*order, DONE, CANCELLED], initial=row.state, auto_transitions=False,
-            after_state_change="_save", queued=False,
+            model=None, states=[*self.order, DONE, CANCELLED], initial=self.order[0], auto_transitions=False,
+            after_state_change="_save", queued=False, send_event=True,
         )  # fmt: skip
-        for i, name in enumerate(order):
-            for later in order[i + 1 :]:
+        for i, name in enumerate(self.order):
+            for later in self.order[i + 1 :]:
                 self.machine.add_transition("next", name, later, conditions=[self._guard(name, later)])
-            for earlier in reversed(order[:i]):
+            for earlier in reversed(self.order[:i]):
                 self.machine.add_transition("back", name, earlier, conditions=[self._guard(name, earlier)])
-        self.machine.add_transition("finish", order[-1], DONE)
-        self.machine.add_transition("cancel", [*order], CANCELLED)
+        self.machine.add_transition("finish", self.order[-1], DONE)
+        self.machine.add_transition("cancel", [*self.order], CANCELLED)
 
     def _guard(self, source: str, dest: str):
         """True when ``dest`` is the nearest applicable step from ``source`` in that direction."""
-        order = [s.name for s in self.steps]
-        a, b = order.index(source), order.index(dest)
-        between = order[a + 1 : b] if b > a else order[b + 1 : a]
+        a, b = self.order.index(source), self.order.index(dest)
+        between = self.order[a + 1 : b] if b > a else self.order[b + 1 : a]
 
-        def condition(*_args, **_kwargs) -> bool:
-            data = self.row.data
+        def condition(event) -> bool:
+            data = event.model.row.data
             return self.by_name[dest].applies(data) and not any(self.by_name[n].applies(data) for n in between)
 
         return condition
 
+    def attach(self, row: WizardSession) -> Wizard:
+        wizard = Wizard(row, self)
+        self.machine.add_model(wizard, initial=row.state)
+        return wizard
+
+    def release(self, wizard: Wizard) -> None:
+        self.machine.remove_model(wizard)
+
+
+class Wizard:
+    """The machine's model for one call: a WizardSession row seen through a shared :class:`Flow`."""
+
+    def __init__(self, row: WizardSession, flow: Flow) -> None:
+        self.row = row
+        self.flow = flow
+        self.steps = flow.steps
+        self.by_name = flow.by_name
+
     async def _save(self, *_args, **_kwargs) -> None:
         self.row.state = self.state
         await store.save(self.row)
+
+    def set_state(self, name: str) -> None:
+        self.flow.machine.set_state(name, model=self)
 
     @property
     def current(self) -> Step:
