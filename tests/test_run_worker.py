@@ -213,3 +213,44 @@ async def _check_ok(world: World, repo: Repo) -> bool:
         return (await borg_check.run(world.pool_transport(), repo, lock_wait=1)).ok
     except Exception:  # still locked by the dying borg serve: try again
         return False
+
+
+async def test_backups_ping_the_chains_healthcheck_url(world: World) -> None:
+    """start, then success; a failing run pings /fail (a local HTTP server stands in for healthchecks.io)."""
+    from aiohttp import web
+
+    from bot.monitoring import set_ping_url
+
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(text="OK")
+
+    server = web.Application()
+    server.router.add_get("/{tail:.*}", record)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    chain = await make_chain(world, name="pinged")
+    await set_ping_url(TEAM, chain.id, f"http://127.0.0.1:{port}/ping/abc")
+    queue = SqlQueue()
+    worker = Worker(queue, Executor(queue, world.services), poll=0.2)
+    await worker.start()
+    try:
+        run = await queue.enqueue(RunSpec(TEAM, chain_id=chain.id))
+        worker.wake()
+        await wait_for(lambda: final(run.id))
+        assert seen == ["/ping/abc/start", "/ping/abc"]
+        repository = await Repository.get(id=chain.repository_id)
+        repository.passphrase = "wrong"
+        await repository.save()
+        bad = await queue.enqueue(RunSpec(TEAM, chain_id=chain.id))
+        worker.wake()
+        await wait_for(lambda: final(bad.id))
+        assert seen[2:] == ["/ping/abc/start", "/ping/abc/fail"]
+    finally:
+        await worker.stop(grace=5)
+        await runner.cleanup()

@@ -25,6 +25,7 @@ from bot.borg import check as borg_check
 from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
 from bot.flows.wizard import plan as planning
+from bot.monitoring import ping_chain
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.transport.base import TransportError
 from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
@@ -108,6 +109,7 @@ class Executor:
     on_progress: Callable[[Run, dict[str, Any]], None] | None = None
 
     async def __call__(self, run: Run) -> Run:
+        pinged = await self._ping(run, "start")
         try:
             if run.kind == RunKind.CHECK:
                 outcome: ChainResult | RunOutcome = await self._check(run)
@@ -119,8 +121,19 @@ class Executor:
         except _Early as early:
             outcome = early.outcome
         stored = await self.queue.complete(run, outcome)
+        if pinged is not None:
+            await ping_chain(pinged, "success" if stored.status in (RunStatus.SUCCEEDED, RunStatus.WARNING) else "fail")
         await announce(self.alerts, stored, result=outcome)
         return stored
+
+    async def _ping(self, run: Run, event: str) -> BackupChain | None:
+        """Healthchecks-style ping of a backup run's chain (when it has a ping URL); never raises."""
+        if run.kind != RunKind.BACKUP or not run.chain_id:  # type: ignore[attr-defined]
+            return None
+        chain = await BackupChain.get_or_none(id=run.chain_id)  # type: ignore[attr-defined]
+        if chain is not None:
+            await ping_chain(chain, event)  # type: ignore[arg-type]
+        return chain
 
     async def _backup(self, run: Run) -> ChainResult:
         chain = await BackupChain.get_or_none(id=run.chain_id) if run.chain_id else None  # type: ignore[attr-defined]
