@@ -95,9 +95,7 @@ def _blocks(screen: Screen) -> list[Block]:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Step {screen.number} of {screen.total} · "
                                                                      f"*{screen.title}*")]))  # fmt: skip
     blocks.append(_section(view.heading))
-    if screen.errors and not screen.slow:
-        pass  # shown inline by response_action=errors
-    elif screen.errors:
+    if screen.errors and screen.slow:  # fast steps show errors inline (response_action=errors) instead
         blocks.append(_section("\n".join(f":warning: {msg}" for msg in screen.errors.values())))
     if screen.note:
         blocks.append(_section(screen.note))
