@@ -88,8 +88,8 @@ async def test_open_advance_errors_back_and_slow_steps(slack: SlackEmulator, dri
     view = driver.current_view()
     assert "Step 2 of 3" in str(view["blocks"][0]) and view["private_metadata"] == session_id
 
-    await driver.click("wizard_act:ping")
-    await slack.wait_for_call("views.update")
+    await driver.click("wizard_act:ping")  # a slow step's button: "working…" first, then its result
+    await slack.wait_for_call("views.update", count=2)
     assert "pong from second" in str(driver.current_view()["blocks"])
 
     await driver.set_value("v", "a", block_id="second")
