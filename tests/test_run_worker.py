@@ -215,6 +215,10 @@ async def _check_ok(world: World, repo: Repo) -> bool:
         return False
 
 
+async def _at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
+
+
 async def test_backups_ping_the_chains_healthcheck_url(world: World) -> None:
     """start, then success; a failing run pings /fail (a local HTTP server stands in for healthchecks.io)."""
     from aiohttp import web
@@ -243,6 +247,7 @@ async def test_backups_ping_the_chains_healthcheck_url(world: World) -> None:
         run = await queue.enqueue(RunSpec(TEAM, chain_id=chain.id))
         worker.wake()
         await wait_for(lambda: final(run.id))
+        await wait_for(lambda: _at_least(seen, 2))  # the closing ping follows the run's final state
         assert seen == ["/ping/abc/start", "/ping/abc"]
         repository = await Repository.get(id=chain.repository_id)
         repository.passphrase = "wrong"
@@ -250,6 +255,7 @@ async def test_backups_ping_the_chains_healthcheck_url(world: World) -> None:
         bad = await queue.enqueue(RunSpec(TEAM, chain_id=chain.id))
         worker.wake()
         await wait_for(lambda: final(bad.id))
+        await wait_for(lambda: _at_least(seen, 4))
         assert seen[2:] == ["/ping/abc/start", "/ping/abc/fail"]
     finally:
         await worker.stop(grace=5)
