@@ -138,3 +138,25 @@ async def test_enqueue_final_status(sqlite_db, status) -> None:
     [repo] = await repos(1)
     run = await SqlQueue().enqueue(RunSpec(TEAM, repository_id=repo.id, status=status, error="why"))
     assert run.next_attempt_at is None and run.finished_at is not None and await SqlQueue().claim("w") is None
+
+
+async def test_enqueue_many_inserts_in_bulk_skips_known_slots_and_returns_stored_rows(database) -> None:
+    from storage.models import BackupChain
+
+    r = await repos(2)
+    chains = [await BackupChain.create(team_id=TEAM, name=f"c{i}", repository=r[i % 2]) for i in range(30)]
+    queue = SqlQueue()
+    slot = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+    already = await queue.enqueue(RunSpec(TEAM, chain_id=chains[0].id, scheduled_for=slot))
+    specs = [RunSpec(TEAM, chain_id=c.id, scheduled_for=slot, priority=c.id % 10) for c in chains]
+    specs.append(RunSpec(TEAM, chain_id=chains[1].id, scheduled_for=slot))  # repeated inside the batch
+    created = await queue.enqueue_many(specs)
+    assert [run.chain_id for run in created] == [c.id for c in chains[1:]]
+    for run in created:  # the returned objects are the stored rows, ids included
+        stored = await Run.get(id=run.id)
+        assert (stored.chain_id, stored.priority, stored.lock_key) == (run.chain_id, run.priority, run.lock_key)
+        assert stored.repository_id == r[chains.index(next(c for c in chains if c.id == run.chain_id)) % 2].id
+        assert stored.status == RunStatus.QUEUED and stored.scheduled_for == slot == stored.next_attempt_at
+    assert await Run.filter(chain_id=chains[0].id).values_list("id", flat=True) == [already.id]
+    assert await queue.enqueue_many(specs) == []
+    assert await Run.all().count() == 30

@@ -22,7 +22,7 @@ queued run retries it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -116,6 +116,10 @@ class RunQueue(Protocol):
     async def enqueue(self, spec: RunSpec) -> Run | None:
         """Queue a run; None when a run for the same chain, kind and ``scheduled_for`` already exists."""
 
+    async def enqueue_many(self, specs: Sequence[RunSpec]) -> list[Run]:
+        """Queue many runs in few statements (the scheduler at a busy minute); same idempotency as :meth:`enqueue`.
+        Returns the runs created, in the order of ``specs``."""
+
     async def claim(self, worker_id: str, *, now: datetime | None = None) -> Run | None:
         """The next due run, moved to ``running`` (or None). Never two running runs of one ``lock_key``."""
 
@@ -135,6 +139,57 @@ class RunQueue(Protocol):
         """Queued runs whose window ended before they started → ``skipped`` with a reason."""
 
 
+async def _without_existing(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """Drop specs whose chain + kind + ``scheduled_for`` is already a run (or repeated within ``specs``)."""
+    keyed = [s for s in specs if s.chain_id is not None and s.scheduled_for is not None]
+    taken: set[tuple[int, str, datetime]] = set()
+    if keyed:
+        chain_ids = sorted({s.chain_id for s in keyed})
+        moments = sorted({_utc(s.scheduled_for) for s in keyed})
+        for start in range(0, len(chain_ids), 500):
+            found = await Run.filter(
+                chain_id__in=chain_ids[start:start + 500], scheduled_for__gte=moments[0], scheduled_for__lte=moments[-1]
+            ).values_list("chain_id", "kind", "scheduled_for")
+            taken.update((c, str(k), _utc(t)) for c, k, t in found)
+    fresh = []
+    for spec in specs:
+        if spec.chain_id is not None and spec.scheduled_for is not None:
+            key = (spec.chain_id, str(RunKind(spec.kind)), _utc(spec.scheduled_for))
+            if key in taken:
+                continue
+            taken.add(key)
+        fresh.append(spec)
+    return fresh
+
+
+async def _repositories_of(specs: Sequence[RunSpec]) -> dict[int, int]:
+    """chain id → repository id, for specs that name a chain but not its repository (one query)."""
+    from storage.models import BackupChain
+
+    wanted = sorted({s.chain_id for s in specs if s.repository_id is None and s.chain_id is not None})
+    found: dict[int, int] = {}
+    for start in range(0, len(wanted), 500):
+        rows = await BackupChain.filter(id__in=wanted[start:start + 500]).values_list("id", "repository_id")
+        found.update(dict(rows))
+    return found
+
+
+def _row(spec: RunSpec, repositories: Mapping[int, int], now: datetime) -> Run:
+    scheduled = _utc(spec.scheduled_for)
+    repository_id = spec.repository_id
+    if repository_id is None and spec.chain_id is not None:
+        repository_id = repositories.get(spec.chain_id)
+    final = spec.status != RunStatus.QUEUED
+    return Run(
+        team_id=spec.team_id, chain_id=spec.chain_id, repository_id=repository_id, kind=spec.kind,
+        status=spec.status, priority=spec.priority, attempts=0,
+        next_attempt_at=None if final else (scheduled or now), lock_key=lock_key_for(repository_id),
+        scheduled_for=scheduled or now, window_ends_at=_utc(spec.window_ends_at), requested_by=spec.requested_by,
+        stats={"options": dict(spec.options)} if spec.options else None, error=spec.error,
+        error_kind=spec.error_kind, finished_at=now if final else None, created_at=now,
+    )  # fmt: skip
+
+
 class SqlQueue:
     """The embedded queue on the app's database (one bot process; see the module docstring)."""
 
@@ -152,25 +207,31 @@ class SqlQueue:
     # ------------------------------------------------------------------------------------------- enqueue
 
     async def enqueue(self, spec: RunSpec) -> Run | None:
-        scheduled = _utc(spec.scheduled_for)
-        if spec.chain_id is not None and scheduled is not None:
-            if await Run.filter(chain_id=spec.chain_id, kind=spec.kind, scheduled_for=scheduled).exists():
-                return None
-        repository_id = spec.repository_id
-        if repository_id is None and spec.chain_id is not None:
-            from storage.models import BackupChain
+        created = await self.enqueue_many([spec])
+        return created[0] if created else None
 
-            repository_id = (await BackupChain.get(id=spec.chain_id)).repository_id  # type: ignore[attr-defined]
+    async def enqueue_many(self, specs: Sequence[RunSpec]) -> list[Run]:
+        fresh = await _without_existing(specs)
+        if not fresh:
+            return []
+        repositories = await _repositories_of(fresh)
         now = datetime.now(UTC)
-        final = spec.status != RunStatus.QUEUED
-        return await Run.create(
-            team_id=spec.team_id, chain_id=spec.chain_id, repository_id=repository_id, kind=spec.kind,
-            status=spec.status, priority=spec.priority, attempts=0,
-            next_attempt_at=None if final else (scheduled or now), lock_key=lock_key_for(repository_id),
-            scheduled_for=scheduled or now, window_ends_at=_utc(spec.window_ends_at), requested_by=spec.requested_by,
-            stats={"options": dict(spec.options)} if spec.options else None, error=spec.error,
-            error_kind=spec.error_kind, finished_at=now if final else None,
-        )  # fmt: skip
+        rows = [_row(spec, repositories, now) for spec in fresh]
+        async with in_transaction() as conn:
+            if len(rows) == 1:
+                await rows[0].save(using_db=conn)
+            else:
+                last = await Run.all().using_db(conn).order_by("-id").limit(1).values_list("id", flat=True)
+                await Run.bulk_create(rows, batch_size=500, using_db=conn)
+                if any(row.id is None for row in rows):
+                    # Engines that do not return bulk-inserted keys: read them back in insertion order.
+                    ids = await (Run.filter(id__gt=last[0] if last else 0).using_db(conn).order_by("id")
+                                 .values_list("id", flat=True))  # fmt: skip
+                    for row, ident in zip(rows, ids[-len(rows):], strict=True):
+                        row.id = ident
+        return rows
+
+    # --------------------------------------------------------------------------------------------- claim
 
     # --------------------------------------------------------------------------------------------- claim
 
