@@ -2,7 +2,9 @@
 
 Metrics
 -------
-``GET /metrics`` answers in the Prometheus text exposition format 0.0.4. The text is written here rather than
+``GET /metrics`` answers in the Prometheus text exposition format 0.0.4, to a scraper that sends a workspace API
+token (``Authorization: Bearer …``, from ``backup-bot api-token``; Prometheus: ``authorization: {credentials: …}``)
+and only about that token's workspace: chain names and outcomes are one workspace's business, not the network's. The text is written here rather than
 with ``prometheus-client``: every value is read from the database at scrape time (the bot may run as several
 processes, and the queue's rows are the truth), so the client library's in-process registry would only be a
 custom collector around the same queries — one more dependency for ~40 lines of escaping and formatting.
@@ -88,10 +90,10 @@ def _ts(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
-async def _latest_runs(statuses: tuple[RunStatus, ...]) -> dict[int, Run]:
+async def _latest_runs(team_id: str, statuses: tuple[RunStatus, ...]) -> dict[int, Run]:
     """Per chain, the backup run with the highest id among ``statuses`` (ids grow with creation)."""
     latest = (
-        await Run.filter(kind=RunKind.BACKUP, status__in=statuses, chain_id__isnull=False)
+        await Run.filter(team_id=team_id, kind=RunKind.BACKUP, status__in=statuses, chain_id__isnull=False)
         .annotate(last_id=Max("id"))
         .group_by("chain_id")
         .values("chain_id", "last_id")
@@ -103,9 +105,9 @@ async def _latest_runs(statuses: tuple[RunStatus, ...]) -> dict[int, Run]:
     return {run.chain_id: run for run in rows}
 
 
-async def render_metrics() -> str:
-    """The whole exposition, from the database, now."""
-    chains = await BackupChain.all().values("id", "team_id", "name", "status")
+async def render_metrics(team_id: str) -> str:
+    """The workspace's whole exposition, from the database, now."""
+    chains = await BackupChain.filter(team_id=team_id).values("id", "team_id", "name", "status")
     by_id = {c["id"]: c for c in chains}
 
     def labels(chain_id: int) -> dict[str, str]:
@@ -133,7 +135,7 @@ async def render_metrics() -> str:
     for chain in chains:
         up.add(1 if chain["status"] == ChainStatus.ACTIVE else 0, **labels(chain["id"]))
 
-    for chain_id, run in (await _latest_runs(SUCCESS)).items():
+    for chain_id, run in (await _latest_runs(team_id, SUCCESS)).items():
         if chain_id not in by_id:
             continue
         if run.finished_at is not None:
@@ -144,12 +146,12 @@ async def render_metrics() -> str:
         if isinstance(stats.get("deduplicated_size"), int | float):
             dedup.add(stats["deduplicated_size"], **labels(chain_id))
 
-    for chain_id, run in (await _latest_runs(FINISHED)).items():
+    for chain_id, run in (await _latest_runs(team_id, FINISHED)).items():
         if chain_id in by_id and run.started_at is not None and run.finished_at is not None:
             duration.add(max(0.0, (run.finished_at - run.started_at).total_seconds()), **labels(chain_id))
 
     counts = (
-        await Run.filter(chain_id__isnull=False, status__in=FINISHED)
+        await Run.filter(team_id=team_id, chain_id__isnull=False, status__in=FINISHED)
         .annotate(count=Count("id"))
         .group_by("chain_id", "kind", "status")
         .values("chain_id", "kind", "status", "count")
@@ -159,24 +161,26 @@ async def render_metrics() -> str:
             kind, status = getattr(row["kind"], "value", row["kind"]), getattr(row["status"], "value", row["status"])
             outcomes.add(row["count"], **labels(row["chain_id"]), kind=kind, status=status)
 
-    teams = {c["team_id"] for c in chains}
-    queued = (
-        await Run.filter(status=RunStatus.QUEUED)
-        .annotate(count=Count("id"))
-        .group_by("team_id")
-        .values("team_id", "count")
-    )
-    depth = {row["team_id"]: row["count"] for row in queued}
-    for team in sorted(teams | set(depth)):
-        queue.add(depth.get(team, 0), team=team)
+    queue.add(await Run.filter(team_id=team_id, status=RunStatus.QUEUED).count(), team=team_id)
 
     families = (up, last_success, duration, original, dedup, outcomes, queue)
     return "\n".join(line for family in families for line in family.render()) + "\n"
 
 
-async def metrics_handler(_: web.Request) -> web.Response:
+async def metrics_handler(request: web.Request) -> web.Response:
+    from bot.api.tokens import team_for_token
+
+    header = request.headers.get("Authorization", "")
+    team_id = await team_for_token(header.removeprefix("Bearer ").strip()) if header.startswith("Bearer ") else None
+    if team_id is None:
+        return web.Response(
+            status=401,
+            text="Send a workspace API token as `Authorization: Bearer …` (create one with "
+            "`backup-bot api-token --team <team id>`); the metrics are that workspace's.\n",
+            headers={"WWW-Authenticate": 'Bearer realm="backupbot"'},
+        )
     try:
-        body = await render_metrics()
+        body = await render_metrics(team_id)
     except Exception as exc:  # a scrape must not take the bot down; Prometheus records the failed scrape
         log.error("metrics failed: %s", type(exc).__name__)
         log.debug("metrics error detail", exc_info=exc)

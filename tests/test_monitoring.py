@@ -72,6 +72,17 @@ async def _run(chain: BackupChain, status: RunStatus, end: datetime | None, seco
     )
 
 
+async def scrape(url: str, team: str = T1) -> tuple[int, str]:
+    """GET /metrics as Prometheus would, with the workspace's API token."""
+    from bot.api.tokens import create_token
+
+    headers = {"Authorization": f"Bearer {await create_token(team)}"}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        if response.status == 200:
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return response.status, await response.text()
+
+
 @pytest.fixture
 async def metrics_url(sqlite_db: str) -> AsyncIterator[str]:
     runner = web.AppRunner(http_app(None))
@@ -105,10 +116,8 @@ async def test_metrics_reflect_chains_and_runs(metrics_url: str) -> None:
     await _run(other, RunStatus.QUEUED, None)
     await _run(other, RunStatus.RUNNING, None)
 
-    async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = await response.text()
+    status, text = await scrape(metrics_url)
+    assert status == 200
     assert "secret-host-path" not in text
     samples, types = parse(text)
     w = {"team": T1, "chain": 'web "front"'}
@@ -123,19 +132,31 @@ async def test_metrics_reflect_chains_and_runs(metrics_url: str) -> None:
     assert samples[key("backupbot_chain_runs_total", **w, kind="prune", status="succeeded")] == 1
     assert samples[key("backupbot_chain_up", **w)] == 1
     assert samples[key("backupbot_chain_up", team=T1, chain="db")] == 0
-    assert samples[key("backupbot_chain_up", team=T2, chain="web")] == 1
-    assert key("backupbot_chain_last_success_timestamp_seconds", team=T2, chain="web") not in samples
+    assert not any(f'team="{T2}"' in name for name in samples)  # another workspace's chains are not shown
     assert key("backupbot_chain_last_success_timestamp_seconds", team=T1, chain=db.name) not in samples
     assert samples[key("backupbot_queue_depth", team=T1)] == 1
-    assert samples[key("backupbot_queue_depth", team=T2)] == 2
+    other_samples, _ = parse((await scrape(metrics_url, T2))[1])
+    assert other_samples[key("backupbot_chain_up", team=T2, chain="web")] == 1
+    assert key("backupbot_chain_last_success_timestamp_seconds", team=T2, chain="web") not in other_samples
+    assert other_samples[key("backupbot_queue_depth", team=T2)] == 2
+    assert not any(f'team="{T1}"' in name for name in other_samples)
     assert types["backupbot_chain_runs"] == "counter"
     assert types["backupbot_queue_depth"] == "gauge"
 
 
-async def test_metrics_of_an_empty_database(metrics_url: str) -> None:
-    async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
-        samples, types = parse(await response.text())
-    assert samples == {} and "backupbot_queue_depth" in types
+async def test_metrics_of_an_empty_workspace(metrics_url: str) -> None:
+    samples, types = parse((await scrape(metrics_url))[1])
+    assert samples == {key("backupbot_queue_depth", team=T1): 0} and "backupbot_chain_up" in types
+
+
+@pytest.mark.parametrize("header", [None, "Bearer bwapi_not-a-token", "Basic dXNlcjpwYXNz"])
+async def test_metrics_need_a_workspace_token(metrics_url: str, header: str | None) -> None:
+    await _chain(T1, "web")
+    headers = {"Authorization": header} if header else {}
+    async with aiohttp.ClientSession() as session, session.get(metrics_url, headers=headers) as response:
+        assert response.status == 401
+        text = await response.text()
+    assert "backup-bot api-token" in text and "backupbot_chain_up" not in text
 
 
 # --------------------------------------------------------------------------------------------- pings
