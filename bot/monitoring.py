@@ -4,7 +4,8 @@ Metrics
 -------
 ``GET /metrics`` answers in the Prometheus text exposition format 0.0.4, to a scraper that sends a workspace API
 token (``Authorization: Bearer …``, from ``backup-bot api-token``; Prometheus: ``authorization: {credentials: …}``)
-and only about that token's workspace: chain names and outcomes are one workspace's business, not the network's. The text is written here rather than
+and only about that token's workspace: chain names and outcomes are one workspace's business, not the network's.
+The text is written here rather than
 with ``prometheus-client``: every value is read from the database at scrape time (the bot may run as several
 processes, and the queue's rows are the truth), so the client library's in-process registry would only be a
 custom collector around the same queries — one more dependency for ~40 lines of escaping and formatting.
