@@ -226,3 +226,34 @@ async def test_slash_commands_answer_ephemerally_for_the_callers_workspace(drive
     assert "can't find a backup chain named `secret-chain`" in json.dumps(missing.json["blocks"])
     templates = await driver.slash_command("/backup", "Templates")
     assert "/backup new from:nightly-files" in json.dumps(templates.json["blocks"])
+
+
+async def test_ping_url_is_set_shown_and_removed_from_slack(driver: SlackDriver, rows) -> None:
+    """`/backup ping`: the URL is stored, shown by host only (its path is the check's secret), audited, removable;
+    someone who may not act on the chain changes nothing; bad URLs are refused."""
+    from bot.monitoring import ping_url_of
+    from storage.models import AuditLog
+
+    web = rows["web"]
+    driver.emulator.add_user("U0NOBODY", name="nina")
+
+    async def ping(text: str, user: str | None = None) -> str:
+        answered = await driver.slash_command("/backup", f"ping {text}", user=user)
+        assert answered.status == 200 and answered.json["response_type"] == "ephemeral"
+        assert check_message_blocks(answered.json["blocks"]) == []
+        return json.dumps(answered.json["blocks"])
+
+    assert "has no ping URL" in await ping("web-files")
+    denied = await ping("web-files https://hc-ping.com/uuid-secret", user="U0NOBODY")
+    assert "not allowed" in denied and await ping_url_of(A.team_id, web.id) is None
+    assert "http:// or https://" in await ping("web-files ftp://example.com/x")
+    said = await ping("web-files <https://hc-ping.com/uuid-secret>")  # as Slack escapes links
+    assert "now pings `hc-ping.com`" in said and "uuid-secret" not in said
+    assert await ping_url_of(A.team_id, web.id) == "https://hc-ping.com/uuid-secret"
+    shown = await ping("web-files")
+    assert "hc-ping.com" in shown and "uuid-secret" not in shown
+    assert "can't find a backup chain" in await ping("secret-chain https://x.example/y")  # another workspace's
+    assert "no longer pings" in await ping("web-files off")
+    assert await ping_url_of(A.team_id, web.id) is None
+    audit = await AuditLog.filter(action="chain.ping_url").order_by("id").values_list("details", flat=True)
+    assert audit == [{"host": "hc-ping.com"}, {"removed": True}]

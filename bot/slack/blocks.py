@@ -38,6 +38,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("resume", "/backup resume", "reopen a wizard you closed, at the step you left", True),
     Subcommand("cancel", "/backup cancel", "discard your open wizard", True),
     Subcommand("templates", "/backup templates", "saved answer sets to start a wizard from", True),
+    Subcommand("ping", "/backup ping <chain> [<url>|off]", "a URL pinged at each backup's start/success/fail", True),
 )
 
 
