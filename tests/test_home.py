@@ -174,10 +174,18 @@ async def test_home_lists_this_workspaces_chains_with_status_sizes_and_buttons(
 async def test_run_now_queues_a_high_priority_backup_once(
     slack: SlackEmulator, driver: SlackDriver, chains: dict[str, BackupChain]
 ) -> None:
+    from bot.runs import nudge
+
+    woken: list[str] = []
+    unregister = nudge.register(lambda: woken.append("wake"))
     await _open(slack, driver, user=CREATOR)
     web = chains["web"]
-    view = await _click(slack, driver, "home_run_now", web, CREATOR)
+    try:
+        view = await _click(slack, driver, "home_run_now", web, CREATOR)
+    finally:
+        unregister()
     assert "is queued" in _notice(view)
+    assert woken == ["wake"]  # the worker is told at once, not at its next poll
     run = await Run.get(chain_id=web.id, status=RunStatus.QUEUED)
     assert (run.team_id, run.kind, run.priority, run.requested_by) == (TEAM, RunKind.BACKUP, 10, CREATOR)
     assert run.lock_key == f"repo:{web.repository_id}" and run.repository_id == web.repository_id

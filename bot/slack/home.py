@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tortoise.transactions import in_transaction
 
 from bot.runs import schedule as sched
+from bot.runs.nudge import nudge
 from bot.slack import listing
 from bot.slack.blocks import home_help_view
 from bot.slack.home_blocks import PAGE_SIZE, PAUSE, RESUME, RUN_NOW, ChainRow, home_chains_view
@@ -206,6 +207,7 @@ async def _run_now(tenant: Tenant, chain: BackupChain, user_id: str, now: dateti
             next_attempt_at=now,
         )
         await _audit(tenant, user_id, "chain.run_now", str(chain.id), outcome="queued", run_id=run.id)
+    nudge()  # committed: the worker may start it now
     return f":clock3: A backup of *{listing._esc(chain.name)}* is queued; it starts as soon as the repository is free."
 
 

@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts import AlertBus
 from bot.runs.notify import Notifier, Report
+from bot.runs.nudge import nudge
 from bot.runs.outbox import Outbox, PermanentDeliveryError, TransientDeliveryError
 from storage.models import AuditLog, BackupChain, ChainStatus, Run, RunKind, RunStatus
 from storage.tenancy import Tenant
@@ -171,6 +172,7 @@ async def retry_now(tenant: Tenant, chain: BackupChain, user: str) -> tuple[Run,
         team_id=tenant.team_id, actor=user, action="run.retry_now", object_type="chain", object_id=str(chain.id),
         details={"run_id": run.id},
     )  # fmt: skip
+    nudge()
     return run, True
 
 
