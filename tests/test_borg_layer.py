@@ -200,3 +200,23 @@ def test_compression_specs() -> None:
     for bad in ("zstd,23", "gzip", "lz4,1", "auto", "zstd,x", ""):
         with pytest.raises(ValueError, match="not a borg compression"):
             create.compression(bad)
+
+
+async def test_a_lock_left_by_a_killed_borg_does_not_fail_the_next_command(local) -> None:
+    """A borg killed while holding the repository lock (the bot host crashed mid-backup) leaves lock.exclusive and
+    the lock roster behind. borg (hostnames are unique by default in 1.4) sees the holder's process is gone, removes
+    both and proceeds: the retry after a crash is not blocked by the crash's lock."""
+    transport, repo, _ = local
+    await init.run(transport, repo, "repokey-blake2", borg=BORG)
+    env = {**os.environ, **repo.env(), **repo.secret_env()}
+    holder = await asyncio.create_subprocess_exec(BORG, "with-lock", repo.url, "sleep", "300", env=env)
+    lock = Path(repo.url) / "lock.exclusive"
+    for _ in range(100):
+        if lock.is_dir() and any(lock.iterdir()):
+            break
+        await asyncio.sleep(0.1)
+    holder.kill()
+    await holder.wait()
+    assert lock.is_dir()  # the dead holder's lock is still there
+    assert await borg_list.archives(transport, repo, borg=BORG, lock_wait=20) == []
+    assert not lock.exists()
