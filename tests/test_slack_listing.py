@@ -170,7 +170,7 @@ async def test_templates_of_this_workspace(rows) -> None:
         "*nightly-files* · Files & folders",
         "Nightly /etc and /srv",
         "keeps 14 daily · Mon–Fri at 01:00 in your time zone",
-        "Use with `/backup new from:nightly-files`",
+        "Use with `/backup new from:nightly-files` or the button",
     ]
     assert pg.splitlines()[:2] == ["*pg* · PostgreSQL", "&lt;!channel&gt; &amp; co"]
     assert "secret-template" in text_of(await listing.templates_answer(B))
@@ -257,3 +257,33 @@ async def test_ping_url_is_set_shown_and_removed_from_slack(driver: SlackDriver,
     assert await ping_url_of(A.team_id, web.id) is None
     audit = await AuditLog.filter(action="chain.ping_url").order_by("id").values_list("details", flat=True)
     assert audit == [{"host": "hc-ping.com"}, {"removed": True}]
+
+
+async def test_template_button_opens_the_wizard_prefilled(rows, tmp_path: Path) -> None:
+    """`/backup templates` → "Start wizard" opens the real wizard with the template's answers in the session."""
+    from bot.flows.wizard.controller import WizardController
+    from bot.flows.wizard.registry import build_steps
+    from storage.models import WizardSession
+
+    async with SlackEmulator() as emulator:
+        settings = load_settings(tmp_path / "none.env", SLACK_BOT_TOKEN=DEFAULT_BOT_TOKEN, SLACK_SIGNING_SECRET=SECRET,
+                                 SLACK_API_URL=emulator.api_url, BACKUPBOT_SECRET_KEYS=generate_key())  # fmt: skip
+        app = build_app(settings, wizard=WizardController(build_steps, services=None))
+        runner = await serve_http(app, "127.0.0.1", 0)
+        host, port = runner.addresses[0][:2]
+        slack = SlackDriver.over_http(emulator, f"http://{host}:{port}/slack/events", SECRET)
+        try:
+            listed = await slack.slash_command("/backup", "templates")
+            buttons = [b["accessory"] for b in listed.json["blocks"] if b.get("accessory")]
+            assert [b["action_id"] for b in buttons] == [listing.TEMPLATE_START] * 2
+            nightly = await BackupTemplate.get(name="nightly-files")
+            await slack.click(listing.TEMPLATE_START, value=str(nightly.id))
+            view = await slack.wait_for_view()
+            assert "server" in json.dumps(view).lower()  # step 1 of the real wizard
+            session = await WizardSession.get(user_id=slack.user)
+            assert session.data["template_id"] == nightly.id
+            assert session.data["backup_type"] == "files"
+            assert session.data["retention"]["keep_daily"] == 14
+        finally:
+            await slack.aclose()
+            await runner.cleanup()

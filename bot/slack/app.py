@@ -73,7 +73,7 @@ def build_app(
     )
     app.middleware(_tenant_middleware(set()))
     commands.register(app, wizard)
-    actions.register(app)
+    actions.register(app, wizard)
     events.register(app)
     reports.register(app)  # Retry now / Pause chain on failure alerts
     if outbox is not None:  # approvals announce their decisions through the outbox (bot.slack.reports.install)

@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from slack_sdk.models.blocks import Block, ContextBlock, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import (
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
 
 from bot.backup.retention import policy_summary
 from bot.flows.wizard.steps.backup_type import LABELS as TYPE_LABELS
@@ -35,6 +43,7 @@ from storage.models import (
 from storage.tenancy import Tenant
 
 WORDS = ("list", "status", "templates")
+TEMPLATE_START = "template_start"  # the "Start wizard" button of a template in `/backup templates`
 MAX_BLOCKS = 50  # Slack's limit for a message
 MAX_ROWS = 40  # chains or templates listed in one answer; the rest are counted
 MAX_TEXT = 2900  # section text is limited to 3000 characters
@@ -299,8 +308,10 @@ async def templates_answer(tenant: Tenant) -> Answer:
             facts.append(_esc(_template_schedule(template.schedule)))
         if facts:
             lines.append(" · ".join(facts))
-        lines.append(f"Use with `/backup new from:{_esc(template.name)}`")
-        blocks.append(_section("\n".join(lines)))
+        lines.append(f"Use with `/backup new from:{_esc(template.name)}` or the button")
+        section = _section("\n".join(lines))
+        section.accessory = ButtonElement(text="Start wizard", action_id=TEMPLATE_START, value=str(template.id))
+        blocks.append(section)
     if len(templates) > MAX_ROWS:
         blocks.append(_context(f"…and {len(templates) - MAX_ROWS} more."))
     blocks.append(DividerBlock())

@@ -254,10 +254,14 @@ class SlackDriver:
     ) -> AppResponse:
         bot, team, person = self._who(user)
         world = self.emulator.world
+        ephemeral = False
         if channel is not None and ts is not None:
             chan_id, message = channel, world.messages.get(channel, ts)
         else:
             found = world.messages.find_with_action(action_id)
+            private = world.messages.find_ephemeral_with_action(action_id, person.id)
+            if private is not None and (found is None or float(private.message["ts"]) > float(found[1]["ts"])):
+                found, ephemeral = (private.channel, private.message), True
             if found is None:
                 raise DriverError(f"nothing on screen has action_id={action_id!r}")
             chan_id, message = found
@@ -274,6 +278,7 @@ class SlackDriver:
             trigger_id=world.issue_trigger_id(person.id, team.id),
             response_url=world.issue_response_url(ResponseTarget(team.id, chan.id, person.id, message["ts"])),
             values={},
+            ephemeral=ephemeral,
         )
         return await self.deliver("interactive", payload, person.id)
 

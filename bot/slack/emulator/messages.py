@@ -100,6 +100,14 @@ class MessageStore:
         """Channels that have (or had) messages."""
         return list(self._channels)
 
+    def find_ephemeral_with_action(self, action_id: str, user: str) -> Ephemeral | None:
+        """The newest ephemeral message ``user`` sees whose blocks hold ``action_id``."""
+        for item in reversed(self.ephemerals):
+            blocks = item.message.get("blocks") or []
+            if item.user == user and any(el.get("action_id") == action_id for _b, el in iter_elements(blocks)):
+                return item
+        return None
+
     def find_with_action(self, action_id: str) -> tuple[str, dict[str, Any]] | None:
         """The newest message anywhere whose blocks hold ``action_id`` (for driver clicks on messages)."""
         best: tuple[str, dict[str, Any]] | None = None

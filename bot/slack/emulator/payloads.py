@@ -80,18 +80,22 @@ def block_actions_in_message(
     trigger_id: str,
     response_url: str,
     values: dict[str, Any],
+    ephemeral: bool = False,
 ) -> dict[str, Any]:
-    """block_actions from a message (with channel, message, state and response_url)."""
+    """block_actions from a message (with channel, message, state and response_url). Slack leaves the ``message``
+    out for an ephemeral one (the app never owned it) and marks the container ``is_ephemeral``."""
     payload = _base("block_actions", bot, team, user)
+    container = {"type": "message", "message_ts": message["ts"], "channel_id": channel.id, "is_ephemeral": ephemeral}
     payload.update(
-        container={"type": "message", "message_ts": message["ts"], "channel_id": channel.id, "is_ephemeral": False},
+        container=container,
         trigger_id=trigger_id,
         channel={"id": channel.id, "name": channel.name},
-        message=message,
         state={"values": values},
         response_url=response_url,
         actions=[action],
     )
+    if not ephemeral:
+        payload["message"] = message
     return payload
 
 
