@@ -178,3 +178,28 @@ def test_doctor_detects_a_wrong_secret_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--help"], ["rotate-key", "--help"]])
 def test_help_works(tmp_path: Path, args: list[str]) -> None:
     assert cli(tmp_path, *args).returncode == 0
+
+
+async def test_approvals_rules_are_shown_changed_validated_and_obeyed(tmp_path: Path) -> None:
+    """`backup-bot approvals`: the rules the wizard and the approve buttons read, set without touching the DB."""
+    from bot.flows.approvals import requires_approval
+
+    assert cli(tmp_path, "init").returncode == 0
+    shown = cli(tmp_path, "approvals", "--team", "T0APPR")
+    assert shown.returncode == 0 and "need approval: no" in shown.stdout
+    assert "approvers: workspace admins" in shown.stdout
+    changed = cli(tmp_path, "approvals", "--team", "T0APPR", "--require", "--exempt", "U0LEAD",
+                  "--approvers", "U0LEAD,S0OPS,admins", "--channel", "C0APPROVE")  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert "yes, from everyone except U0LEAD" in changed.stdout and "U0LEAD, S0OPS, admins" in changed.stdout
+    assert_clean_failure(cli(tmp_path, "approvals", "--team", "T0APPR", "--approvers", "bob"),
+                         "'bob' is not valid in approvers", "Nothing was changed")  # fmt: skip
+    assert_clean_failure(cli(tmp_path, "approvals", "--team", "T0APPR", "--channel", "#ops"), "not a Slack channel id")
+    env = dotenv_values(tmp_path / ".env")
+    install_keyring(Keyring(env["BACKUPBOT_SECRET_KEYS"]))
+    async with db.database(f"sqlite://{tmp_path / 'data' / 'backup-bot.sqlite3'}"):
+        assert await requires_approval("T0APPR", "U0INTERN") is True
+        assert await requires_approval("T0APPR", "U0LEAD") is False
+    cleared = cli(tmp_path, "approvals", "--team", "T0APPR", "--no-require", "--exempt", "", "--required-for", "U0NEW")
+    assert "need approval: no" in cleared.stdout and "always need approval: U0NEW" in cleared.stdout
+    assert "approvers: U0LEAD, S0OPS, admins" in cleared.stdout  # untouched keys stay

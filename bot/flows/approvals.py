@@ -16,6 +16,8 @@ Approve/Reject buttons and decides it (compare-and-set on ``Approval.status``). 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from bot.alerts import Alert, AlertBus
@@ -34,6 +36,58 @@ async def _settings(workspace: Workspace | Tenant | str) -> dict[str, Any]:
         row = await Workspace.get_or_none(team_id=team_id)
     rules = (row.settings or {}).get(SETTINGS_KEY) if row is not None else None
     return rules if isinstance(rules, dict) else {}
+
+
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+GROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
+ADMINS = "admins"
+
+
+class RulesError(ValueError):
+    """A rule value that is not a Slack id of the right kind; the message says which and what was expected."""
+
+
+def _ids(values: Sequence[str], *, what: str, groups: bool = False) -> list[str]:
+    found: list[str] = []
+    for raw in values:
+        value = raw.strip()
+        ok = USER_ID.match(value) or (groups and (GROUP_ID.match(value) or value == ADMINS))
+        if not ok:
+            expected = "user ids (U…/W…), user group ids (S…) or the word admins" if groups else "user ids (U…/W…)"
+            raise RulesError(f"{value!r} is not valid in {what}: expected Slack {expected}.")
+        if value not in found:
+            found.append(value)
+    return found
+
+
+def changed_rules(rules: dict[str, Any], *, required: bool | None = None, exempt: Sequence[str] | None = None,
+                  required_for: Sequence[str] | None = None, approvers: Sequence[str] | None = None,
+                  channel: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """``rules`` with the given keys replaced (None leaves a key as it is; an empty list or "" clears it), every
+    id validated, so a typo cannot silently lock everyone out or let everyone in."""
+    new = dict(rules)
+    if required is not None:
+        new["required"] = required
+    for key, values, groups in (("exempt", exempt, False), ("required_for", required_for, False),
+                                ("approvers", approvers, True)):  # fmt: skip
+        if values is not None:
+            new[key] = _ids(values, what=key, groups=groups)
+    if channel is not None:
+        if channel and not CHANNEL_ID.match(channel.strip()):
+            raise RulesError(f"{channel!r} is not a Slack channel id (C…, G… or D…).")
+        new["channel"] = channel.strip() or None
+    return {k: v for k, v in new.items() if v not in (None, [])}
+
+
+async def save_rules(team_id: str, rules: dict[str, Any]) -> None:
+    row, _ = await Workspace.get_or_create(team_id=Tenant(team_id).team_id)
+    row.settings = {**(row.settings or {}), SETTINGS_KEY: rules}
+    await row.save(update_fields=["settings", "updated_at"])
+
+
+async def rules_of(team_id: str) -> dict[str, Any]:
+    return dict(await _settings(team_id))
 
 
 async def requires_approval(workspace: Workspace | Tenant | str, user_id: str) -> bool:
