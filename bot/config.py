@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.crypto import Keyring, parse_keys
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     http_port: int = Field(default=3000, ge=1, le=65535, alias="BACKUPBOT_HTTP_PORT")
     log_level: str = Field(default="INFO", alias="BACKUPBOT_LOG_LEVEL")
     wizard_ttl_hours: int = Field(default=48, ge=1, le=24 * 90, alias="BACKUPBOT_WIZARD_TTL_HOURS")
+    # The run queue: "embedded" (in the bot process) or "procrastinate" (worker processes on several machines).
+    queue_backend: str = Field(default="embedded", alias="BACKUPBOT_QUEUE")
+    run_concurrency: int = Field(default=2, ge=0, le=64, alias="BACKUPBOT_RUN_CONCURRENCY")
+    worker_stalled_seconds: int = Field(default=60, ge=15, le=3600, alias="BACKUPBOT_WORKER_STALLED_SECONDS")
 
     @field_validator("secret_keys", "slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod
@@ -93,6 +98,28 @@ class Settings(BaseSettings):
             except StorageError as exc:
                 raise ValueError(str(exc).removeprefix("DATABASE_URL ")) from None
         return value or None
+
+    @field_validator("queue_backend")
+    @classmethod
+    def _queue(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip().lower()
+        if value not in ("embedded", "procrastinate"):
+            raise ValueError("must be embedded (runs execute in the bot process) or procrastinate (worker processes)")
+        url = info.data.get("database_url") or ""
+        if value == "procrastinate" and urlsplit(url).scheme != "postgres":
+            where = f"DATABASE_URL is {urlsplit(url).scheme}://…" if url else "DATABASE_URL is unset (SQLite)"
+            raise ValueError(f"is procrastinate, which needs PostgreSQL, but {where}: set DATABASE_URL="
+                             "postgres://user:pass@host:5432/db, or BACKUPBOT_QUEUE=embedded")  # fmt: skip
+        return value
+
+    @field_validator("run_concurrency")
+    @classmethod
+    def _run_concurrency(cls, value: int, info: ValidationInfo) -> int:
+        if value == 0 and info.data.get("queue_backend") == "embedded":  # absent: that value was already refused
+            raise ValueError("is 0, so the bot would execute no runs, and with the embedded queue nothing else "
+                             "does: set it to 1 or more, or use BACKUPBOT_QUEUE=procrastinate with `backup-bot "
+                             "worker` processes")  # fmt: skip
+        return value
 
     @field_validator("log_level")
     @classmethod

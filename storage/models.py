@@ -384,6 +384,10 @@ class Run(Model):
     log_excerpt = fields.TextField(null=True)
     requested_by = fields.CharField(max_length=32, null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
+    # job_id: the job that stands for this run in procrastinate's queue (scale-out backend only, else empty).
+    # worker_id: the worker process ("host:pid") that claimed the run, on either backend.
+    job_id = fields.BigIntField(null=True, db_index=True)
+    worker_id = fields.CharField(max_length=128, null=True)
 
     class Meta:
         table = "run"

@@ -1,5 +1,6 @@
 """The scheduler (SQLite) and the worker running real chains over real sshd: a backup recorded and reported, a
-``borg check`` run, a permanent failure, and a graceful stop that interrupts a slow backup for resume."""
+``borg check`` run, a permanent failure, a graceful stop that interrupts a slow backup for resume, and a repository
+pruned by its own scheduled runs (reported through the Slack emulator) rather than after each backup."""
 
 from __future__ import annotations
 
@@ -7,21 +8,27 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.alerts import AlertBus
-from bot.backup.jobs import ArchiveJob
+from bot.backup.jobs import ArchiveJob, archive_name
+from bot.backup.runner import prune_repository
 from bot.borg import check as borg_check
+from bot.borg import create as borg_create
 from bot.borg import list as borg_list
+from bot.borg.create import CreateOptions
 from bot.borg.repo import Repo
 from bot.flows.wizard import create as creating
 from bot.runs.execute import Executor
+from bot.runs.notify import human_bytes, pruned_archives
 from bot.runs.queue import RunSpec, SqlQueue
 from bot.runs.scheduler import Scheduler
 from bot.runs.worker import Worker
 from storage.models import BackupChain, ChainStatus, PoolKind, Repository, Run, RunKind, RunStatus, StoragePool
+from tests.test_reports import REPORTS, Env, start_env, text_of
 from tests.test_wizard_step_pool_repo import TEAM, World, build_world
 from tests.test_wizard_validation_create import ANSWERS
 
@@ -131,6 +138,10 @@ async def wait_for(predicate, within: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
+async def alerted(seen: list, run_id: int) -> bool:
+    return any(a.details["run_id"] == run_id for a in seen)
+
+
 async def final(run_id: int) -> bool:
     return (await Run.get(id=run_id)).status not in (RunStatus.QUEUED, RunStatus.RUNNING)
 
@@ -150,6 +161,7 @@ async def test_worker_runs_a_real_chain_records_and_reports_it_then_checks_the_r
         assert stored.status == RunStatus.SUCCEEDED, stored.error
         assert stored.archive_name.startswith("web1-www-files-") and stored.stats["nfiles"] == 2
         assert stored.attempts == 1 and stored.finished_at >= stored.started_at
+        await wait_for(lambda: alerted(seen, run.id))  # published after the final state is stored
         [alert] = [a for a in seen if a.details["run_id"] == run.id]
         assert alert.kind == "run_succeeded" and alert.team_id == TEAM and alert.details["chain_id"] == chain.id
         assert alert.details["chain_name"] == "web1-www" and alert.details["archive"] == stored.archive_name
@@ -173,6 +185,7 @@ async def test_worker_runs_a_real_chain_records_and_reports_it_then_checks_the_r
         await wait_for(lambda: final(bad.id))
         failed = await Run.get(id=bad.id)
         assert failed.status == RunStatus.FAILED and failed.error_kind == "passphrase" and failed.attempts == 1
+        await wait_for(lambda: alerted(seen, bad.id))
         alert = next(a for a in seen if a.details["run_id"] == bad.id)
         assert alert.kind == "run_failed" and "passphrase" in alert.details["hint"]
         assert "will_retry" not in alert.details
@@ -260,3 +273,95 @@ async def test_backups_ping_the_chains_healthcheck_url(world: World) -> None:
     finally:
         await worker.stop(grace=5)
         await runner.cleanup()
+
+
+# ----------------------------------------------------------------------------------- scheduled prunes, real borg
+
+
+@pytest.fixture
+async def slack(world: World, tmp_path: Path) -> AsyncIterator[Env]:
+    """The world's database, plus the Slack emulator, the outbox and the notifier (tests/test_reports.py's set-up)."""
+    async for env in start_env(tmp_path):
+        yield env
+
+
+async def old_archive(world: World, repo: Repo, name: str, moment: datetime) -> None:
+    """An archive of the chain's naming made at the pool with an old timestamp (incompressible, so compact frees)."""
+    options = CreateOptions(timestamp=moment.isoformat(timespec="seconds"))
+    noise = ("head", "-c", "300000", "/dev/urandom")
+    argv = borg_create.command_argv(repo, name, "noise.bin", noise, options)
+    await borg_create.run(world.pool_transport(), repo, argv)
+
+
+async def test_a_repository_with_a_prune_schedule_is_pruned_by_its_own_runs_not_by_backups(
+    world: World, slack: Env
+) -> None:
+    chain = await make_chain(world, name="web1-www")
+    await BackupChain.filter(id=chain.id).update(name="nightly-web", notify_channel=REPORTS)
+    repository = await Repository.get(id=chain.repository_id)
+    at_pool = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    olds = [archive_name("web1-www", "files", (now - timedelta(days=d)).replace(hour=12, minute=0)) for d in (3, 2, 1)]
+    for name in olds:
+        await old_archive(world, at_pool, name, datetime.strptime(name[-15:], "%Y%m%dT%H%M%S").replace(tzinfo=UTC))
+    repository.retention = {"keep_daily": 2}
+    repository.prune_schedule = {"days": DAILY["days"], "at": (now - timedelta(hours=1)).strftime("%H:%M"),
+                                 "timezone": "UTC"}  # fmt: skip
+    await repository.save()
+    await Repository.filter(id=repository.id).update(created_at=now - timedelta(days=2))
+
+    queue = SqlQueue()
+    worker = Worker(queue, Executor(queue, world.services, alerts=slack.bus), alerts=slack.bus, poll=0.2)
+    await worker.start()
+    try:
+        # A backup of a chain whose repository prunes on its own schedule keeps every archive.
+        backup = await queue.enqueue(RunSpec(TEAM, chain_id=chain.id))
+        worker.wake()
+        await wait_for(lambda: final(backup.id))
+        backed = await Run.get(id=backup.id)
+        assert backed.status == RunStatus.SUCCEEDED, backed.error
+        assert backed.stats["jobs"][0]["pruned"] == [] and backed.stats["freed_bytes"] is None
+        listed = [a.name for a in await borg_list.archives(world.pool_transport(), at_pool)]
+        assert sorted(listed) == sorted([*olds, backed.archive_name])
+
+        # The scheduler queues the repository's prune run (once), the worker runs it: keep_daily 2 keeps today's
+        # backup and yesterday's archive.
+        scheduler = Scheduler(queue, alerts=slack.bus, on_enqueued=worker.wake)
+        [prune] = await scheduler.tick()
+        assert (prune.kind, prune.chain_id, prune.repository_id) == (RunKind.PRUNE, None, repository.id)
+        assert prune.lock_key == f"repo:{repository.id}" and await scheduler.tick() == []
+        await wait_for(lambda: final(prune.id))
+        pruned = await Run.get(id=prune.id)
+        assert pruned.status == RunStatus.SUCCEEDED, pruned.error
+        assert sorted(pruned_archives(pruned.stats)) == sorted(olds[:2])
+        assert pruned.stats["archives_pruned"] == 2 and pruned.stats["freed_bytes"] > 0
+        newest_first = [olds[1], olds[0]]  # as borg reports them
+        assert pruned.stats["jobs"] == [{"job": "files", "status": "ok", "pruned": newest_first, "kept": 2}]
+        listed = [a.name for a in await borg_list.archives(world.pool_transport(), at_pool)]
+        assert sorted(listed) == sorted([olds[2], backed.archive_name])
+    finally:
+        await worker.stop(grace=5)
+
+    await slack.outbox.wait_delivered()
+    reports = [text_of(m) for m in slack.slack.messages(REPORTS)]
+    assert len(reports) == 2 and "✅ Backup of nightly-web succeeded" in reports[0]  # and no prune report of it
+    assert "🧹 Prune of web1-www" in reports[1] and "*Repository*\\nweb1-www" in reports[1]
+    assert "*Archives pruned*\\n2" in reports[1] and all(name in reports[1] for name in olds[:2])
+    assert f"*Space freed*\\n{human_bytes(pruned.stats['freed_bytes'])}" in reports[1]
+    assert slack.slack.messages(REPORTS)[1]["thread_ts"] == slack.slack.messages(REPORTS)[0]["ts"]
+
+
+async def test_a_scheduled_prune_never_removes_every_archive_of_a_group_whose_backups_stopped(world: World) -> None:
+    """keep_within alone would delete all of a group older than the interval; such a group is left as it is."""
+    chain = await make_chain(world, name="stopped")
+    repository = await Repository.get(id=chain.repository_id)
+    at_pool = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
+    now = datetime.now(UTC).replace(microsecond=0)
+    names = [archive_name("stopped", "files", now - timedelta(days=d)) for d in (3, 2)]
+    for name, days in zip(names, (3, 2), strict=True):
+        await old_archive(world, at_pool, name, now - timedelta(days=days))
+    result = await prune_repository(world.pool_transport(), at_pool, "stopped", {"keep_within": "1d"})
+    assert result.status == "ok" and result.pruned == {"files": []} and result.kept == {"files": 2}
+    assert result.freed_bytes is None
+    listed = [a.name for a in await borg_list.archives(world.pool_transport(), at_pool)]
+    assert sorted(listed) == sorted(names)

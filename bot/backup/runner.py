@@ -4,11 +4,17 @@
 in the repository by the bot's own access on the pool. Each job is isolated (a failed dump does not stop the
 other jobs), ``after`` commands of a job always run, and retention is applied only to jobs whose backup just
 succeeded: a chain that cannot back up never loses its old archives to pruning.
+
+A repository with its own prune schedule is maintained by :func:`prune_repository` (a ``prune`` run) instead:
+the plan then says ``prune=False`` and backups leave pruning alone. Both paths prune through
+:func:`apply_retention`, one archive group (``{prefix}-{suffix}-*``) at a time, so each database keeps its own
+history either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -50,6 +56,7 @@ class ChainPlan:
     pool_borg: str = "borg"
     timeout: float | None = None  # per job
     lock_wait: int = 60  # seconds borg waits for the repository lock before giving up (kind "lock")
+    prune: bool = True  # prune + compact per ``retention`` after backing up (False: the repository's prune schedule)
 
 
 @dataclass
@@ -165,19 +172,97 @@ async def _prove(plan: ChainPlan, name: str) -> None:
         )  # fmt: skip
 
 
+async def apply_retention(
+    pool: Transport, repo: Repo, prefix: str, suffixes: Sequence[str], retention: Mapping[str, int | str], *,
+    borg: str = "borg", pruned: dict[str, list[str]] | None = None, kept: dict[str, int] | None = None,
+) -> int | None:  # fmt: skip
+    """Prune each archive group ``{prefix}-{suffix}-*`` per ``retention``, then compact when anything went.
+
+    Returns the bytes compact freed (None when nothing was pruned or borg did not say). ``pruned`` / ``kept`` are
+    filled group by group as borg answers, so a caller that catches a failure half-way still knows what is gone.
+    A policy without a count rule (``keep_within`` alone) could remove every archive of a group whose backups
+    stopped; such a group is dry-run first and left alone when nothing would be kept.
+    """
+    pruned = {} if pruned is None else pruned
+    kept = {} if kept is None else kept
+    counted = any(value not in (None, 0, "") for key, value in retention.items() if key != "keep_within")
+    for suffix in suffixes:
+        glob = archive_glob(prefix, suffix)
+        if not counted:
+            trial = await prune.run(pool, repo, retention, glob=glob, dry_run=True, borg=borg)
+            if trial and not any(line.keep for line in trial):
+                kept[suffix], pruned[suffix] = len(trial), []
+                continue
+        lines = await prune.run(pool, repo, retention, glob=glob, borg=borg)
+        pruned[suffix] = [line.name for line in lines if not line.keep]
+        kept[suffix] = sum(1 for line in lines if line.keep)
+    if any(pruned.values()):
+        return await compact.run(pool, repo, borg=borg)
+    return None
+
+
 async def _maintain(plan: ChainPlan, outcomes: Sequence[JobOutcome], result: ChainResult) -> None:
-    if not plan.retention:
+    if not plan.retention or not plan.prune:
         return
+    done = [o for o in outcomes if o.status != "failed"]
+    pruned: dict[str, list[str]] = {}
     try:
-        for outcome in outcomes:
-            if outcome.status != "failed":
-                glob = archive_glob(plan.prefix, outcome.suffix)
-                lines = await prune.run(plan.pool, plan.repo_at_pool, plan.retention, glob=glob, borg=plan.pool_borg)
-                outcome.pruned = [line.name for line in lines if not line.keep]
-        if any(o.pruned for o in outcomes):
-            result.freed_bytes = await compact.run(plan.pool, plan.repo_at_pool, borg=plan.pool_borg)
+        result.freed_bytes = await apply_retention(plan.pool, plan.repo_at_pool, plan.prefix,
+                                                   [o.suffix for o in done], plan.retention, borg=plan.pool_borg,
+                                                   pruned=pruned)  # fmt: skip
     except (BorgError, TransportError) as error:
         result.maintenance_error = _failure(error)[1]
+    for outcome in done:
+        outcome.pruned = pruned.get(outcome.suffix, [])
+
+
+@dataclass
+class PruneResult:
+    """A repository's scheduled prune: per archive group what went and how many stay, and the space freed."""
+
+    status: Status
+    started_at: datetime
+    finished_at: datetime
+    pruned: dict[str, list[str]] = field(default_factory=dict)  # suffix → archives removed
+    kept: dict[str, int] = field(default_factory=dict)  # suffix → archives kept
+    freed_bytes: int | None = None
+    kind: str | None = None
+    reason: str = ""
+    hint: str = ""
+
+    def stats(self) -> dict[str, Any]:
+        """The run's stats in the shape of a backup's (``jobs[].pruned``, ``freed_bytes``), so one prune report
+        reads both."""
+        jobs = [{"job": suffix, "status": "ok", "pruned": names, "kept": self.kept.get(suffix, 0)}
+                for suffix, names in self.pruned.items()]  # fmt: skip
+        return {
+            "jobs": jobs, "archives_pruned": sum(len(names) for names in self.pruned.values()),
+            "freed_bytes": self.freed_bytes, "duration": (self.finished_at - self.started_at).total_seconds(),
+        }  # fmt: skip
+
+
+def archive_groups(prefix: str, names: Sequence[str]) -> list[str]:
+    """The job suffixes of ``names`` that follow ``{prefix}-{suffix}-{stamp}`` (others, e.g. checkpoints or archives
+    made by hand, belong to no group and are never pruned)."""
+    pattern = re.compile(rf"^{re.escape(prefix)}-(?P<suffix>[a-z0-9][a-z0-9._+-]*)-\d{{8}}T\d{{6}}$")
+    return sorted({m["suffix"] for name in names if (m := pattern.match(name))})
+
+
+async def prune_repository(pool: Transport, repo: Repo, prefix: str, retention: Mapping[str, int | str], *,
+                           borg: str = "borg", lock_wait: int = 60) -> PruneResult:  # fmt: skip
+    """Apply ``retention`` to every archive group of the repository, then compact; never raises for a borg or
+    SSH failure (the result says what happened, with what was already pruned before it)."""
+    result = PruneResult(status="failed", started_at=datetime.now(UTC), finished_at=datetime.now(UTC))
+    try:
+        names = [a.name for a in await borg_list.archives(pool, repo, glob=f"{prefix}-*", borg=borg,
+                                                             lock_wait=lock_wait)]  # fmt: skip
+        result.freed_bytes = await apply_retention(pool, repo, prefix, archive_groups(prefix, names), retention,
+                                                   borg=borg, pruned=result.pruned, kept=result.kept)  # fmt: skip
+        result.status = "ok"
+    except (BorgError, TransportError) as error:
+        result.kind, result.reason, result.hint = _failure(error)
+    result.finished_at = datetime.now(UTC)
+    return result
 
 
 @contextlib.asynccontextmanager

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from bot.cli import apitoken, doctor, init, keys, migrate, retention, run, schedule
+from bot.cli import apitoken, approvals, doctor, init, keys, migrate, retention, run, schedule, worker
 from bot.config import ConfigError
 from storage.errors import StorageError
 
-MODULES = (init, migrate, run, doctor, keys, apitoken, retention, schedule)
+MODULES = (init, migrate, run, worker, doctor, keys, apitoken, approvals, retention, schedule)
 
 console = Console(stderr=True, highlight=False)
 

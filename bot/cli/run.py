@@ -1,5 +1,9 @@
 """``backup-bot run``: serve Slack (Socket Mode when SLACK_APP_TOKEN is set, HTTP otherwise).
 
+It also schedules runs and executes them (``BACKUPBOT_RUN_CONCURRENCY`` at once; with ``BACKUPBOT_QUEUE=
+procrastinate`` that may be 0, leaving execution to ``backup-bot worker`` processes) and delivers the outbox of
+reports, including those the workers wrote.
+
 Start-up checks everything that would otherwise fail on the first click (settings, database and schema,
 secret key, Slack token) and stops with one sentence if one is wrong. SIGTERM/SIGINT stop it cleanly.
 """
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bot.cli.migrate import queue_schema
 from bot.cli.util import load_for_command
 from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
@@ -45,6 +50,7 @@ async def handle(args: argparse.Namespace) -> int:
     if settings.resolved_database_url.startswith("sqlite://"):
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     async with db.database(settings.resolved_database_url):
+        await queue_schema(settings)  # procrastinate's tables, when that backend is configured
         identity = await ensure_identity()
         runtime = await Runtime.create(settings)
         try:
@@ -70,7 +76,8 @@ async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
     else:
         console.print(f"Serving workspace {who.team} over HTTP on {where}/slack/events. Ctrl-C stops.")
     janitor = asyncio.create_task(_expire_wizards(controller))
-    stop_runs = await start_runs(runtime, services)  # the embedded run queue's worker + scheduler
+    # scheduler + local worker on the configured queue backend; hourly: alerts for chains with no recent success
+    stop_runs = await start_runs(runtime, services, hourly=[reporting.notifier.post_stale])
     try:
         await stop.wait()
     finally:

@@ -2,9 +2,13 @@
 
 * ``backup``: the chain's rows become engine plans (``inputs_from_chain`` + ``build_plan``, one per source), the
   plans run (``run_chain``: hooks, snapshot, create, proof, then prune + compact per retention), the merged result
-  is stored with ``record`` through the queue (which retries transient failures).
+  is stored with ``record`` through the queue (which retries transient failures). When the repository has a
+  usable ``prune_schedule`` the backup does not prune: the scheduler queues ``prune`` runs for that instead.
 * ``check``: ``borg check`` of the chain's repository from the bot's own pool access; options come from the
   run's ``stats["options"]`` (``scope``: all | repository | archives, ``verify_data``: bool).
+* ``prune``: the repository's retention applied to each of its archive groups from the bot's pool access, then
+  ``borg compact`` (``prune_repository``); the run's stats have the after-backup prune's shape (``jobs[].pruned``,
+  ``freed_bytes``), so the same prune report describes it. Repository-level: ``chain_id`` may be None.
 
 Every final state (and every failure that will be retried) is published as an :class:`~bot.alerts.Alert`:
 ``run_succeeded``, ``run_failed``, ``run_skipped``, ``run_interrupted`` with the chain, the run and the result's
@@ -15,17 +19,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.alerts import Alert, AlertBus
-from bot.backup.runner import ChainPlan, ChainResult, run_chain
+from bot.backup.runner import ChainPlan, ChainResult, prune_repository, run_chain
 from bot.borg import check as borg_check
 from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
 from bot.flows.wizard import plan as planning
 from bot.monitoring import ping_chain
+from bot.runs import schedule as sched
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.transport.base import TransportError
 from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
@@ -115,6 +120,8 @@ class Executor:
                 outcome: ChainResult | RunOutcome = await self._check(run)
             elif run.kind in (RunKind.BACKUP, RunKind.TEST):
                 outcome = await self._backup(run)
+            elif run.kind == RunKind.PRUNE:
+                outcome = await self._prune(run)
             else:
                 outcome = RunOutcome(status="failed", kind="plan",
                                      reason=f"Runs of kind {run.kind} are not executed by the queue yet.")  # fmt: skip
@@ -143,10 +150,11 @@ class Executor:
             inputs = await planning.inputs_from_chain(chain)
             if not inputs:
                 raise planning.PlanProblem("source", "The chain has no sources.")
+            own_schedule = await prunes_on_schedule(chain.repository_id)  # type: ignore[attr-defined]
             plans = []
             for item in inputs:
                 built = await planning.build_plan(item, self.services, run_id=f"r{run.id}a{run.attempts}")
-                plan = built.plan
+                plan = replace(built.plan, prune=False) if own_schedule else built.plan
                 if self.plan_hook is not None:
                     plan = self.plan_hook(plan, run)
                 plans.append(plan)
@@ -190,10 +198,45 @@ class Executor:
         return RunOutcome(status="failed", kind="integrity", reason=problems, hint=KINDS["integrity"][1],
                           stats=stats, started_at=started, finished_at=datetime.now(UTC), log=problems)  # fmt: skip
 
+    async def _prune(self, run: Run) -> RunOutcome:
+        repository = await Repository.filter(id=run.repository_id).select_related("pool__server").first()  # type: ignore[attr-defined]
+        if repository is None:
+            return RunOutcome(status="failed", kind="repo_missing", reason="The repository row no longer exists.")
+        try:
+            policy = planning.retention_policy(repository.retention)
+        except planning.PlanProblem as problem:
+            return RunOutcome(status="failed", kind="plan", reason=str(problem),
+                              hint="Fix the repository's retention policy.")  # fmt: skip
+        if not policy:
+            return RunOutcome(status="failed", kind="plan", hint="Give the repository a retention policy.",
+                              reason=f"{repository.name} has a prune schedule but no retention policy: nothing "
+                                     "says which archives to keep, so none were pruned.")  # fmt: skip
+        transport = planning.pool_transport(repository.pool, self.services)
+        repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
+        result = await prune_repository(transport, repo, repository.name, policy,
+                                        borg=getattr(self.services, "borg", "borg"))  # fmt: skip
+        stats = {**result.stats(), "repository": repository.name}
+        count = stats["archives_pruned"]
+        log_line = f"borg prune of {len(result.pruned)} archive group(s): {count} archive(s) pruned"
+        return RunOutcome(status=result.status, kind=result.kind, reason=result.reason, hint=result.hint,
+                          stats=stats, started_at=result.started_at, finished_at=result.finished_at,
+                          log=log_line if result.status == "ok" else result.reason)  # fmt: skip
+
+
+async def prunes_on_schedule(repository_id: int | None) -> bool:
+    """Whether the repository prunes on its own schedule (a usable ``prune_schedule``), so backups must not."""
+    if repository_id is None:
+        return False
+    raw = await Repository.filter(id=repository_id).values_list("prune_schedule", flat=True)
+    try:
+        return bool(raw) and sched.stored(raw[0]) is not None
+    except sched.ScheduleError:
+        return False  # an unusable prune schedule is never run: keep pruning after backups
+
 
 class _Early(Exception):
     def __init__(self, outcome: RunOutcome) -> None:
         self.outcome = outcome
 
 
-__all__ = ["Executor", "announce", "is_transient", "merge"]
+__all__ = ["Executor", "announce", "is_transient", "merge", "prunes_on_schedule"]

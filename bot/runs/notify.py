@@ -18,12 +18,16 @@ once with a unique key (the outbox writes it when the parent is actually deliver
 Slack outage still gets its replies in order).
 
 Where: ``chain.notify_channel`` (default: where the chain was created, set by the wizard); a chain without one
-is not reported. Success summaries (and prune/compact/check successes) only when ``chain.notify_success``;
-failures, skipped/interrupted runs, check failures and stale alerts always.
+is not reported. A repository-level run (a scheduled ``prune``: no chain) is reported once per channel of the
+repository's chains, in the day thread of the first such chain, titled with the repository's name (a repository
+has no channel of its own, and its chains' people are the ones who care what was pruned). Success summaries (and
+prune/compact/check successes) only when ``chain.notify_success``; failures, skipped/interrupted runs, check
+failures and stale alerts always.
 
 Stale alert: :func:`find_stale` lists active chains with no successful backup for ``factor`` × their interval
 (the longest gap between two scheduled days), :meth:`Notifier.post_stale` posts each once per stale episode
-(deduplicated through an AuditLog row naming the last success).
+(deduplicated through an AuditLog row naming the last success). The scheduler calls it hourly (its ``hourly``
+callbacks); one aggregate query finds the candidates, so it stays cheap with thousands of chains.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tortoise.functions import Max
+
 from bot.alerts import Alert, AlertBus
 from bot.borg.runner import KINDS
 from bot.runs.outbox import Outbox
-from storage.models import AuditLog, BackupChain, ChainStatus, Run, RunKind, RunStatus
+from storage.models import AuditLog, BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus
 
 RUN_ALERTS = ("run_succeeded", "run_failed", "run_skipped", "run_interrupted")
 DAY_ORDER = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -213,12 +219,27 @@ async def last_success(chain: BackupChain) -> Run | None:
     )
 
 
+async def _last_finished() -> dict[int, dt.datetime]:
+    """Per chain, the latest ``finished_at`` of its successful backups (one aggregate query)."""
+    rows = (
+        await Run.filter(kind=RunKind.BACKUP, status__in=[RunStatus.SUCCEEDED, RunStatus.WARNING],
+                         chain_id__isnull=False)
+        .annotate(last=Max("finished_at")).group_by("chain_id").values("chain_id", "last")
+    )  # fmt: skip
+    return {row["chain_id"]: _aware(row["last"]) for row in rows if row["last"] is not None}
+
+
 async def find_stale(now: dt.datetime, factor: float = 2.0) -> list[tuple[BackupChain, Run | None, dt.timedelta]]:
-    """Active chains with no successful backup for ``factor`` × their interval: (chain, last success, interval)."""
+    """Active chains with no successful backup for ``factor`` × their interval: (chain, last success, interval).
+
+    The aggregate rules fresh chains out; each remaining candidate is then decided on its own last success."""
     stale = []
+    finished = await _last_finished()
     for chain in await BackupChain.filter(status=ChainStatus.ACTIVE):
         interval = interval_of(chain.schedule)
         if interval is None:
+            continue
+        if chain.id in finished and now - finished[chain.id] <= interval * factor:
             continue
         last = await last_success(chain)
         since = _aware(last.finished_at or last.created_at) if last else _aware(chain.updated_at)
@@ -241,14 +262,69 @@ class Notifier:
         if alert.kind not in RUN_ALERTS:
             return
         details = alert.details
-        chain = await BackupChain.get_or_none(team_id=alert.team_id, id=details.get("chain_id"))
-        if chain is None:
-            return
         run = None
         if details.get("run_id") is not None:
             run = await Run.get_or_none(team_id=alert.team_id, id=details["run_id"])
+        if details.get("chain_id") is None and (run is None or run.chain_id is None):  # type: ignore[attr-defined]
+            await self.on_repository_alert(alert, run)
+            return
+        chain = await BackupChain.get_or_none(team_id=alert.team_id, id=details.get("chain_id"))
+        if chain is None:
+            return
         for report in self.reports_for(alert, chain, run):
             await self.post(chain, report)
+
+    async def on_repository_alert(self, alert: Alert, run: Run | None) -> None:
+        """A run of a repository rather than a chain (a scheduled prune): once per channel of its chains."""
+        ident = run.repository_id if run is not None else alert.details.get("repository_id")  # type: ignore[attr-defined]
+        repository = await Repository.get_or_none(team_id=alert.team_id, id=ident) if ident else None
+        if repository is None:
+            return
+        chains = await BackupChain.filter(team_id=alert.team_id, repository_id=repository.id,
+                                          status__in=[ChainStatus.ACTIVE, ChainStatus.PAUSED],
+                                          notify_channel__isnull=False).order_by("id")  # fmt: skip
+        channels: dict[str, BackupChain] = {}
+        for chain in chains:
+            channels.setdefault(chain.notify_channel, chain)  # type: ignore[arg-type]
+        for chain in channels.values():
+            for report in self.repository_reports(alert, repository, chain, run):
+                await self.post(chain, report)
+
+    def repository_reports(self, alert: Alert, repository: Repository, chain: BackupChain,
+                           run: Run | None) -> list[Report]:  # fmt: skip
+        """Reports of a repository-level run, posted in ``chain``'s day thread (no Retry/Pause: they act on chains)."""
+        d = alert.details
+        base = {"team_id": chain.team_id, "chain_id": chain.id, "chain_name": chain.name, "run_id": run and run.id}
+        what = (str(run.kind) if run else str(d.get("run_kind") or RunKind.PRUNE)).capitalize()
+        name = repository.name
+        where = ("Repository", name)
+        if alert.kind == "run_succeeded":
+            if not chain.notify_success:
+                return []
+            stats = (run.stats if run else None) or d.get("stats") or {}
+            pruned = pruned_archives(stats)
+            facts = [where, ("Archives pruned", str(len(pruned))),
+                     ("Space freed", human_bytes(stats.get("freed_bytes"))),
+                     ("Duration", human_duration(stats.get("duration")))]  # fmt: skip
+            shown = pruned[:20] + ([f"… and {len(pruned) - 20} more"] if len(pruned) > 20 else [])
+            return [Report("prune", title=f"🧹 {what} of {name}", facts=facts, details=shown, **base)]
+        if alert.kind == "run_failed":
+            kind = (run.error_kind if run else None) or d.get("kind")
+            cause, hint = hint_for(kind, d.get("hint") or "")
+            error = (run.error if run else None) or d.get("reason") or alert.message
+            facts = [where, ("Failure", kind or "unknown"), ("Attempt", str(run.attempts if run else 1))]
+            return [Report("failure", title=f"🚨 {what} of {name} failed", cause=cause, error=error, hint=hint,
+                           facts=facts, alert=True, **base)]  # fmt: skip
+        if alert.kind == "run_skipped":
+            reason = d.get("reason") or (run.error if run else None) or alert.message
+            cause, hint = hint_for(d.get("kind") or (run.error_kind if run else None) or "window_missed")
+            return [Report("skipped", title=f"⏭️ {what} of {name} skipped", cause=cause, error=reason, hint=hint,
+                           facts=[where], alert=True, **base)]  # fmt: skip
+        if alert.kind == "run_interrupted":
+            return [Report("interrupted", title=f"⚠️ {what} of {name} was interrupted", facts=[where], alert=True,
+                           cause="The bot stopped while the run was in progress. It is retried, never counted a "
+                                 "success.", **base)]  # fmt: skip
+        return []
 
     def reports_for(self, alert: Alert, chain: BackupChain, run: Run | None) -> list[Report]:
         d = alert.details

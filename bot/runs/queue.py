@@ -1,10 +1,12 @@
 """The run queue: runs are rows, claimed by compare-and-set, retried with backoff, recovered after a crash.
 
 :class:`RunQueue` is the interface the worker, the scheduler and Slack buttons use; :class:`SqlQueue` is the
-embedded default on the app's own database (SQLite, PostgreSQL or MariaDB). A procrastinate backend for the
-scale-out mode implements the same protocol.
+embedded default on the app's own database (SQLite, PostgreSQL or MariaDB), for one bot process.
+:class:`bot.runs.procrastinate_queue.ProcrastinateQueue` implements the same protocol on procrastinate for worker
+processes on several machines; both keep :class:`~storage.models.Run` rows as the record (reports, App Home and
+``/metrics`` read them), and share the row bookkeeping of :class:`RowQueue` below.
 
-Claiming, on every engine:
+The embedded queue claims like this, on every engine:
 
 * candidates are ``queued`` rows whose ``next_attempt_at`` is due, highest ``priority`` first, then oldest due;
 * per candidate, one transaction takes a row lock on the run's *repository* row (``SELECT … FOR UPDATE``; SQLite
@@ -16,7 +18,8 @@ Claiming, on every engine:
 Failures: :func:`is_transient` derives retry-ability from the error kind (borg's ``KINDS``, the transport's
 kinds). Transient failures go back to ``queued`` with an exponential backoff until ``max_attempts``; permanent
 ones fail at once. A run left ``running`` by a crash is marked ``interrupted`` (never successful) and a new
-queued run retries it.
+queued run retries it. A result for a run that is no longer ``running`` (it was interrupted meanwhile) is not
+stored: an interrupted run never turns successful.
 """
 
 from __future__ import annotations
@@ -133,10 +136,25 @@ class RunQueue(Protocol):
         """Mark a running run ``interrupted`` and queue its retry (returned, or None after max attempts)."""
 
     async def recover_interrupted(self) -> list[tuple[Run, Run | None]]:
-        """At start-up: every run left ``running`` → interrupted + retry. Returns (interrupted, retry) pairs."""
+        """At start-up: runs a crash left ``running`` → interrupted + retry. Returns (interrupted, retry) pairs.
+        The embedded queue takes every running run (it is the only process); scale-out backends only those of
+        dead workers."""
+
+    async def recover_stalled(self) -> list[tuple[Run, Run | None]]:
+        """Periodically, while workers run: runs of workers that died since (interrupted + retry). The embedded
+        queue has no other process to outlive, so it finds none."""
 
     async def skip_expired(self, *, now: datetime | None = None) -> list[Run]:
         """Queued runs whose window ended before they started → ``skipped`` with a reason."""
+
+    async def depth(self) -> int:
+        """How many runs wait (``queued``)."""
+
+    async def open(self) -> None:
+        """Connect what the backend needs beyond the app's database (no-op for the embedded queue)."""
+
+    async def close(self) -> None:
+        """Release it again; after the worker stopped, so its unfinished runs are already interrupted."""
 
 
 async def _without_existing(specs: Sequence[RunSpec]) -> list[RunSpec]:
@@ -190,8 +208,82 @@ def _row(spec: RunSpec, repositories: Mapping[int, int], now: datetime) -> Run:
     )  # fmt: skip
 
 
-class SqlQueue:
-    """The embedded queue on the app's database (one bot process; see the module docstring)."""
+async def insert_rows(specs: Sequence[RunSpec]) -> list[Run]:
+    """Store ``specs`` as Run rows (idempotent per chain + kind + ``scheduled_for``); the rows created, in order."""
+    fresh = await _without_existing(specs)
+    if not fresh:
+        return []
+    repositories = await _repositories_of(fresh)
+    now = datetime.now(UTC)
+    rows = [_row(spec, repositories, now) for spec in fresh]
+    async with in_transaction() as conn:
+        if len(rows) == 1:
+            await rows[0].save(using_db=conn)
+        else:
+            last = await Run.all().using_db(conn).order_by("-id").limit(1).values_list("id", flat=True)
+            await Run.bulk_create(rows, batch_size=500, using_db=conn)
+            if any(row.id is None for row in rows):
+                # Engines that do not return bulk-inserted keys: read them back in insertion order.
+                ids = await (Run.filter(id__gt=last[0] if last else 0).using_db(conn).order_by("id")
+                             .values_list("id", flat=True))  # fmt: skip
+                for row, ident in zip(rows, ids[-len(rows):], strict=True):
+                    row.id = ident
+    return rows
+
+
+async def store_result(run: Run, result: ChainResult | RunOutcome) -> tuple[str, str | None, str, str]:
+    """Write ``result`` onto the run's row; returns (status, kind, reason, hint) so the caller can retry a failure."""
+    if isinstance(result, ChainResult):
+        await record(run, result)
+        return result.status, result.kind, result.reason, result.hint
+    status = result.status
+    run.status = {"ok": RunStatus.SUCCEEDED, "warning": RunStatus.WARNING}.get(status, RunStatus.FAILED)
+    run.started_at = result.started_at or run.started_at
+    run.finished_at = result.finished_at or datetime.now(UTC)
+    options = (run.stats or {}).get("options")
+    run.stats = {**(result.stats or {}), **({"options": options} if options else {})}
+    run.error = None if status != "failed" else f"{result.reason} {result.hint}".strip()
+    run.error_kind = result.kind
+    run.log_excerpt = result.log
+    await run.save()
+    return status, result.kind, result.reason, result.hint
+
+
+def failure_text(reason: str, hint: str) -> str:
+    return f"{reason} {hint}".strip() or "failed"
+
+
+async def create_retry(run: Run, now: datetime) -> Run:
+    """The queued run that resumes an interrupted one: same chain, slot, priority and options, attempts carried."""
+    options = run.stats.get("options") if run.stats else None
+    return await Run.create(
+        team_id=run.team_id, chain_id=run.chain_id, repository_id=run.repository_id,  # type: ignore[attr-defined]
+        kind=run.kind, status=RunStatus.QUEUED, priority=run.priority, attempts=run.attempts,
+        next_attempt_at=now, lock_key=run.lock_key, scheduled_for=run.scheduled_for,
+        window_ends_at=run.window_ends_at, requested_by=run.requested_by,
+        stats={"options": options, "retry_of": run.id} if options else {"retry_of": run.id},
+    )  # fmt: skip
+
+
+def window_reason(run: Run) -> str:
+    ends = run.window_ends_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Not started inside its window (it ended {ends}); skipped rather than run outside it."
+
+
+CRASH_REASON = ("The bot stopped while this run was in progress (crash or kill); it is retried and was not "
+                "reported successful.")  # fmt: skip
+
+
+async def _still_running(run: Run) -> bool:
+    """A result for a run that is no longer ``running`` (interrupted meanwhile) must not overwrite its outcome."""
+    running = await Run.filter(id=run.id, status=RunStatus.RUNNING).exists()
+    if not running:
+        log.warning("run %s is no longer running (interrupted meanwhile); its late result is not stored", run.id)
+    return running
+
+
+class RowQueue:
+    """What every backend does the same way on the Run rows: inserting them, the retry policy, windows, depth."""
 
     def __init__(self, *, max_attempts: int = 4, backoff: float = 60.0, backoff_cap: float = 3600.0,
                  batch: int = 50) -> None:  # fmt: skip
@@ -204,34 +296,45 @@ class SqlQueue:
         """Backoff before attempt ``attempts + 1``: backoff × 2^(attempts−1), capped."""
         return timedelta(seconds=min(self.backoff * 2 ** max(attempts - 1, 0), self.backoff_cap))
 
-    # ------------------------------------------------------------------------------------------- enqueue
+    def retry_at(self, run: Run, transient: bool, now: datetime) -> datetime | None:
+        """When a failed attempt runs again, or None when it fails for good (permanent, or out of attempts)."""
+        return now + self.delay(run.attempts) if transient and run.attempts < self.max_attempts else None
 
     async def enqueue(self, spec: RunSpec) -> Run | None:
         created = await self.enqueue_many([spec])
         return created[0] if created else None
 
     async def enqueue_many(self, specs: Sequence[RunSpec]) -> list[Run]:
-        fresh = await _without_existing(specs)
-        if not fresh:
-            return []
-        repositories = await _repositories_of(fresh)
-        now = datetime.now(UTC)
-        rows = [_row(spec, repositories, now) for spec in fresh]
-        async with in_transaction() as conn:
-            if len(rows) == 1:
-                await rows[0].save(using_db=conn)
-            else:
-                last = await Run.all().using_db(conn).order_by("-id").limit(1).values_list("id", flat=True)
-                await Run.bulk_create(rows, batch_size=500, using_db=conn)
-                if any(row.id is None for row in rows):
-                    # Engines that do not return bulk-inserted keys: read them back in insertion order.
-                    ids = await (Run.filter(id__gt=last[0] if last else 0).using_db(conn).order_by("id")
-                                 .values_list("id", flat=True))  # fmt: skip
-                    for row, ident in zip(rows, ids[-len(rows):], strict=True):
-                        row.id = ident
-        return rows
+        return await insert_rows(specs)
 
-    # --------------------------------------------------------------------------------------------- claim
+    async def skip_expired(self, *, now: datetime | None = None) -> list[Run]:
+        now = _utc(now) or datetime.now(UTC)
+        skipped = []
+        for run in await Run.filter(status=RunStatus.QUEUED, window_ends_at__lte=now).order_by("id"):
+            reason = window_reason(run)
+            changed = await Run.filter(id=run.id, status=RunStatus.QUEUED).update(
+                status=RunStatus.SKIPPED, finished_at=now, error=reason, error_kind="window_missed"
+            )
+            if changed:
+                run.status, run.finished_at, run.error, run.error_kind = RunStatus.SKIPPED, now, reason, "window_missed"
+                skipped.append(run)
+        return skipped
+
+    async def recover_stalled(self) -> list[tuple[Run, Run | None]]:
+        return []
+
+    async def depth(self) -> int:
+        return await Run.filter(status=RunStatus.QUEUED).count()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class SqlQueue(RowQueue):
+    """The embedded queue on the app's database (one bot process; see the module docstring)."""
 
     # --------------------------------------------------------------------------------------------- claim
 
@@ -258,14 +361,14 @@ class SqlQueue:
                 continue  # skip_expired() reports it
             if run.lock_key is not None and run.lock_key in busy:
                 continue
-            if await self._take(run, now):
+            if await self._take(run, now, worker_id):
                 log.info("worker %s claimed run %s (%s)", worker_id, run.id, run.lock_key)
                 return await Run.get(id=run.id)
             if run.lock_key is not None:
                 busy.add(run.lock_key)  # lost to a competitor, or the repository became busy
         return None
 
-    async def _take(self, run: Run, now: datetime) -> bool:
+    async def _take(self, run: Run, now: datetime, worker_id: str) -> bool:
         async with in_transaction() as conn:
             repository_id = _repository_of(run.lock_key)
             if repository_id is not None:
@@ -281,41 +384,34 @@ class SqlQueue:
             taken = (
                 await Run.filter(id=run.id, status=RunStatus.QUEUED)
                 .using_db(conn)
-                .update(status=RunStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1)
+                .update(status=RunStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1,
+                        worker_id=worker_id)
             )
             return taken == 1
 
     # ---------------------------------------------------------------------------------------- outcomes
 
     async def complete(self, run: Run, result: ChainResult | RunOutcome) -> Run:
-        if isinstance(result, ChainResult):
-            await record(run, result)
-            status, kind, reason, hint = result.status, result.kind, result.reason, result.hint
-        else:
-            status, kind, reason, hint = result.status, result.kind, result.reason, result.hint
-            run.status = {"ok": RunStatus.SUCCEEDED, "warning": RunStatus.WARNING}.get(status, RunStatus.FAILED)
-            run.started_at = result.started_at or run.started_at
-            run.finished_at = result.finished_at or datetime.now(UTC)
-            options = (run.stats or {}).get("options")
-            run.stats = {**(result.stats or {}), **({"options": options} if options else {})}
-            run.error = None if status != "failed" else f"{reason} {hint}".strip()
-            run.error_kind = kind
-            run.log_excerpt = result.log
-            await run.save()
+        if not await _still_running(run):
+            return await Run.get(id=run.id)
+        status, kind, reason, hint = await store_result(run, result)
         if status == "failed":
-            return await self.fail(run, f"{reason} {hint}".strip() or "failed", kind=kind)
+            return await self._failed(run, failure_text(reason, hint), kind, None)
         return run
 
     async def fail(self, run: Run, error: str, *, kind: str | None = None, transient: bool | None = None) -> Run:
+        if not await _still_running(run):
+            return await Run.get(id=run.id)
+        return await self._failed(run, error, kind, transient)
+
+    async def _failed(self, run: Run, error: str, kind: str | None, transient: bool | None) -> Run:
         transient = is_transient(kind) if transient is None else transient
         now = datetime.now(UTC)
         run.error, run.error_kind = error, kind
         run.finished_at = now
-        if transient and run.attempts < self.max_attempts:
-            run.status = RunStatus.QUEUED
-            run.next_attempt_at = now + self.delay(run.attempts)
-        else:
-            run.status = RunStatus.FAILED
+        retry = self.retry_at(run, transient, now)
+        run.status = RunStatus.QUEUED if retry else RunStatus.FAILED
+        run.next_attempt_at = retry or run.next_attempt_at
         await Run.filter(id=run.id).update(
             status=run.status, error=error, error_kind=kind, finished_at=now, next_attempt_at=run.next_attempt_at
         )
@@ -331,36 +427,10 @@ class SqlQueue:
         run.status, run.finished_at, run.error, run.error_kind = RunStatus.INTERRUPTED, now, reason, "interrupted"
         if run.attempts >= self.max_attempts:
             return None
-        return await Run.create(
-            team_id=run.team_id, chain_id=run.chain_id, repository_id=run.repository_id,  # type: ignore[attr-defined]
-            kind=run.kind, status=RunStatus.QUEUED, priority=run.priority, attempts=run.attempts,
-            next_attempt_at=now, lock_key=run.lock_key, scheduled_for=run.scheduled_for,
-            window_ends_at=run.window_ends_at, requested_by=run.requested_by,
-            stats={"options": run.stats["options"], "retry_of": run.id} if run.stats and run.stats.get("options")
-            else {"retry_of": run.id},
-        )  # fmt: skip
+        return await create_retry(run, now)
 
     async def recover_interrupted(self) -> list[tuple[Run, Run | None]]:
         found = []
         for run in await Run.filter(status=RunStatus.RUNNING).order_by("id"):
-            retry = await self.interrupt(run, "The bot stopped while this run was in progress (crash or kill); "
-                                              "it is retried and was not reported successful.")  # fmt: skip
-            found.append((run, retry))
+            found.append((run, await self.interrupt(run, CRASH_REASON)))
         return found
-
-    async def skip_expired(self, *, now: datetime | None = None) -> list[Run]:
-        now = _utc(now) or datetime.now(UTC)
-        skipped = []
-        for run in await Run.filter(status=RunStatus.QUEUED, window_ends_at__lte=now).order_by("id"):
-            ends = run.window_ends_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            reason = f"Not started inside its window (it ended {ends}); skipped rather than run outside it."
-            changed = await Run.filter(id=run.id, status=RunStatus.QUEUED).update(
-                status=RunStatus.SKIPPED, finished_at=now, error=reason, error_kind="window_missed"
-            )
-            if changed:
-                run.status, run.finished_at, run.error, run.error_kind = RunStatus.SKIPPED, now, reason, "window_missed"
-                skipped.append(run)
-        return skipped
-
-    async def depth(self) -> int:
-        return await Run.filter(status=RunStatus.QUEUED).count()

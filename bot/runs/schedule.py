@@ -190,6 +190,19 @@ def parse(schedule: Mapping[str, Any]) -> Spec:
     return spec
 
 
+def stored(raw: Any, *, timezone: str | None = None, priority: int | None = None) -> Spec | None:
+    """The :class:`Spec` of a schedule as a row keeps it — a chain's ``schedule``, its ``check`` entry, a
+    repository's ``prune_schedule`` — whose zone and priority may live on the row instead (``timezone``, then UTC;
+    ``priority``, then the default). None when nothing is scheduled (no mapping or no days); :class:`ScheduleError`
+    when it is unusable. The scheduler and the executor both read schedules through this, so they agree."""
+    if not isinstance(raw, Mapping) or not raw.get("days"):
+        return None
+    found = {key: raw.get(key) for key in ("days", "at", "window")}
+    found["timezone"] = raw.get("timezone") or timezone or "UTC"
+    found["priority"] = raw.get("priority") or priority or DEFAULT_PRIORITY
+    return parse(found)
+
+
 def normalized(schedule: Mapping[str, Any]) -> dict[str, Any]:
     """The stored shape: ``{days, at, window, timezone, priority}`` with days in week order (validated first)."""
     spec = parse(schedule)

@@ -1,9 +1,12 @@
-"""The embedded worker: an asyncio task in the bot process that drains the run queue.
+"""The run worker: an asyncio task that drains the run queue, in the bot process or in ``backup-bot worker``.
 
-``start()`` first recovers runs a crash left ``running`` (interrupted + retried, reported), then loops: skip runs
-whose window ended (reported), claim due runs up to ``concurrency`` and execute each in its own task. ``wake()``
-makes it look at the queue at once (after "Run now"). ``stop()`` claims nothing more, lets running runs finish
-within ``grace`` seconds, and marks the rest ``interrupted`` with a queued retry (resumed at the next start).
+``start()`` first recovers runs a crash left ``running`` (interrupted + retried, reported), then loops: every
+``recover_every`` seconds it asks the queue for runs of workers that died since (the scale-out backend finds them
+by their missing heartbeats; the embedded queue has none), skips runs whose window ended (reported), claims due
+runs up to ``concurrency`` and executes each in its own task. ``wake()`` makes it look at the queue at once
+(:func:`bot.runs.nudge.nudge` calls it after "Run now"). ``stop()`` claims nothing more, lets running runs finish
+within ``grace`` seconds, and marks the rest ``interrupted`` with a queued retry (resumed at the next start, or
+at once by another worker).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.alerts import AlertBus
+from bot.runs import nudge
 from bot.runs.execute import announce
 from bot.runs.queue import RunQueue
 from storage.models import Run
@@ -23,11 +27,14 @@ from storage.models import Run
 log = logging.getLogger(__name__)
 
 Execute = Callable[[Run], Awaitable[Run]]
+Hourly = Callable[[], Awaitable[object]]
+Stop = Callable[[], Awaitable[None]]
 
 
 class Worker:
     def __init__(self, queue: RunQueue, execute: Execute, *, alerts: AlertBus | None = None, concurrency: int = 2,
-                 poll: float = 5.0, grace: float = 300.0, worker_id: str | None = None) -> None:  # fmt: skip
+                 poll: float = 5.0, grace: float = 300.0, worker_id: str | None = None,
+                 recover_every: float = 30.0) -> None:  # fmt: skip
         self.queue = queue
         self.execute = execute
         self.alerts = alerts
@@ -35,23 +42,39 @@ class Worker:
         self.poll = poll
         self.grace = grace
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.recover_every = recover_every
         self.active: dict[int, tuple[Run, asyncio.Task]] = {}
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
+        self._recovered_at = 0.0
+        self._unnudge: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        for run, retry in await self.queue.recover_interrupted():
-            log.warning("run %s was left running by a crash: interrupted, retry %s", run.id, retry and retry.id)
-            await announce(self.alerts, run, retry=retry)
+        await self._report_recovered(await self.queue.recover_interrupted())
+        self._recovered_at = asyncio.get_running_loop().time()
+        self._unnudge = nudge.register(self.wake)
         self._loop_task = asyncio.create_task(self._loop(), name="run-worker")
 
     def wake(self) -> None:
         self._wake.set()
 
+    async def _report_recovered(self, pairs: list[tuple[Run, Run | None]]) -> None:
+        for run, retry in pairs:
+            log.warning("run %s was left running by a dead worker: interrupted, retry %s", run.id, retry and retry.id)
+            await announce(self.alerts, run, retry=retry)
+
+    async def _recover_if_due(self) -> None:
+        """Another worker process may have died since: look for its runs every ``recover_every`` seconds."""
+        now = asyncio.get_running_loop().time()
+        if now - self._recovered_at >= self.recover_every:
+            self._recovered_at = now
+            await self._report_recovered(await self.queue.recover_stalled())
+
     async def _loop(self) -> None:
         while not self._stopping:
             try:
+                await self._recover_if_due()
                 for run in await self.queue.skip_expired():
                     await announce(self.alerts, run)
                 while not self._stopping and len(self.active) < self.concurrency:
@@ -86,6 +109,8 @@ class Worker:
         """No new claims; running runs get ``grace`` seconds, then are marked interrupted for resume."""
         self._stopping = True
         self._wake.set()
+        if self._unnudge is not None:
+            self._unnudge()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,18 +130,33 @@ class Worker:
         self.active.clear()
 
 
-async def start_runs(runtime, services, *, concurrency: int = 2, grace: float = 300.0) -> Callable[[], Awaitable[None]]:
-    """Start the embedded queue's worker and scheduler in this process; returns the coroutine function that stops
-    both (no new claims, running backups get ``grace`` seconds, then are marked interrupted for resume)."""
+async def start_workers(runtime, services, queue: RunQueue, *, concurrency: int, grace: float = 300.0,
+                        poll: float = 5.0) -> Worker:  # fmt: skip
+    """A started :class:`Worker` executing runs with the chain engine (``services``: the SSH pool, borg)."""
     from bot.runs.execute import Executor
-    from bot.runs.queue import SqlQueue
+
+    worker = Worker(queue, Executor(queue, services, alerts=runtime.alerts), alerts=runtime.alerts,
+                    concurrency=concurrency, grace=grace, poll=poll)  # fmt: skip
+    await worker.start()
+    return worker
+
+
+async def start_runs(runtime, services, *, concurrency: int | None = None, grace: float = 300.0,
+                     queue: RunQueue | None = None, hourly: Sequence[Hourly] = ()) -> Stop:  # fmt: skip
+    """Start the scheduler and (unless ``concurrency`` — default ``BACKUPBOT_RUN_CONCURRENCY`` — is 0) a worker in
+    this process, on the configured queue backend; returns the coroutine function that stops both (no new claims,
+    running backups get ``grace`` seconds, then are marked interrupted for resume). ``hourly``: maintenance the
+    scheduler runs at start and every hour (the stale-chain alerts)."""
+    from bot.runs.backends import make_queue
     from bot.runs.scheduler import Scheduler
 
-    queue = SqlQueue()
-    worker = Worker(queue, Executor(queue, services, alerts=runtime.alerts), alerts=runtime.alerts,
-                    concurrency=concurrency, grace=grace)  # fmt: skip
-    await worker.start()
-    scheduler = Scheduler(queue, alerts=runtime.alerts, on_enqueued=worker.wake)
+    queue = queue or make_queue(runtime.settings)
+    await queue.open()
+    concurrency = runtime.settings.run_concurrency if concurrency is None else concurrency
+    worker = None
+    if concurrency > 0:
+        worker = await start_workers(runtime, services, queue, concurrency=concurrency, grace=grace)
+    scheduler = Scheduler(queue, alerts=runtime.alerts, on_enqueued=worker.wake if worker else None, hourly=hourly)
     halt = asyncio.Event()
     ticking = asyncio.create_task(scheduler.run_forever(halt), name="run-scheduler")
 
@@ -124,6 +164,8 @@ async def start_runs(runtime, services, *, concurrency: int = 2, grace: float = 
         halt.set()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await ticking
-        await worker.stop()
+        if worker is not None:
+            await worker.stop()
+        await queue.close()
 
     return stop

@@ -44,6 +44,7 @@ from tortoise.transactions import in_transaction
 from bot.alerts import Alert
 from bot.flows.approvals import ALERT_KIND, SETTINGS_KEY
 from bot.runs import schedule as sched
+from bot.runs.nudge import schedule_changed
 from bot.runs.outbox import DM, UPDATE, Outbox
 from bot.slack.listing import _repository_text, _sources_text, chain_schedule
 from storage.models import Approval, ApprovalStatus, AuditLog, BackupChain, ChainStatus, OutboxMessage, Workspace
@@ -132,6 +133,8 @@ async def decide(
             object_id=str(approval.chain_id),
             details={"approval_id": approval.id, "reason": reason, "requested_by": approval.requested_by},
         )
+    if approve:
+        await schedule_changed(approval.chain_id)  # type: ignore[attr-defined]  # active now: plan its slots
     return approval
 
 

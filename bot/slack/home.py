@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tortoise.transactions import in_transaction
 
 from bot.runs import schedule as sched
-from bot.runs.nudge import nudge
+from bot.runs.nudge import nudge, schedule_changed
 from bot.slack import listing
 from bot.slack.blocks import home_help_view
 from bot.slack.home_blocks import PAGE_SIZE, PAUSE, RESUME, RUN_NOW, ChainRow, home_chains_view
@@ -224,6 +224,7 @@ async def _set_status(tenant: Tenant, chain: BackupChain, user_id: str, action_i
         await _audit(tenant, user_id, ACTION_NAMES[action_id], str(chain.id), outcome="not_applicable", status=state)
         return f"*{name}* is {state}; it was not {verb}."
     await _audit(tenant, user_id, ACTION_NAMES[action_id], str(chain.id), outcome="done", before=before, after=after)
+    await schedule_changed(chain.id)  # a paused chain's run queued ahead of its slot is withdrawn at once
     if action_id == PAUSE:
         return f":double_vertical_bar: *{name}* is paused: no scheduled runs until someone resumes it."
     return f":large_green_circle: *{name}* is active again."

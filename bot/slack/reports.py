@@ -31,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts import AlertBus
 from bot.runs.notify import Notifier, Report
-from bot.runs.nudge import nudge
+from bot.runs.nudge import nudge, schedule_changed
 from bot.runs.outbox import Outbox, PermanentDeliveryError, TransientDeliveryError
 from storage.models import AuditLog, BackupChain, ChainStatus, Run, RunKind, RunStatus
 from storage.tenancy import Tenant
@@ -186,6 +186,7 @@ async def pause(tenant: Tenant, chain: BackupChain, user: str) -> bool:
             team_id=tenant.team_id, actor=user, action="chain.pause", object_type="chain", object_id=str(chain.id),
             details={"from": "report"},
         )  # fmt: skip
+        await schedule_changed(chain.id)
     return bool(changed)
 
 

@@ -54,6 +54,7 @@ from bot.flows.wizard import plan as planning
 from bot.flows.wizard.plan import PlanProblem, human, reveal
 from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.templates import TemplateError, save_template
+from bot.runs import nudge
 from bot.transport.base import Transport, TransportError
 from storage.crypto import Secret
 from storage.models import (
@@ -496,6 +497,10 @@ async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = N
         ) from exc
     if approval is not None:
         await approvals.announce(approval, chain, ctx.services.alerts)
+    else:
+        await nudge.schedule_changed(chain.id)  # committed: its first slot is planned now, not at the next resync
+    if run is not None:
+        nudge.nudge()
     runs = planning.next_runs_preview(schedule)
     created = Created(chain, repository, source, template, approval, run, runs if isinstance(runs, list) else None)
     data["chain_id"] = chain.id
