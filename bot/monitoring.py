@@ -18,7 +18,8 @@ Per chain (labels ``team`` = Slack team id, ``chain`` = chain name; never hosts,
 * ``backupbot_chain_runs_total{…, kind, status}`` — finished runs by kind and outcome (counted from Run rows)
 * ``backupbot_chain_up`` — 1 while the chain is active, 0 otherwise (paused, pending, …)
 
-Per workspace: ``backupbot_queue_depth{team}`` — queued runs. A fixed handful of grouped queries per scrape,
+Per workspace: ``backupbot_queue_depth{team}`` — queued runs that are due (waiting for a worker; not runs queued
+ahead of their slot or backing off before a retry). A fixed handful of grouped queries per scrape,
 whatever the number of chains.
 
 Pings
@@ -35,12 +36,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from tortoise.expressions import Q
 from tortoise.functions import Count, Max
 
 from storage.models import BackupChain, ChainStatus, Run, RunKind, RunStatus, Workspace
@@ -131,7 +133,7 @@ async def render_metrics(team_id: str) -> str:
         "Deduplicated size (new data) of the last successful backup.",
     )
     outcomes = _Family("backupbot_chain_runs", "counter", "Finished runs of the chain by kind and outcome.")
-    queue = _Family("backupbot_queue_depth", "gauge", "Runs waiting in the queue.")
+    queue = _Family("backupbot_queue_depth", "gauge", "Queued runs that are due, waiting for a worker.")
 
     for chain in chains:
         up.add(1 if chain["status"] == ChainStatus.ACTIVE else 0, **labels(chain["id"]))
@@ -162,7 +164,8 @@ async def render_metrics(team_id: str) -> str:
             kind, status = getattr(row["kind"], "value", row["kind"]), getattr(row["status"], "value", row["status"])
             outcomes.add(row["count"], **labels(row["chain_id"]), kind=kind, status=status)
 
-    queue.add(await Run.filter(team_id=team_id, status=RunStatus.QUEUED).count(), team=team_id)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=datetime.now(UTC))
+    queue.add(await Run.filter(due, team_id=team_id, status=RunStatus.QUEUED).count(), team=team_id)
 
     families = (up, last_success, duration, original, dedup, outcomes, queue)
     return "\n".join(line for family in families for line in family.render()) + "\n"

@@ -111,6 +111,8 @@ async def test_metrics_reflect_chains_and_runs(metrics_url: str) -> None:
     )
     await _run(web_chain, RunStatus.FAILED, day + timedelta(days=2), 5.5, error="unreachable")
     await _run(web_chain, RunStatus.QUEUED, None)
+    ahead = datetime.now(UTC) + timedelta(seconds=30)  # queued ahead of its slot, or backing off: not waiting yet
+    await _run(web_chain, RunStatus.QUEUED, None, next_attempt_at=ahead, scheduled_for=ahead)
     await _run(web_chain, RunStatus.SUCCEEDED, day, 30, kind=RunKind.PRUNE)
     await _run(other, RunStatus.QUEUED, None)
     await _run(other, RunStatus.QUEUED, None)

@@ -288,6 +288,11 @@ async def test_enqueue_is_idempotent_per_chain_and_slot(backend: Backend) -> Non
     other = await backend.queue()  # another process's queue agrees
     assert await other.enqueue(RunSpec(TEAM, chain_id=chain.id, scheduled_for=slot)) is None
     assert await queue.enqueue(RunSpec(TEAM, chain_id=chain.id, kind=RunKind.CHECK, scheduled_for=slot)) is not None
+    # A repository's own scheduled prune (no chain) is keyed by repository, kind and slot the same way.
+    prune = RunSpec(TEAM, kind=RunKind.PRUNE, repository_id=repo.id, scheduled_for=slot)
+    assert await queue.enqueue(prune) is not None
+    assert await other.enqueue(prune) is None
+    assert await queue.enqueue(RunSpec(TEAM, kind=RunKind.PRUNE, repository_id=repo.id)) is not None  # unslotted
 
 
 @pytest.mark.parametrize("status", [RunStatus.SUCCEEDED, RunStatus.SKIPPED])

@@ -221,3 +221,24 @@ async def test_a_worker_process_runs_a_real_backup_and_the_bot_posts_its_report(
         errors.append(await _stop(bot))
     assert worker.returncode == 0 and bot.returncode == 0, errors
     assert all("Traceback" not in err for err in errors), errors
+
+
+async def test_doctor_checks_procrastinates_tables_and_live_workers(tmp_path: Path, postgres_db, keyring) -> None:
+    from bot.cli.doctor import Problem, _run_queue
+    from bot.runs.procrastinate_queue import ProcrastinateQueue
+
+    settings = load_settings(None, **env_for(postgres_db.url, keyring))
+    with pytest.raises(Problem, match="tables are missing: run `backup-bot migrate`"):
+        await _run_queue(settings)
+    assert cli(tmp_path, "migrate", env=env_for(postgres_db.url, keyring)).returncode == 0
+    assert "0 worker process(es) alive; `backup-bot run` executes up to 2" in await _run_queue(settings)
+    only_workers = load_settings(None, **env_for(postgres_db.url, keyring, BACKUPBOT_RUN_CONCURRENCY="0"))
+    with pytest.raises(Problem, match="no `backup-bot worker` is alive"):
+        await _run_queue(only_workers)
+    worker = ProcrastinateQueue(postgres_db.url)
+    await worker.open()  # registers and heartbeats like a `backup-bot worker`
+    try:
+        assert "1 worker process(es) alive" in await _run_queue(only_workers)
+    finally:
+        await worker.close()
+    assert "embedded" in await _run_queue(load_settings(None))

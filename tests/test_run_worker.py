@@ -365,3 +365,20 @@ async def test_a_scheduled_prune_never_removes_every_archive_of_a_group_whose_ba
     assert result.freed_bytes is None
     listed = [a.name for a in await borg_list.archives(world.pool_transport(), at_pool)]
     assert sorted(listed) == sorted(names)
+
+
+async def test_a_result_arriving_after_another_worker_interrupted_the_run_is_not_reported_again(sqlite_db) -> None:
+    """A worker taken for dead (it was only slow) finishes late: its result is not stored (the queue's
+    compare-and-set) and the Executor publishes nothing, so the interruption is reported once, by its finder."""
+    pool = await StoragePool.create(team_id=TEAM, name="p", kind=PoolKind.LOCAL, base_path="/srv/x")
+    repository = await Repository.create(team_id=TEAM, pool=pool, name="r", path="/srv/x/r", passphrase="p")
+    queue = SqlQueue()
+    seen: list[str] = []
+    bus = AlertBus()
+    bus.subscribe(lambda alert: seen.append(alert.kind))
+    await queue.enqueue(RunSpec(TEAM, kind=RunKind.RESTORE, repository_id=repository.id))
+    claimed = await queue.claim("slow-worker")
+    assert await queue.interrupt(await Run.get(id=claimed.id), "its worker stopped sending heartbeats") is not None
+    stored = await Executor(queue, services=None, alerts=bus)(claimed)  # the slow worker's late result
+    assert stored.status == RunStatus.INTERRUPTED and seen == []
+    assert (await Run.get(id=claimed.id)).status == RunStatus.INTERRUPTED

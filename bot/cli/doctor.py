@@ -71,6 +71,7 @@ async def run_checks(settings: Settings) -> list[Finding]:
         ("secret keys", _secret_keys),
         ("database", _database),
         ("stored secrets", _stored_secrets),
+        ("run queue", _run_queue),
         ("Slack bot token", _slack_token),
         ("Slack connection mode", _slack_mode),
         ("borg", _borg),
@@ -128,6 +129,38 @@ async def _stored_secrets(settings: Settings) -> str:
         if Tortoise._inited:
             await db.close()
     return "the secret keys decrypt the bot's SSH identity"
+
+
+async def _run_queue(settings: Settings) -> str:
+    """Embedded: nothing to check. procrastinate: its tables exist and how many workers sent a heartbeat lately."""
+    from bot.runs.backends import PROCRASTINATE
+
+    if settings.queue_backend != PROCRASTINATE:
+        return f"embedded: `backup-bot run` executes up to {settings.run_concurrency} run(s) at once"
+    from bot.runs.procrastinate_queue import ProcrastinateQueue
+
+    queue = ProcrastinateQueue(settings.resolved_database_url)
+    try:
+        await queue.app.open_async()
+    except Exception as exc:
+        raise Problem(f"procrastinate cannot connect to {db.describe(settings.resolved_database_url)}: "
+                      f"{type(exc).__name__}.") from None  # fmt: skip
+    try:
+        if not await queue.schema_ready():
+            raise Problem("procrastinate's tables are missing: run `backup-bot migrate`.")
+        rows = await queue.connector.execute_query_all_async(
+            query="SELECT count(*) AS n FROM procrastinate_workers "
+            "WHERE last_heartbeat > NOW() - make_interval(secs => %(secs)s)",
+            secs=settings.worker_stalled_seconds,
+        )
+    finally:
+        await queue.app.close_async()
+    live = rows[0]["n"] if rows else 0
+    local = f"; `backup-bot run` executes up to {settings.run_concurrency} itself" if settings.run_concurrency else ""
+    if not live and not settings.run_concurrency:
+        raise Problem("procrastinate: no `backup-bot worker` is alive and BACKUPBOT_RUN_CONCURRENCY=0, so nothing "
+                      "executes runs: start a worker.")  # fmt: skip
+    return f"procrastinate: schema present, {live} worker process(es) alive{local}"
 
 
 async def _slack_token(settings: Settings) -> str:

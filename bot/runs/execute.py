@@ -128,6 +128,10 @@ class Executor:
         except _Early as early:
             outcome = early.outcome
         stored = await self.queue.complete(run, outcome)
+        if stored.status == RunStatus.INTERRUPTED:
+            # Not ours any more: another worker took this one for dead, interrupted it and announced that; its
+            # retry will ping and report. Saying it again (or pinging "fail") would report one event twice.
+            return stored
         if pinged is not None:
             await ping_chain(pinged, "success" if stored.status in (RunStatus.SUCCEEDED, RunStatus.WARNING) else "fail")
         await announce(self.alerts, stored, result=outcome)

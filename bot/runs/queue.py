@@ -157,22 +157,45 @@ class RunQueue(Protocol):
         """Release it again; after the worker stopped, so its unfinished runs are already interrupted."""
 
 
+def _slot_key(spec: RunSpec) -> tuple[str, int, str, datetime] | None:
+    """The idempotency key of a scheduled run: its chain (or, for a repository's own prune/check, its repository),
+    kind and slot. Runs without a slot (run now, retries) have none."""
+    if spec.scheduled_for is None:
+        return None
+    if spec.chain_id is not None:
+        return ("chain", spec.chain_id, str(RunKind(spec.kind)), _utc(spec.scheduled_for))
+    if spec.repository_id is not None:
+        return ("repository", spec.repository_id, str(RunKind(spec.kind)), _utc(spec.scheduled_for))
+    return None
+
+
+async def _existing_keys(keys: Sequence[tuple[str, int, str, datetime]]) -> set[tuple[str, int, str, datetime]]:
+    """Which of ``keys`` are runs already (a few range queries, whatever the number of keys)."""
+    taken: set[tuple[str, int, str, datetime]] = set()
+    for owner, column in (("chain", "chain_id"), ("repository", "repository_id")):
+        mine = [k for k in keys if k[0] == owner]
+        if not mine:
+            continue
+        ids = sorted({k[1] for k in mine})
+        moments = sorted({k[3] for k in mine})
+        for start in range(0, len(ids), 500):
+            query = Run.filter(**{f"{column}__in": ids[start:start + 500]},
+                               scheduled_for__gte=moments[0], scheduled_for__lte=moments[-1])  # fmt: skip
+            if owner == "repository":
+                query = query.filter(chain_id=None)
+            found = await query.values_list(column, "kind", "scheduled_for")
+            taken.update((owner, ident, str(kind), _utc(moment)) for ident, kind, moment in found)
+    return taken
+
+
 async def _without_existing(specs: Sequence[RunSpec]) -> list[RunSpec]:
-    """Drop specs whose chain + kind + ``scheduled_for`` is already a run (or repeated within ``specs``)."""
-    keyed = [s for s in specs if s.chain_id is not None and s.scheduled_for is not None]
-    taken: set[tuple[int, str, datetime]] = set()
-    if keyed:
-        chain_ids = sorted({s.chain_id for s in keyed})
-        moments = sorted({_utc(s.scheduled_for) for s in keyed})
-        for start in range(0, len(chain_ids), 500):
-            found = await Run.filter(
-                chain_id__in=chain_ids[start:start + 500], scheduled_for__gte=moments[0], scheduled_for__lte=moments[-1]
-            ).values_list("chain_id", "kind", "scheduled_for")
-            taken.update((c, str(k), _utc(t)) for c, k, t in found)
+    """Drop specs whose slot (see :func:`_slot_key`) is already a run, or repeated within ``specs``."""
+    keys = [key for key in map(_slot_key, specs) if key is not None]
+    taken = await _existing_keys(keys) if keys else set()
     fresh = []
     for spec in specs:
-        if spec.chain_id is not None and spec.scheduled_for is not None:
-            key = (spec.chain_id, str(RunKind(spec.kind)), _utc(spec.scheduled_for))
+        key = _slot_key(spec)
+        if key is not None:
             if key in taken:
                 continue
             taken.add(key)
