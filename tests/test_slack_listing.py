@@ -126,6 +126,8 @@ async def test_status_of_one_chain(rows) -> None:
         "*Repository:* repo-web-files · `/srv/borg/web-files` · repokey-blake2, compression lz4",
         "*Pool:* pool-web-files (fast) · 5.0 GiB free",
         "*Retention:* 7 daily, 4 weekly, 6 monthly, 1 yearly",
+        "*Prune + compact:* after each successful backup (`/backup prune`)",
+        "*Integrity check:* no scheduled integrity check (`/backup check`)",
     ]
     assert sources.splitlines() == ["*Sources:*", "• web-files-etc — Files & folders on srv-web-files (10.0.0.9)"]
     lines = runs.splitlines()
@@ -287,3 +289,50 @@ async def test_template_button_opens_the_wizard_prefilled(rows, tmp_path: Path) 
         finally:
             await slack.aclose()
             await runner.cleanup()
+
+
+async def test_check_and_prune_schedules_are_set_from_slack(driver: SlackDriver, rows) -> None:
+    """`/backup check` and `/backup prune`: shown, set (validated, audited, permission-checked), cleared, told to
+    the scheduler at once, and visible in `/backup status`."""
+    from bot.runs import nudge
+    from storage.models import AuditLog
+
+    web = rows["web"]
+    driver.emulator.add_user("U0NOBODY", name="nina")
+    told: list[tuple[int | None, int | None]] = []
+
+    async def refresh(chain_id, *, repository_id=None) -> None:
+        told.append((chain_id, repository_id))
+
+    async def say(text: str, user: str | None = None) -> str:
+        answered = await driver.slash_command("/backup", text, user=user)
+        assert answered.status == 200 and check_message_blocks(answered.json["blocks"]) == []
+        return json.dumps(answered.json["blocks"])
+
+    unregister = nudge.on_schedule_change(refresh)
+    try:
+        assert "no scheduled integrity check" in await say("check web-files")
+        assert "not allowed" in await say("check web-files sun 04:30", user="U0NOBODY")
+        assert "Unknown day 'someday'" in await say("check web-files someday 04:30")
+        assert "is not a time" in await say("check web-files sun 4h30")
+        said = await say("check web-files sun,wed 04:30 verify")
+        assert "Wed, Sun at 04:30 in UTC (repository + archives + all data (verify-data))" in said
+        stored = (await BackupChain.get(id=web.id)).schedule
+        assert stored["check"] == {"days": ["wed", "sun"], "at": "04:30", "verify_data": True}
+        assert stored["days"] == MWF["days"] and stored["at"] == "02:00"  # the backup schedule is untouched
+        assert "pruned after each successful backup" in await say("prune web-files")
+        assert "pruned and compacted Sat at 03:00 in UTC" in await say("prune web-files sat 03:00")
+        repository = await Repository.get(id=web.repository_id)
+        assert repository.prune_schedule == {"days": ["sat"], "at": "03:00", "timezone": "UTC"}
+        status = await say("status web-files")
+        assert "Prune + compact:* Sat at 03:00 in UTC" in status and "Integrity check:* Wed, Sun at 04:30" in status
+        assert "after each successful backup" in await say("prune web-files after-backup")
+        assert (await Repository.get(id=web.repository_id)).prune_schedule is None
+        assert "no scheduled integrity check any more" in await say("check web-files off")
+        assert "check" not in (await BackupChain.get(id=web.id)).schedule
+    finally:
+        unregister()
+    assert told == [(web.id, None), (None, web.repository_id), (None, web.repository_id), (web.id, None)]
+    actions = await AuditLog.filter(actor="U0001").order_by("id").values_list("action", flat=True)
+    assert actions == ["chain.check_schedule", "repository.prune_schedule", "repository.prune_schedule",
+                       "chain.check_schedule"]  # fmt: skip

@@ -148,6 +148,7 @@ async def test_validation_runs_a_real_test_backup_then_create_writes_everything_
     assert await review.submit(ctx, values) == {}
     chain = await BackupChain.get(id=ctx.data["chain_id"]).prefetch_related("sources", "repository")
     assert chain.status == ChainStatus.ACTIVE and chain.schedule["days"] == ["mon", "wed", "fri"]
+    assert chain.schedule["check"] == {"days": ["sun"], "at": "05:00", "verify_data": False}  # weekly by default
     assert chain.timezone == "Europe/Berlin" and chain.created_by == "U1" and chain.notify_channel == "C0CHAN"
     repository = chain.repository
     assert repository.path == setup["path"] and repository.passphrase.reveal() == passphrase

@@ -39,6 +39,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("cancel", "/backup cancel", "discard your open wizard", True),
     Subcommand("templates", "/backup templates", "saved answer sets to start a wizard from", True),
     Subcommand("ping", "/backup ping <chain> [<url>|off]", "a URL pinged at each backup's start/success/fail", True),
+    Subcommand("check", "/backup check <chain> [off|<days> <HH:MM> [verify]]", "when borg check verifies it", True),
+    Subcommand("prune", "/backup prune <chain> [after-backup|<days> <HH:MM>]", "when old archives are pruned", True),
 )
 
 

@@ -1,4 +1,11 @@
-"""``/backup ping <chain> [<url> | off]``: a chain's healthchecks-style ping URL, set from Slack.
+"""Chain settings from Slack: ``/backup ping``, ``/backup check`` and ``/backup prune``.
+
+* ``/backup ping <chain> [<url> | off]``: a healthchecks-style URL pinged at each backup's start, success, failure.
+* ``/backup check <chain> [off | <days> <HH:MM> [verify]]``: when ``borg check`` verifies the repository.
+* ``/backup prune <chain> [after-backup | <days> <HH:MM>]``: prune + compact after each backup, or on a schedule
+  (e.g. a busy repository pruned once a week instead of after every hourly backup).
+
+Without a value each shows the current setting.
 
 Monitoring outside Slack (healthchecks.io, a self-hosted Healthchecks, Uptime Kuma's push monitors) is what tells
 someone a backup did not happen when the bot itself is down, so setting it must not need a shell on the bot host.
@@ -13,13 +20,15 @@ from urllib.parse import urlsplit
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.flows import maintenance
 from bot.monitoring import ping_url_of, set_ping_url
+from bot.runs import schedule as sched
 from bot.slack import listing
 from bot.slack.home import may_act
-from storage.models import AuditLog, BackupChain
+from storage.models import AuditLog, BackupChain, Repository
 from storage.tenancy import Tenant
 
-WORDS = ("ping",)
+WORDS = ("ping", "check", "prune")
 OFF = ("off", "none", "remove", "clear")
 USAGE = "`/backup ping <chain>` shows it, `/backup ping <chain> <https://…>` sets it, `/backup ping <chain> off`."
 
@@ -78,3 +87,93 @@ async def ping_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest
         return _answer(f"{label} no longer pings anything.")
     return _answer(f":white_check_mark: {label} now pings `{listing._esc(_host(url))}`: `/start` when a backup "
                    "starts, the URL itself on success, `/fail` on failure.")  # fmt: skip
+
+
+CHECK_USAGE = (
+    "`/backup check <chain>` shows it; `/backup check <chain> sun 05:00` (days: mon…sun, comma-separated, or daily) "
+    "sets it, add `verify` to also read every chunk (slow); `/backup check <chain> off`."
+)
+PRUNE_USAGE = (
+    "`/backup prune <chain>` shows it; `/backup prune <chain> sat 03:00` prunes on a schedule; "
+    "`/backup prune <chain> after-backup` prunes after each backup again."
+)
+
+
+def _days_like(token: str) -> bool:
+    words = token.lower().split(",")
+    return token.lower() in ("daily", "every-day") or all(sched._day(w) is not None for w in words)
+
+
+def split_timing(rest: str, *, flags: tuple[str, ...] = (), words: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+    """``"<chain name> <days> <HH:MM> [flag]"`` or ``"<chain name> <word>"`` → (name, the value's tokens)."""
+    tokens = rest.strip().split()
+    tail: list[str] = []
+    if tokens and tokens[-1].lower() in flags:
+        tail.insert(0, tokens.pop().lower())
+    if len(tokens) >= 3 and (":" in tokens[-1] or _days_like(tokens[-2])):
+        tail[:0] = [tokens[-2], tokens[-1]]
+        tokens = tokens[:-2]
+    elif len(tokens) >= 2 and tokens[-1].lower() in words and not tail:
+        tail = [tokens.pop().lower()]
+    elif tail:  # a flag without a time: it belonged to the name
+        tokens.append(tail.pop())
+    return " ".join(tokens).strip("`\"'"), tuple(tail)
+
+
+async def _chain_for_change(client: AsyncWebClient, tenant: Tenant, user_id: str, name: str, usage: str,
+                            changing: bool) -> BackupChain | listing.Answer:  # fmt: skip
+    if not name:
+        return _answer(f"Which chain? {usage}")
+    chain = await tenant.query(BackupChain).filter(name=name).first()
+    if chain is None:
+        return listing._not_found(name)
+    if changing and not await may_act(client, tenant, user_id, chain):
+        return _answer(f":no_entry: You are not allowed to change *{listing._esc(chain.name)}*: only its creator, "
+                       "the workspace's approvers and Slack admins may. Nothing was changed.")  # fmt: skip
+    return chain
+
+
+async def check_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest: str) -> listing.Answer:
+    name, value = split_timing(rest, flags=("verify", "verify-data"), words=OFF)
+    chain = await _chain_for_change(client, tenant, user_id, name, CHECK_USAGE, bool(value))
+    if isinstance(chain, listing.Answer):
+        return chain
+    label = f"*{listing._esc(chain.name)}*"
+    if value:
+        try:
+            check = None if value[0] in OFF else {
+                **maintenance.timing(value[0], value[1], chain.timezone), "verify_data": len(value) == 3
+            }  # fmt: skip
+        except maintenance.MaintenanceError as exc:
+            return _answer(f"{exc} Nothing was changed. {CHECK_USAGE}")
+        await maintenance.set_check(tenant, chain, user_id, check)
+        if check is None:
+            return _answer(f"{label} has no scheduled integrity check any more. Its backups are still verified "
+                           "as listed in the repository after each run.")  # fmt: skip
+        return _answer(f":white_check_mark: {label} is checked {listing._esc(maintenance.check_summary(chain))}; "
+                       "problems are reported in its channel.")  # fmt: skip
+    return _answer(f"{label}: {listing._esc(maintenance.check_summary(chain))}. {CHECK_USAGE}")
+
+
+async def prune_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest: str) -> listing.Answer:
+    name, value = split_timing(rest, words=("after-backup",))
+    chain = await _chain_for_change(client, tenant, user_id, name, PRUNE_USAGE, bool(value))
+    if isinstance(chain, listing.Answer):
+        return chain
+    repository = await tenant.get(Repository, id=chain.repository_id)  # type: ignore[attr-defined]
+    label = f"*{listing._esc(repository.name)}*"
+    if value:
+        try:
+            prune = None if value[0] == "after-backup" else maintenance.timing(value[0], value[1], chain.timezone)
+        except maintenance.MaintenanceError as exc:
+            return _answer(f"{exc} Nothing was changed. {PRUNE_USAGE}")
+        await maintenance.set_prune(tenant, repository, user_id, prune, chain.timezone)
+        return _answer(f":white_check_mark: The repository {label} is pruned and compacted "
+                       f"{listing._esc(maintenance.prune_summary(repository, chain.timezone))}, keeping "
+                       "what its retention says; prunes are reported in the channel.")  # fmt: skip
+    when = maintenance.prune_summary(repository, chain.timezone)
+    return _answer(f"The repository {label} of *{listing._esc(chain.name)}* is pruned {listing._esc(when)}. "
+                   f"{PRUNE_USAGE}")  # fmt: skip
+
+
+ANSWERS = {"ping": ping_answer, "check": check_answer, "prune": prune_answer}

@@ -40,8 +40,8 @@ def register(app: AsyncApp, controller: WizardController | None = None) -> None:
             return
         if word in chain_settings.WORDS and context.get("tenant") is not None:
             rest = (command.get("text") or "").strip().split(maxsplit=1)
-            found = await chain_settings.ping_answer(client, context["tenant"], command["user_id"],
-                                                     rest[1] if len(rest) > 1 else "")  # fmt: skip
+            found = await chain_settings.ANSWERS[word](client, context["tenant"], command["user_id"],
+                                                       rest[1] if len(rest) > 1 else "")  # fmt: skip
             await ack(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
             return
         if controller is None or word not in WIZARD_WORDS:

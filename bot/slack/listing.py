@@ -25,6 +25,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.backup.retention import policy_summary
+from bot.flows.maintenance import check_summary, prune_summary
 from bot.flows.wizard.steps.backup_type import LABELS as TYPE_LABELS
 from bot.flows.wizard.steps.retention import policy_of
 from bot.flows.wizard.steps.schedule import format_run
@@ -253,6 +254,8 @@ async def _repository_text(tenant: Tenant, chain: BackupChain) -> str:
     except (TypeError, ValueError):
         retention = "not readable"
     lines.append(f"*Retention:* {retention if repo.retention else 'not set'}")
+    lines.append(f"*Prune + compact:* {_esc(prune_summary(repo, chain.timezone))} (`/backup prune`)")
+    lines.append(f"*Integrity check:* {_esc(check_summary(chain))} (`/backup check`)")
     return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.borg.runner import BorgError
 from bot.flows import approvals
+from bot.flows.maintenance import DEFAULT_CHECK
 from bot.flows.wizard import plan as planning
 from bot.flows.wizard.plan import PlanProblem, human, reveal
 from bot.flows.wizard.steps.base import WizardContext
@@ -398,6 +399,7 @@ async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = N
     timezone = schedule.get("timezone") or ctx.user_tz or "UTC"
     chain_schedule = {k: schedule[k] for k in ("days", "at", "window") if schedule.get(k) is not None}
     chain_schedule["timezone"] = timezone
+    chain_schedule["check"] = dict(DEFAULT_CHECK)  # weekly borg check; `/backup check` changes it
     pending = await approvals.requires_approval(ctx.team_id, ctx.user_id)
     channel = await _channel(ctx)
     template_id = data.get("template_id")
