@@ -383,16 +383,7 @@ async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = N
     setup = await ensure_remote_repository(ctx)
     server = await planning.load_server(tenant, data.get("server_id"))
     pool = await planning.load_pool(tenant, data.get("pool_id"), server)
-    try:
-        if not await remote_exists(pool, setup["path"], ctx.services):
-            data.pop(SETUP_KEY, None)
-            await checkpoint(ctx)
-            raise CreateError(
-                f"The repository {setup['path']} is no longer on the pool; run the validation again to create it.",
-                "name",
-            )
-    except TransportError as exc:
-        raise CreateError(f"The pool could not be reached to check the repository: {exc}", "name") from exc
+    await _require_remote(ctx, pool, setup)
     credential = await planning.credential_row(tenant, server, data.get("credential_id"))
     repository_answer = data.get("repository") or {}
     schedule = dict(data.get("schedule") or {})
@@ -457,28 +448,7 @@ async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = N
                     requested_by=user,
                     scheduled_for=datetime.now(UTC),
                 )
-            audit = [
-                (
-                    "repository.create" if setup.get("created") else "repository.adopt",
-                    "repository",
-                    repository.id,
-                    {"name": repository.name, "path": repository.path, "pool": pool.name},
-                ),
-                ("source.create", "source", source.id, {"server": server.name, "type": data["backup_type"]}),
-                (
-                    "chain.create",
-                    "chain",
-                    chain.id,
-                    {
-                        "name": chain.name,
-                        "status": chain.status.value,
-                        "schedule": chain_schedule,
-                        "template_id": chain.template_id,
-                    },
-                ),  # type: ignore[attr-defined]
-            ]
-            if run is not None:
-                audit.append(("run.request", "run", run.id, {"kind": "backup", "reason": "run now from the wizard"}))
+            audit = _audit_rows(setup, pool, server, data, repository, source, chain, run)
             for action, kind, object_id, details in audit:
                 await AuditLog.create(
                     team_id=ctx.team_id,
@@ -508,6 +478,51 @@ async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = N
     data["chain_id"] = chain.id
     data["_result"] = result_text(created, data, pool.name)
     return created
+
+
+async def _require_remote(ctx: WizardContext, pool: Any, setup: Mapping[str, Any]) -> None:
+    """The repository validation created must still be on the pool (rows are written only for a real one)."""
+    try:
+        if not await remote_exists(pool, setup["path"], ctx.services):
+            ctx.data.pop(SETUP_KEY, None)
+            await checkpoint(ctx)
+            raise CreateError(
+                f"The repository {setup['path']} is no longer on the pool; run the validation again to create it.",
+                "name",
+            )
+    except TransportError as exc:
+        raise CreateError(f"The pool could not be reached to check the repository: {exc}", "name") from exc
+
+
+AuditRow = tuple[str, str, int, dict[str, Any]]
+
+
+def _audit_rows(setup: Mapping[str, Any], pool: Any, server: Any, data: Mapping[str, Any], repository: Repository,
+                source: BackupSource, chain: BackupChain, run: Run | None) -> list[AuditRow]:  # fmt: skip
+    """(action, object type, id, details) of everything one creation wrote, for the AuditLog."""
+    audit: list[AuditRow] = [
+        (
+            "repository.create" if setup.get("created") else "repository.adopt",
+            "repository",
+            repository.id,
+            {"name": repository.name, "path": repository.path, "pool": pool.name},
+        ),
+        ("source.create", "source", source.id, {"server": server.name, "type": data["backup_type"]}),
+        (
+            "chain.create",
+            "chain",
+            chain.id,
+            {
+                "name": chain.name,
+                "status": chain.status.value,
+                "schedule": chain.schedule,
+                "template_id": chain.template_id,
+            },
+        ),  # type: ignore[attr-defined]
+    ]
+    if run is not None:
+        audit.append(("run.request", "run", run.id, {"kind": "backup", "reason": "run now from the wizard"}))
+    return audit
 
 
 def _kept(setup: Mapping[str, Any]) -> str:
