@@ -3,7 +3,8 @@
 Listeners are registered per surface (commands, actions, events) by each module's ``register``. A global
 middleware resolves the Slack workspace of every request into a :class:`~storage.tenancy.Tenant` in
 ``context["tenant"]``, creating the Workspace row on first contact, so listeners never build queries
-without a workspace. The Web API client retries 429s (honouring Retry-After) and 5xx/connection errors.
+without a workspace. The Web API client retries 429s (honouring Retry-After) and 5xx/connection errors. An answer
+to Slack leaves the moment its listener calls ``ack()`` (:mod:`bot.slack.prompt_ack`), not at bolt's next poll.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bot.flows.wizard.controller import WizardController
 from bot.monitoring import add_metrics_route
 from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
-from bot.slack import actions, approvals, commands, events, reports
+from bot.slack import actions, approvals, commands, events, prompt_ack, reports
 from bot.slack import wizard as wizard_listeners
 from storage.models import Workspace
 from storage.tenancy import Tenant
@@ -81,6 +82,7 @@ def build_app(
     if wizard is not None:
         wizard_listeners.register(app, wizard)
     app.error(_on_error)
+    prompt_ack.install(app)  # answer at ack(), not at bolt's next 10 ms poll
     return app
 
 

@@ -1,7 +1,8 @@
 """Slack listeners of the wizard: open, submit, back, step buttons, external-select options, close.
 
-Fast steps answer in the ack (``response_action=update`` or ``errors``); slow steps (SSH, probes, the test
-backup) ack at once with a "working…" view and finish with ``views.update``. Every screen replaces the
+Fast steps answer in the ack (``response_action=update`` or ``errors``) and save right after it (one database
+read before the answer, no write); slow steps (SSH, probes, the test backup) ack at once with a "working…" view
+and finish with ``views.update``; buttons ack first and do everything after. Every screen replaces the
 current modal (never a push), so the modal stack stays one deep. Expired or foreign sessions get a modal
 that says what to do instead of a stack trace.
 """
@@ -115,6 +116,25 @@ async def _finish_slow(controller: WizardController, client: AsyncWebClient, ten
     await client.views_update(view_id=view_id, view=view)
 
 
+async def _commit(screen: Screen, client: AsyncWebClient, view_id: str) -> None:
+    """Save what a fast submit just answered with. Nothing can reach the session before this write: a later click
+    needs Slack to have shown the answer, and the database serves requests in order. When the save is refused
+    (someone saved the session in between: a double click, a second window) or fails, the modal says so, as the
+    answer itself would have; the update waits for Slack to have applied the answer (ACK_SETTLE), so it lands last."""
+    assert screen.commit is not None
+    try:
+        await screen.commit()
+        return
+    except StaleSession as exc:
+        view = _gone(str(exc))
+    except Exception:
+        log.exception("saving a wizard step failed")
+        view = _gone("Could not save this step on the bot's side. Type `/backup resume` to go on from the last "
+                     "saved step.")  # fmt: skip
+    await asyncio.sleep(ACK_SETTLE)
+    await client.views_update(view_id=view_id, view=view)
+
+
 def register(app: AsyncApp, controller: WizardController) -> None:
     progress = Progress(app.client)
     extra = getattr(controller.services, "extra", None)
@@ -123,14 +143,16 @@ def register(app: AsyncApp, controller: WizardController) -> None:
 
     @app.view(CALLBACK_ID)
     async def submitted(ack: AsyncAck, body: dict, view: dict, client: AsyncWebClient, context: AsyncBoltContext):
+        """One database read and, for a fast step, its save before the answer: the next screen is shown only once
+        the answer is stored, so a crash right after the ack loses nothing (a slow step answers "working…" and does
+        everything after). ``save_later`` would answer before saving; it is not used here for that reason."""
         tenant, user_id, session_id = context["tenant"], body["user"]["id"], view["private_metadata"]
         values = values_of(view)
         try:
             screen = await controller.submit(tenant, user_id, session_id, values, defer_slow=True)
-            if screen is None:  # a slow step: answer now, work in the background, then views.update
-                title = await controller.title_of(tenant, user_id, session_id)
-                await ack(response_action="update", view=working(title, "working on it…"))
-                progress.views[session_id] = (view["id"], title)
+            if screen.deferred:  # a slow step: answer now, work in the background, then views.update
+                await ack(response_action="update", view=working(screen.title, "working on it…"))
+                progress.views[session_id] = (view["id"], screen.title)
                 _spawn(_finish_slow(controller, client, tenant, user_id, session_id, values, view["id"], progress))
                 return
         except (SessionGone, StaleSession) as exc:
@@ -140,6 +162,8 @@ def register(app: AsyncApp, controller: WizardController) -> None:
             await ack(response_action="errors", errors={k: v[:150] for k, v in screen.errors.items()})
         else:
             await ack(response_action="update", view=modal(screen))
+        if screen.commit is not None:
+            await _commit(screen, client, view["id"])
 
     @app.view_closed(CALLBACK_ID)
     async def closed(ack: AsyncAck) -> None:
@@ -152,10 +176,16 @@ def register(app: AsyncApp, controller: WizardController) -> None:
 
     @app.action({"action_id": re.compile("^" + re.escape(ACT_PREFIX))})
     async def act(ack: AsyncAck, body: dict, action: dict, client: AsyncWebClient, context: AsyncBoltContext):
+        """For a slow step the modal first says "working…", so the person cannot submit a screen that is about to
+        change (and no stale answer races the button)."""
         await ack()
-        name = action["action_id"].removeprefix(ACT_PREFIX)
-        await _update(client, body, lambda t, u, s: controller.act(t, u, s, name, action.get("value", "")), context,
-                      controller)  # fmt: skip
+        name, view_id = action["action_id"].removeprefix(ACT_PREFIX), body["view"]["id"]
+
+        async def show_working(title: str) -> None:
+            await client.views_update(view_id=view_id, view=working(title, "working on it…"))
+
+        await _update(client, body, lambda t, u, s: controller.act(t, u, s, name, action.get("value", ""),
+                                                                   on_slow=show_working), context)  # fmt: skip
 
     @app.options("v")
     async def options(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:
@@ -169,16 +199,11 @@ def register(app: AsyncApp, controller: WizardController) -> None:
         )
 
 
-async def _update(client: AsyncWebClient, body: dict, call, context: AsyncBoltContext,
-                  controller: WizardController | None = None) -> None:  # fmt: skip
-    """Run ``call`` for a button and show its screen. For a slow step the modal first says "working…", so
-    the person cannot submit a screen that is about to change (and no stale answer races the button)."""
+async def _update(client: AsyncWebClient, body: dict, call, context: AsyncBoltContext) -> None:
+    """Run ``call`` for a button (after its ack) and show its screen."""
     view = body["view"]
     tenant, user_id, session_id = context["tenant"], body["user"]["id"], view["private_metadata"]
     try:
-        if controller is not None and await controller.is_slow(tenant, user_id, session_id):
-            title = await controller.title_of(tenant, user_id, session_id)
-            await client.views_update(view_id=view["id"], view=working(title, "working on it…"))
         screen = await call(tenant, user_id, session_id)
         new_view = modal(screen)
     except (SessionGone, StaleSession) as exc:

@@ -1,35 +1,18 @@
-"""Rendering wizard screens as Slack modals (slack_sdk models, so Slack's limits are checked) and reading
-submitted values back out of ``view.state.values``.
+"""Rendering wizard screens as Slack modals, and reading submitted values back out of ``view.state.values``.
 
 Every input's block id is the step field's name and its action id is ``v``, so inline errors
 (``response_action=errors``) map one to one onto fields. The modal carries only the session id.
+
+The Block Kit JSON is built directly as dicts: a screen is rendered on every click, before the ack, and slack_sdk's
+model objects cost ~10× as much for the same JSON. Texts are cut to Slack's limits as before; what cannot be cut
+(option and button values, ids, too many blocks, a malformed time) raises :class:`ModalError`, as slack_sdk's
+checks did. ``tests/test_wizard_render.py`` holds the output equal to slack_sdk's models for every kind of field.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
-
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    CheckboxesElement,
-    ContextBlock,
-    DividerBlock,
-    ExternalDataSelectElement,
-    InputBlock,
-    MarkdownTextObject,
-    NumberInputElement,
-    Option,
-    PlainTextInputElement,
-    PlainTextObject,
-    RadioButtonsElement,
-    SectionBlock,
-    StaticMultiSelectElement,
-    StaticSelectElement,
-    TimePickerElement,
-)
-from slack_sdk.models.views import View
 
 from bot.flows.wizard.controller import Screen
 from bot.flows.wizard.steps.base import Field
@@ -39,61 +22,107 @@ TITLE = "Backup wizard"
 ACT_PREFIX = "wizard_act:"
 BACK = "wizard_back"
 MAX_TEXT = 2900
+_TIME = re.compile(r"([0-1][0-9]|2[0-3]):([0-5][0-9])")
 
 
-def _option(option: Any, *, with_description: bool) -> Option:
+class ModalError(ValueError):
+    """A screen that Slack would refuse and that cannot be cut to fit (slack_sdk's SlackObjectFormationError)."""
+
+
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ModalError(what)
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset attributes as slack_sdk does: None and empty strings/lists (False and 0 stay)."""
+    return {k: v for k, v in d.items() if v is not None and not (isinstance(v, str | list | dict) and not v)}
+
+
+def _plain(text: str | None) -> dict[str, Any] | None:
+    """A plain_text object from a string (slack_sdk's ``PlainTextObject.from_str``; empty → unset)."""
+    return {"type": "plain_text", "text": text, "emoji": True} if text else None
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return _compact({"type": "mrkdwn", "text": text})
+
+
+def _option(option: Any, *, with_description: bool) -> dict[str, Any]:
+    value = option.value
+    _check(value is None or len(value) <= 150, "option value cannot exceed 150 characters")
     description = option.description[:75] if with_description and option.description else None
-    return Option(value=option.value, text=PlainTextObject(text=option.label[:75]), description=description)
+    label = option.label[:75]
+    text = {"type": "plain_text", "text": label} if label else {"type": "plain_text"}
+    rendered = {"text": text, "value": value}  # the value is sent even when empty, as slack_sdk does
+    if description:
+        rendered["description"] = _plain(description)
+    return rendered
 
 
-def _initial(field: Field, options: list[Option]) -> Any:
+def _initial(field: Field, options: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     wanted = field.initial if isinstance(field.initial, list | tuple) else [field.initial]
-    chosen = [o for o in options if o.value in {str(w) for w in wanted if w is not None}]
-    return chosen
+    keep = {str(w) for w in wanted if w is not None}
+    return [rendered for value, rendered in options if value in keep]
 
 
-def _element(field: Field) -> Any:
+def _element(field: Field) -> dict[str, Any]:
     kind = field.kind
     rich = kind in ("radio", "checkboxes")
-    options = [_option(o, with_description=rich) for o in field.options][:100]
+    listed = kind in ("select", "multiselect", "radio", "checkboxes")
+    options = [(o.value, _option(o, with_description=rich)) for o in field.options[:100]] if listed else []
+    rendered = [o for _, o in options]
     chosen = _initial(field, options)
-    placeholder = field.placeholder[:150] or None
+    placeholder = _plain(field.placeholder[:150] or None)
     if kind in ("text", "multiline"):
         initial = None if field.initial in (None, "") else str(field.initial)
-        return PlainTextInputElement(action_id="v", initial_value=initial, multiline=kind == "multiline",
-                                     placeholder=placeholder)  # fmt: skip
+        return _compact({"type": "plain_text_input", "action_id": "v", "placeholder": placeholder,
+                         "initial_value": initial, "multiline": kind == "multiline"})  # fmt: skip
     if kind == "number":
         initial = None if field.initial in (None, "") else str(field.initial)
-        return NumberInputElement(action_id="v", is_decimal_allowed=False, initial_value=initial)
+        return _compact({"type": "number_input", "action_id": "v", "initial_value": initial,
+                         "is_decimal_allowed": False})  # fmt: skip
     if kind == "select":
-        return StaticSelectElement(action_id="v", options=options, initial_option=chosen[0] if chosen else None,
-                                   placeholder=placeholder or "Choose…")  # fmt: skip
+        return _compact({"type": "static_select", "action_id": "v", "placeholder": placeholder or _plain("Choose…"),
+                         "options": rendered, "initial_option": chosen[0] if chosen else None})  # fmt: skip
     if kind == "multiselect":
-        return StaticMultiSelectElement(action_id="v", options=options, initial_options=chosen or None,
-                                        placeholder=placeholder or "Choose…")  # fmt: skip
+        return _compact({"type": "multi_static_select", "action_id": "v",
+                         "placeholder": placeholder or _plain("Choose…"), "options": rendered,
+                         "initial_options": chosen})  # fmt: skip
     if kind == "radio":
-        return RadioButtonsElement(action_id="v", options=options, initial_option=chosen[0] if chosen else None)
+        return _compact({"type": "radio_buttons", "action_id": "v", "options": rendered,
+                         "initial_option": chosen[0] if chosen else None})  # fmt: skip
     if kind == "checkboxes":
-        return CheckboxesElement(action_id="v", options=options, initial_options=chosen or None)
+        return _compact({"type": "checkboxes", "action_id": "v", "options": rendered, "initial_options": chosen})
     if kind == "external_select":
         initial = _option(field.options[0], with_description=False) if field.options and field.initial else None
-        return ExternalDataSelectElement(action_id="v", min_query_length=field.min_query_length, initial_option=initial,
-                                         placeholder=placeholder or "Type to search…")  # fmt: skip
+        return _compact({"type": "external_select", "action_id": "v",
+                         "placeholder": placeholder or _plain("Type to search…"), "initial_option": initial,
+                         "min_query_length": field.min_query_length})  # fmt: skip
     if kind == "time":
-        return TimePickerElement(action_id="v", initial_time=field.initial or None)
+        initial = field.initial or None
+        _check(initial is None or _TIME.match(initial) is not None, "initial_time must be in format 'HH:mm'")
+        return _compact({"type": "timepicker", "action_id": "v", "initial_time": initial})
     raise ValueError(f"unknown field kind {kind!r}")
 
 
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=text[:MAX_TEXT]))
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text[:MAX_TEXT])}
 
 
-def _blocks(screen: Screen) -> list[Block]:
+def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    _check(len(action_id) <= 255, "action_id cannot exceed 255 characters")
+    _check(len(value or "") <= 2000, "button value cannot exceed 2000 characters")
+    _check(style in (None, "primary", "danger"), "button style must be primary or danger")
+    return _compact({"type": "button", "text": _plain(text), "action_id": action_id, "value": value, "style": style})
+
+
+def _blocks(screen: Screen) -> list[dict[str, Any]]:
     view = screen.view
-    blocks: list[Block] = []
+    blocks: list[dict[str, Any]] = []
     if screen.total:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Step {screen.number} of {screen.total} · "
-                                                                     f"*{screen.title}*")]))  # fmt: skip
+        progress = f"Step {screen.number} of {screen.total} · *{screen.title}*"
+        blocks.append({"type": "context", "elements": [_mrkdwn(progress)]})
     blocks.append(_section(view.heading))
     if screen.errors and screen.slow:  # fast steps show errors inline (response_action=errors) instead
         blocks.append(_section("\n".join(f":warning: {msg}" for msg in screen.errors.values())))
@@ -101,36 +130,37 @@ def _blocks(screen: Screen) -> list[Block]:
         blocks.append(_section(screen.note))
     blocks.extend(_section(note) for note in view.notes)
     for field in view.fields:
-        blocks.append(InputBlock(block_id=field.name, label=field.label[:2000], element=_element(field),
-                                 optional=field.optional, hint=field.hint[:2000] or None))  # fmt: skip
-    buttons = [] if screen.first or not screen.total else [ButtonElement(text="← Back", action_id=BACK, value="back")]
-    buttons += [ButtonElement(text=b.label[:75], action_id=ACT_PREFIX + b.action, value=b.value or b.action,
-                              style=b.style) for b in view.buttons]  # fmt: skip
+        _check(len(field.name) <= 255, "block_id cannot exceed 255 characters")
+        blocks.append(_compact({"type": "input", "block_id": field.name, "label": _plain(field.label[:2000]),
+                                "element": _element(field), "optional": field.optional,
+                                "hint": _plain(field.hint[:2000] or None)}))  # fmt: skip
+    buttons = [] if screen.first or not screen.total else [_button("← Back", BACK, "back")]
+    buttons += [_button(b.label[:75], ACT_PREFIX + b.action, b.value or b.action, b.style) for b in view.buttons]
     if buttons:
-        blocks.append(DividerBlock())
-        blocks.append(ActionsBlock(block_id="wizard_actions", elements=buttons[:25]))
+        blocks.append({"type": "divider"})
+        blocks.append({"type": "actions", "block_id": "wizard_actions", "elements": buttons[:25]})
     return blocks
 
 
+def _view(private_metadata: str | None, callback_id: str, blocks: list[dict[str, Any]],
+          submit: str | None) -> dict[str, Any]:  # fmt: skip
+    _check(0 < len(blocks) <= 100, "views must contain between 1 and 100 blocks")
+    _check(private_metadata is None or len(private_metadata) <= 3000, "private_metadata cannot exceed 3000 characters")
+    return _compact({"type": "modal", "title": _plain(TITLE), "blocks": blocks, "close": _plain("Close"),
+                     "submit": _plain(submit), "private_metadata": private_metadata,
+                     "callback_id": callback_id})  # fmt: skip
+
+
 def modal(screen: Screen) -> dict[str, Any]:
-    """The modal for ``screen`` (``to_dict`` runs slack_sdk's checks of Slack's limits)."""
+    """The modal for ``screen``."""
     finished = screen.step in ("done", "cancelled")
-    view = View(
-        type="modal",
-        callback_id=CALLBACK_ID,
-        private_metadata=screen.session_id,
-        title=TITLE,
-        submit=None if finished else screen.view.submit_label[:24],
-        close="Close",
-        blocks=_blocks(screen),
-    )
-    return view.to_dict()
+    return _view(screen.session_id, CALLBACK_ID, _blocks(screen), None if finished else screen.view.submit_label[:24])
 
 
 def working(screen_title: str, what: str) -> dict[str, Any]:
     """The placeholder shown while a slow step works (connecting, probing, the test backup)."""
-    return View(type="modal", callback_id=CALLBACK_ID + "_working", title=TITLE, close="Close",
-                blocks=[_section(f":hourglass_flowing_sand: *{screen_title}* — {what}")]).to_dict()  # fmt: skip
+    return _view(None, CALLBACK_ID + "_working", [_section(f":hourglass_flowing_sand: *{screen_title}* — {what}")],
+                 None)  # fmt: skip
 
 
 def values_of(view: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,17 @@
 
 Each call loads the session row (owner-checked), rebuilds the machine at the saved state, does one thing,
 saves, and returns a :class:`Screen` — what to show next. The Slack layer renders screens and nothing else.
+
+One database read per call. A fast step's submit can hand its save to the caller (``save_later``): Slack needs the
+next screen within 3 seconds, and the write does not have to hold that answer up; the caller saves right after
+answering (:attr:`Screen.commit`), before anything else can reach the session, and the version check still applies.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +37,10 @@ class Screen:
     note: str | None = None  # result of a button (e.g. a connection test)
     first: bool = False
     slow: bool = False  # the step's submit takes a while: show "working…" first
+    deferred: bool = False  # submit(defer_slow=True) on a slow step: nothing was run; ``title`` is the step's
+    commit: Callable[[], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
+    """submit(save_later=True): the answer is not saved yet; await this right after showing the screen (it raises
+    :class:`~bot.flows.wizard.store.StaleSession` when someone else saved the session in between)."""
 
 
 class WizardController:
@@ -100,21 +109,34 @@ class WizardController:
             return await self._screen(wizard)
 
     async def submit(self, tenant: Tenant, user_id: str, session_id: str, values: Mapping[str, Any], *,
-                     defer_slow: bool = False) -> Screen | None:  # fmt: skip
-        """Validate and advance. With ``defer_slow``, a slow step is not run: None tells the caller to show
-        "working…" first and call again without it (one database read for the common fast case)."""
+                     defer_slow: bool = False, save_later: bool = False) -> Screen:  # fmt: skip
+        """Validate and advance. With ``defer_slow``, a slow step is not run: a ``deferred`` screen (with the step's
+        title) tells the caller to show "working…" first and call again without it. With ``save_later``, a fast step
+        that stays in the wizard leaves its save to the caller (:attr:`Screen.commit`); finishing always saves here.
+        """
         async with self._session(tenant, user_id, session_id) as wizard:
-            if defer_slow and wizard.current.slow:
-                return None
-            errors = await wizard.current.submit(self._context(wizard.row), values)
-            if errors:
-                await store.save(wizard.row)  # a refused submit may still have learnt something (a fingerprint)
-                return await self._screen(wizard, errors=errors)
+            current = wizard.current
+            if defer_slow and current.slow:
+                number, total = wizard.position()
+                return Screen(str(wizard.row.id), current.name, current.title, number, total, StepView(heading=""),
+                              slow=True, deferred=True)  # fmt: skip
+            errors = await current.submit(self._context(wizard.row), values)
+            if errors:  # a refused submit may still have learnt something (a fingerprint): saved all the same
+                screen = await self._screen(wizard, errors=errors)
+                if save_later:
+                    screen.commit = functools.partial(store.save, wizard.row)
+                else:
+                    await store.save(wizard.row)
+                return screen
             if wizard.state == wizard.steps[-1].name:
                 await wizard.finish()
             else:
+                wizard.autosave = not save_later
                 await wizard.next()
-            return await self._screen(wizard)
+            screen = await self._screen(wizard)
+            if wizard.unsaved:
+                screen.commit = functools.partial(store.save, wizard.row)
+            return screen
 
     async def back(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
         async with self._session(tenant, user_id, session_id) as wizard:
@@ -122,8 +144,13 @@ class WizardController:
                 await wizard.back()
             return await self._screen(wizard)
 
-    async def act(self, tenant: Tenant, user_id: str, session_id: str, action: str, value: str) -> Screen:
+    async def act(self, tenant: Tenant, user_id: str, session_id: str, action: str, value: str, *,
+                  on_slow: Callable[[str], Awaitable[None]] | None = None) -> Screen:  # fmt: skip
+        """Run a step's button. ``on_slow(title)`` is awaited first when the step is a slow one (to show
+        "working…"), with the session already loaded: one read for the whole click."""
         async with self._session(tenant, user_id, session_id) as wizard:
+            if on_slow is not None and wizard.current.slow:
+                await on_slow(wizard.current.title)
             note = await wizard.current.act(self._context(wizard.row), action, value)
             target = wizard.row.data.pop(GOTO, None)
             if target and self._can_jump(wizard, target):

@@ -3,7 +3,8 @@
 ``next`` and ``back`` are conditional transitions: from each step to every later (earlier) step, guarded so
 that the first one that applies to the answers so far wins — skipped steps are simply never entered. After
 every state change the session row is saved (with its version check), so a crash between two clicks loses
-nothing. Going back keeps every answer: data is only ever replaced by a step's own successful submit.
+nothing (a caller that answers Slack first and saves right after turns ``autosave`` off for that one call).
+Going back keeps every answer: data is only ever replaced by a step's own successful submit.
 """
 
 from __future__ import annotations
@@ -67,10 +68,15 @@ class Wizard:
         self.flow = flow
         self.steps = flow.steps
         self.by_name = flow.by_name
+        self.autosave = True  # False: a state change is only noted (``unsaved``); the caller saves the row
+        self.unsaved = False
 
     async def _save(self, *_args, **_kwargs) -> None:
         self.row.state = self.state
-        await store.save(self.row)
+        if self.autosave:
+            await store.save(self.row)
+        else:
+            self.unsaved = True
 
     def set_state(self, name: str) -> None:
         self.flow.machine.set_state(name, model=self)
