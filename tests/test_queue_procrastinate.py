@@ -284,11 +284,16 @@ async def test_a_killed_worker_process_run_is_interrupted_and_its_retry_succeeds
     retry = await Run.get(id=retry.id)
     assert retry.scheduled_for == killed.scheduled_for and retry.attempts == 2  # attempts count across retries
     assert retry.worker_id.endswith(f":{survivor.pid}")
-    events = workers.read()
-    alerts = [(e["kind"], e["run"], e["pid"]) for e in events if e["event"] == "alert"]
-    assert ("run_interrupted", slow.id, survivor.pid) in alerts
-    assert ("run_succeeded", retry.id, survivor.pid) in alerts
-    assert not any(kind == "run_succeeded" and run == slow.id for kind, run, _ in alerts)
+
+    def alerts() -> list[tuple[str, int, int]]:
+        return [(e["kind"], e["run"], e["pid"]) for e in workers.read() if e["event"] == "alert"]
+
+    async def announced() -> bool:  # the alert is published just after the run's final state is stored
+        return ("run_succeeded", retry.id, survivor.pid) in alerts()
+
+    await until(announced, 10, "the retry's success to be announced")
+    assert ("run_interrupted", slow.id, survivor.pid) in alerts()
+    assert not any(kind == "run_succeeded" and run == slow.id for kind, run, _ in alerts())
     assert not await Run.filter(id=slow.id, status=RunStatus.SUCCEEDED).exists()
 
 

@@ -5,22 +5,9 @@ enqueue) is in ``tests/test_queue_contract.py``, checked against this queue and 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from bot.runs.queue import RunQueue, RunSpec, SqlQueue
-from storage.models import PoolKind, Repository, Run, RunStatus, StoragePool
-
-TEAM = "T0001"
-
-
-async def repos(n: int) -> list[Repository]:
-    pool = await StoragePool.create(team_id=TEAM, name="local", kind=PoolKind.LOCAL, base_path="/srv/repos")
-    return [await Repository.create(team_id=TEAM, pool=pool, name=f"r{i}", path=f"/srv/repos/r{i}", passphrase="p")
-            for i in range(n)]  # fmt: skip
-
-
-def past(minutes: int) -> datetime:
-    return datetime.now(UTC) - timedelta(minutes=minutes)
+from storage.models import Run, RunStatus
+from tests.test_queue_contract import TEAM, past, repos
 
 
 async def test_start_up_recovery_takes_every_running_run_periodic_recovery_none(database) -> None:

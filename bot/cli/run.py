@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
 
 from bot.cli.migrate import queue_schema
-from bot.cli.util import load_for_command
+from bot.cli.util import load_for_command, stop_event
 from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
 from bot.flows.wizard.registry import build_steps
@@ -67,7 +66,7 @@ async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
     who = await check_bot_token(client)
     reporting = await reports.install(runtime.alerts, client)  # reports, alerts and approvals → channels
     app = build_app(settings, client=client, wizard=controller, outbox=reporting.outbox)
-    stop = _stop_event()
+    stop = stop_event()
     handler = await start_socket_mode(app, settings) if settings.socket_mode else None
     runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
     where = f"{settings.http_host}:{settings.http_port}"
@@ -97,11 +96,3 @@ async def _expire_wizards(controller: WizardController, every: float = 3600) -> 
         except Exception:
             logging.getLogger(__name__).exception("expiring wizard sessions failed")
         await asyncio.sleep(every)
-
-
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop

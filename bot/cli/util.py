@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,3 +31,12 @@ def ensure_writable_dir(path: Path, what: str) -> None:
         if os.geteuid() != 0:
             hint += f" (you are running as uid {os.geteuid()})"
         raise ConfigError(f"Cannot write to {path} ({what}): {reason}. Please {hint}.") from None
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C): how `run` and `worker` learn to stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

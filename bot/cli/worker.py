@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from bot.cli.util import load_for_command
+from bot.cli.util import load_for_command, stop_event
 from bot.config import ConfigError
 from bot.runs.outbox import Outbox, TransientDeliveryError
 from bot.runtime import Runtime
@@ -74,7 +73,7 @@ async def handle(args: argparse.Namespace) -> int:
     async with db.database(url, migrate=False):
         runtime = await _runtime(settings)
         try:
-            await serve(runtime, concurrency=concurrency, grace=grace, stop=_stop_event())
+            await serve(runtime, concurrency=concurrency, grace=grace, stop=stop_event())
         finally:
             await runtime.close()
     return 0
@@ -126,11 +125,3 @@ async def serve(runtime: Runtime, *, concurrency: int, grace: float, stop: async
             await worker.stop()
         await queue.close()
         await reporting.aclose()
-
-
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
