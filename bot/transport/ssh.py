@@ -238,6 +238,9 @@ class SSHPool:
                 return await self._wait(process, tuple(argv), data, timeout, started, target, on_stderr)
             finally:
                 if process.exit_status is None and process.exit_signal is None:
+                    if supervised and pid is None:  # cancelled before the pid line was read: read it now
+                        with contextlib.suppress(Exception):
+                            pid = await asyncio.shield(_read_pid(process, 5))
                     await _stop(entry.conn, pid, sudo=sudo and target.username != "root")
                     process.close()
 
