@@ -4,9 +4,9 @@ The modal carries only the session id; everything else lives in the WizardSessio
 transition, so a restart of the bot loses nothing. ``version`` makes a stale writer (a double click, a
 second bot process) fail instead of overwriting newer answers. Sessions expire after ``ttl`` of inactivity.
 
-A fast step's save may still be on its way when the next read of the session comes (the answer went to Slack
-first, see the controller): a load, and ``latest_open``, first wait for the saves still running in this process, so
-a session is always read as last written, whatever the database's connection pool does with the order.
+A save may still be on its way when the next read of the session comes (a caller that answers first and saves
+after, ``submit(save_later=True)``; a background slow step): a load, and ``latest_open``, first wait for the saves
+still running in this process, so a session is always read as last written, whatever the connection pool does.
 """
 
 from __future__ import annotations
