@@ -60,11 +60,9 @@ def _answer(text: str) -> listing.Answer:
 
 async def ping_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest: str) -> listing.Answer:
     name, argument = split_arguments(rest)
-    if not name:
-        return _answer(f"Which chain? {USAGE}")
-    chain = await tenant.query(BackupChain).filter(name=name).first()
-    if chain is None:
-        return listing._not_found(name)
+    chain = await _chain_for_change(client, tenant, user_id, name, USAGE, argument is not None)
+    if isinstance(chain, listing.Answer):
+        return chain
     label = f"*{listing._esc(chain.name)}*"
     if argument is None:
         url = await ping_url_of(tenant.team_id, chain.id)
@@ -72,9 +70,6 @@ async def ping_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest
             return _answer(f"{label} has no ping URL. {USAGE}")
         return _answer(f"{label} pings `{listing._esc(_host(url))}` at start, success and failure "
                        "(the URL's path is not shown: it is the check's secret).")  # fmt: skip
-    if not await may_act(client, tenant, user_id, chain):
-        return _answer(f":no_entry: You are not allowed to change {label}: only its creator, the workspace's "
-                       "approvers and Slack admins may. Nothing was changed.")  # fmt: skip
     url = None if argument.lower() in OFF else argument
     try:
         await set_ping_url(tenant.team_id, chain.id, url)
