@@ -154,4 +154,4 @@ async def test_sessions_are_released_from_the_shared_machine(sqlite_db, controll
     await controller.back(TENANT, "U1", screen.session_id)
     with pytest.raises(store.SessionGone):
         await controller.show(TENANT, "U2", screen.session_id)
-    assert controller.flow.machine.models == []
+    assert controller.flow.attached == 0 and len(controller.flow.machine.models) <= controller.flow.IDLE

@@ -165,7 +165,11 @@ async def _run_queue(settings: Settings) -> str:
 
 async def _slack_token(settings: Settings) -> str:
     settings.require("SLACK_BOT_TOKEN")
-    who = await check_bot_token(build_client(settings))
+    client = build_client(settings)
+    try:
+        who = await check_bot_token(client)
+    finally:
+        await client.close()
     return f"accepted for workspace {who.team or who.team_id} (bot user {who.user_id})"
 
 
@@ -186,6 +190,8 @@ async def _slack_mode(settings: Settings) -> str:
         ) from None
     except (SlackClientError, OSError) as exc:
         raise Problem(f"Cannot reach Slack to open a Socket Mode connection ({type(exc).__name__}).") from None
+    finally:
+        await client.close()
     return "Socket Mode: the app token can open a connection"
 
 

@@ -86,6 +86,7 @@ async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> None:
             await handler.close_async()
         await runner.cleanup()
         await reporting.aclose()
+        await client.close()
 
 
 async def _expire_wizards(controller: WizardController, every: float = 3600) -> None:

@@ -31,6 +31,7 @@ from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
 from bot.slack import actions, approvals, commands, events, prompt_ack, reports
 from bot.slack import wizard as wizard_listeners
+from bot.slack.webclient import PooledWebClient
 from storage.models import Workspace
 from storage.tenancy import Tenant
 
@@ -38,13 +39,14 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 
 
-def build_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client; ``SLACK_API_URL`` points it at the emulator or a proxy."""
+def build_client(settings: Settings) -> PooledWebClient:
+    """The Web API client (one kept-alive connection pool; the caller closes it); ``SLACK_API_URL`` points it at the
+    emulator or a proxy."""
     assert settings.slack_bot_token is not None
     kwargs: dict[str, Any] = {}
     if settings.slack_api_url:
         kwargs["base_url"] = settings.slack_api_url
-    client = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), **kwargs)
+    client = PooledWebClient(token=settings.slack_bot_token.get_secret_value(), **kwargs)
     client.retry_handlers.extend(
         [
             AsyncRateLimitErrorRetryHandler(max_retry_count=5),

@@ -3,7 +3,9 @@
 Each call loads the session row (owner-checked), rebuilds the machine at the saved state, does one thing,
 saves, and returns a :class:`Screen` — what to show next. The Slack layer renders screens and nothing else.
 
-One database read per call. A fast step's submit can hand its save to the caller (``save_later``): Slack needs the
+At most one database read per call: the clicks that move a session (submit, back, a step's button) start from the
+copy the controller's :class:`~bot.flows.wizard.store.SessionStore` kept of its last save, and the save's version
+check catches a copy gone stale. A fast step's submit can hand its save to the caller (``save_later``): Slack needs the
 next screen within 3 seconds, and the write does not have to hold that answer up; the caller saves right after
 answering (:attr:`Screen.commit`), before anything else can reach the session, and the version check still applies.
 """
@@ -50,7 +52,7 @@ class WizardController:
         self._steps = steps
         self._flow: Flow | None = None
         self.services = services
-        self.ttl = ttl  # an untouched session expires after this
+        self.store = store.SessionStore(ttl)  # an untouched session expires after ``ttl``
 
     def _context(self, row, user_tz: str = "UTC") -> WizardContext:
         return WizardContext(team_id=row.team_id, user_id=row.user_id, session_id=str(row.id), data=row.data,
@@ -71,7 +73,7 @@ class WizardController:
     def flow(self) -> Flow:
         """The shared machine, built on first use (the step list is fixed for a controller's lifetime)."""
         if self._flow is None:
-            self._flow = Flow(self._steps())
+            self._flow = Flow(self._steps(), self.store)
         return self._flow
 
     @contextlib.asynccontextmanager
@@ -83,16 +85,24 @@ class WizardController:
             self.flow.release(wizard)
 
     @contextlib.asynccontextmanager
-    async def _session(self, tenant: Tenant, user_id: str, session_id: str) -> AsyncIterator[Wizard]:
-        row = await store.load(tenant, session_id, user_id)
-        async with self._attached(row) as wizard:
-            yield wizard
+    async def _session(self, tenant: Tenant, user_id: str, session_id: str, *,
+                       remembered: bool = False) -> AsyncIterator[Wizard]:  # fmt: skip
+        """The session attached to the machine. ``remembered``: a call that saves may start from the store's copy
+        (:class:`~bot.flows.wizard.store.SessionStore`); a call that fails makes the store forget the session, since
+        a step may have written part of it before failing."""
+        row = await self.store.load(tenant, session_id, user_id, remembered=remembered)
+        try:
+            async with self._attached(row) as wizard:
+                yield wizard
+        except BaseException:
+            self.store.forget(row.id)
+            raise
 
     async def start(self, tenant: Tenant, user_id: str, channel_id: str | None, *, user_tz: str = "UTC",
                     prefill: Mapping[str, Any] | None = None) -> Screen:  # fmt: skip
         data = {**(prefill or {}), "_user_tz": user_tz}
         first = next(s.name for s in self.flow.steps if s.applies(data))
-        row = await store.create(tenant, user_id, channel_id, first, data, ttl=self.ttl)
+        row = await self.store.create(tenant, user_id, channel_id, first, data)
         async with self._attached(row) as wizard:
             return await self._screen(wizard)
 
@@ -114,7 +124,7 @@ class WizardController:
         title) tells the caller to show "working…" first and call again without it. With ``save_later``, a fast step
         that stays in the wizard leaves its save to the caller (:attr:`Screen.commit`); finishing always saves here.
         """
-        async with self._session(tenant, user_id, session_id) as wizard:
+        async with self._session(tenant, user_id, session_id, remembered=True) as wizard:
             current = wizard.current
             if defer_slow and current.slow:
                 number, total = wizard.position()
@@ -124,9 +134,9 @@ class WizardController:
             if errors:  # a refused submit may still have learnt something (a fingerprint): saved all the same
                 screen = await self._screen(wizard, errors=errors)
                 if save_later:
-                    screen.commit = functools.partial(store.save, wizard.row)
+                    screen.commit = functools.partial(self.store.save, wizard.row)
                 else:
-                    await store.save(wizard.row)
+                    await self.store.save(wizard.row)
                 return screen
             if wizard.state == wizard.steps[-1].name:
                 await wizard.finish()
@@ -135,11 +145,11 @@ class WizardController:
                 await wizard.next()
             screen = await self._screen(wizard)
             if wizard.unsaved:
-                screen.commit = functools.partial(store.save, wizard.row)
+                screen.commit = functools.partial(self.store.save, wizard.row)
             return screen
 
     async def back(self, tenant: Tenant, user_id: str, session_id: str) -> Screen:
-        async with self._session(tenant, user_id, session_id) as wizard:
+        async with self._session(tenant, user_id, session_id, remembered=True) as wizard:
             if not wizard.is_first():
                 await wizard.back()
             return await self._screen(wizard)
@@ -148,7 +158,7 @@ class WizardController:
                   on_slow: Callable[[str], Awaitable[None]] | None = None) -> Screen:  # fmt: skip
         """Run a step's button. ``on_slow(title)`` is awaited first when the step is a slow one (to show
         "working…"), with the session already loaded: one read for the whole click."""
-        async with self._session(tenant, user_id, session_id) as wizard:
+        async with self._session(tenant, user_id, session_id, remembered=True) as wizard:
             if on_slow is not None and wizard.current.slow:
                 await on_slow(wizard.current.title)
             note = await wizard.current.act(self._context(wizard.row), action, value)
@@ -157,7 +167,7 @@ class WizardController:
                 wizard.set_state(target)
                 wizard.row.state = target
                 note = f"Back at *{wizard.current.title}*: fix it and press Next; every other answer is kept."
-            await store.save(wizard.row)  # an action may have stored something (e.g. a tested credential)
+            await self.store.save(wizard.row)  # an action may have stored something (e.g. a tested credential)
             return await self._screen(wizard, note=note)
 
     @staticmethod
