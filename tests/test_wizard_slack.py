@@ -44,7 +44,7 @@ class Pick(BaseStep):
         return {}
 
     async def act(self, ctx: WizardContext, action: str, value: str) -> str | None:
-        return f"pong from {self.name}"
+        return f"pong from {self.name}; on screen: {ctx.form.get(self.name)}"
 
 
 @pytest.fixture
@@ -88,9 +88,11 @@ async def test_open_advance_errors_back_and_slow_steps(slack: SlackEmulator, dri
     view = driver.current_view()
     assert "Step 2 of 3" in str(view["blocks"][0]) and view["private_metadata"] == session_id
 
+    await driver.set_value("v", "b", block_id="second")  # chosen, not submitted: the button sees it, nothing saves it
     await driver.click("wizard_act:ping")  # a slow step's button: "working…" first, then its result
     await slack.wait_for_call("views.update", count=2)
-    assert "pong from second" in str(driver.current_view()["blocks"])
+    assert "pong from second; on screen: b" in str(driver.current_view()["blocks"])
+    assert "second" not in (await WizardSession.get(id=session_id)).data
 
     await driver.set_value("v", "a", block_id="second")
     await driver.submit()  # slow: acked with a working view, finished by views.update

@@ -251,6 +251,32 @@ async def test_new_mysql_login_is_saved_encrypted_and_tested(
     assert "1 to 65535" in bad_port["db_port"]
 
 
+async def test_test_connection_tries_the_login_typed_on_the_screen_without_saving_it(
+    sqlite_db, make_sshd, bot_key, services, mariadb_db, mariadb_user
+) -> None:
+    """Test connection uses what the screen holds at the click (the radio and the new-login fields), from the
+    server, and saves nothing: Next is what saves a login."""
+    login = mariadb_user(mariadb_db)
+    host = make_sshd("mysql-typed", nonroot=True, client_key=bot_key[0])
+    server = await probed_server(host, services)
+    step, ctx = SourceStep(), context(services, server, "mysql")
+    shown = await step.view(ctx)
+    typed = {"credential": "new", "db_user": login.user, "db_host": "localhost", "db_port": "3306"}
+    ctx.form = {**typed, "db_password": "BW-wrong-" + login.password}
+    wrong = await step.act(ctx, "test_connection", shown.buttons[0].value)
+    assert wrong.startswith(f":x: {login.user}@localhost:3306") and "*What to do:*" in wrong
+    assert login.password not in wrong
+    ctx.form = {**typed, "db_password": login.password}
+    right = await step.act(ctx, "test_connection", shown.buttons[0].value)
+    assert right.startswith(":white_check_mark:") and mariadb_db.name in right and "Not saved yet" in right
+    ctx.form = {**typed, "db_port": "70000"}
+    assert "1 to 65535" in await step.act(ctx, "test_connection", "new")
+    ctx.form = {"credential": "new"}
+    assert "Enter the MySQL/MariaDB login below" in await step.act(ctx, "test_connection", "new")
+    assert await DatabaseCredential.filter(server_id=server.id).count() == 0
+    assert login.password not in json.dumps(ctx.data)
+
+
 # --- PostgreSQL ----------------------------------------------------------------------------------------------
 
 

@@ -184,8 +184,12 @@ def register(app: AsyncApp, controller: WizardController) -> None:
         async def show_working(title: str) -> None:
             await client.views_update(view_id=view_id, view=working(title, "working on it…"))
 
-        await _update(client, body, lambda t, u, s: controller.act(t, u, s, name, action.get("value", ""),
-                                                                   on_slow=show_working), context)  # fmt: skip
+        value, form = action.get("value", ""), values_of(body["view"])  # form: what is typed on the screen now
+
+        async def run(tenant, user_id: str, session_id: str) -> Screen:
+            return await controller.act(tenant, user_id, session_id, name, value, on_slow=show_working, form=form)
+
+        await _update(client, body, run, context)
 
     @app.options("v")
     async def options(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:

@@ -155,13 +155,17 @@ class WizardController:
             return await self._screen(wizard)
 
     async def act(self, tenant: Tenant, user_id: str, session_id: str, action: str, value: str, *,
-                  on_slow: Callable[[str], Awaitable[None]] | None = None) -> Screen:  # fmt: skip
+                  on_slow: Callable[[str], Awaitable[None]] | None = None,
+                  form: Mapping[str, Any] | None = None) -> Screen:  # fmt: skip
         """Run a step's button. ``on_slow(title)`` is awaited first when the step is a slow one (to show
-        "working…"), with the session already loaded: one read for the whole click."""
+        "working…"), with the session already loaded: one read for the whole click. ``form``: the screen's inputs
+        as they are at the click (a button may use what was typed but not submitted, e.g. a login to test)."""
         async with self._session(tenant, user_id, session_id, remembered=True) as wizard:
             if on_slow is not None and wizard.current.slow:
                 await on_slow(wizard.current.title)
-            note = await wizard.current.act(self._context(wizard.row), action, value)
+            ctx = self._context(wizard.row)
+            ctx.form = form or {}
+            note = await wizard.current.act(ctx, action, value)
             target = wizard.row.data.pop(GOTO, None)
             if target and self._can_jump(wizard, target):
                 wizard.set_state(target)

@@ -65,6 +65,8 @@ class WizardContext:
     data: dict[str, Any]
     services: Any  # bot.flows.wizard.services.WizardServices (kept untyped here to avoid an import cycle)
     user_tz: str = "UTC"
+    form: Mapping[str, Any] = field(default_factory=dict)
+    """For a step's button (``act``): what the screen's inputs hold at the click, not submitted and not saved."""
 
 
 Errors = dict[str, str]

@@ -15,6 +15,7 @@ with the snapshot method of the data directory when non-transactional tables nee
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -247,10 +248,22 @@ async def view(ctx: WizardContext, server: Server, caps: Capabilities | None) ->
 # --- submit --------------------------------------------------------------------------------------------------
 
 
-async def _save_login(
-    ctx: WizardContext, server: Server, engine: str, values: Mapping[str, Any]
-) -> tuple[Errors, DatabaseCredential | None]:
-    """Validate the typed login and save it encrypted (the same login typed twice is one row)."""
+@dataclass(frozen=True)
+class TypedLogin:
+    """A login as typed on the screen (the password only ever in a SecretStr)."""
+
+    user: str
+    host: str
+    port: int
+    password: SecretStr
+
+    @property
+    def who(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def _typed_login(engine: str, values: Mapping[str, Any]) -> tuple[Errors, TypedLogin | None]:
+    """The new login's fields, validated (errors keyed by field)."""
     user = str(values.get("db_user") or "").strip()
     if not user or any(ch in user for ch in "\x00\n\r") or len(user) > 100:
         return {"db_user": f"Enter the {NAMES[engine]} user for backups (one line, at most 100 characters)."}, None
@@ -265,15 +278,25 @@ async def _save_login(
         errors["db_port"] = str(exc)
     if errors:
         return errors, None
-    password = str(values.get("db_password") or "")
+    return {}, TypedLogin(user, host, port, SecretStr(str(values.get("db_password") or "")))
+
+
+async def _save_login(
+    ctx: WizardContext, server: Server, engine: str, values: Mapping[str, Any]
+) -> tuple[Errors, DatabaseCredential | None]:
+    """Validate the typed login and save it encrypted (the same login typed twice is one row)."""
+    errors, login = _typed_login(engine, values)
+    if login is None:
+        return errors, None
     tenant = Tenant(ctx.team_id)
-    same = tenant.query(DatabaseCredential).filter(server_id=server.id, db_type=engine, host=host, port=port,
-                                                   username=user)  # fmt: skip
+    same = tenant.query(DatabaseCredential).filter(server_id=server.id, db_type=engine, host=login.host,
+                                                   port=login.port, username=login.user)  # fmt: skip
     for row in await same:
-        if row.password is not None and row.password.reveal() == password:
+        if row.password is not None and row.password.reveal() == login.password.get_secret_value():
             return {}, row
-    row = await tenant.create(DatabaseCredential, server=server, db_type=DbType(engine), host=host, port=port,
-                              username=user, password=password, auth_method=AuthMethod.PASSWORD)  # fmt: skip
+    row = await tenant.create(DatabaseCredential, server=server, db_type=DbType(engine), host=login.host,
+                              port=login.port, username=login.user, password=login.password.get_secret_value(),
+                              auth_method=AuthMethod.PASSWORD)  # fmt: skip
     return {}, row
 
 
@@ -439,8 +462,9 @@ async def act(ctx: WizardContext, server: Server, caps: Capabilities | None, act
         return None
     engine = ctx.data["backup_type"]
     pctx = probe_context(ctx, server, caps)
-    if value.startswith(STORED) and value[len(STORED) :].isdigit():
-        row = await Tenant(ctx.team_id).get_or_none(DatabaseCredential, id=int(value[len(STORED) :]),
+    choice = str(ctx.form.get("credential") or value)  # the login chosen on the screen now, else the one shown first
+    if choice.startswith(STORED) and choice[len(STORED) :].isdigit():
+        row = await Tenant(ctx.team_id).get_or_none(DatabaseCredential, id=int(choice[len(STORED) :]),
                                                     server_id=server.id, db_type=engine)  # fmt: skip
         if row is None:
             return "That saved login is gone; choose another one or enter a new login."
@@ -449,10 +473,25 @@ async def act(ctx: WizardContext, server: Server, caps: Capabilities | None, act
             ctx.data["_source_found"] = {"engine": engine, "credential_id": row.id, "databases": list(result.databases),
                                          "datadir": datadir_of(engine, engine_info(caps, engine))}  # fmt: skip
         return _result_note(f"{row.username}@{row.host}:{row.port}", result)
-    if value == DETECTED:
+    if choice == DETECTED:
         return await _test_detected(pctx, engine)
-    return (f"Enter the {NAMES[engine]} login below and press Next: it is saved encrypted at once and tested "
-            "from the server, with the precise reason if it fails.")  # fmt: skip
+    return await _test_typed(pctx, engine, ctx.form)
+
+
+async def _test_typed(pctx: ProbeContext, engine: str, form: Mapping[str, Any]) -> str:
+    """Test the login typed on the screen, as it is at the click: nothing is saved (Next saves it, encrypted)."""
+    if not form.get("db_user"):
+        return (f"Enter the {NAMES[engine]} login below, then press Test connection to try it from the server, or "
+                "Next to save it (encrypted) and use it.")  # fmt: skip
+    errors, login = _typed_login(engine, form)
+    if login is None:
+        return ":x: " + " ".join(errors.values())
+    credential = dbcheck.DbCredential(engine=engine, host=login.host, port=login.port, user=login.user,
+                                      password=login.password if login.password.get_secret_value() else None,
+                                      auth_method="password")  # fmt: skip
+    result = await dbcheck.check(pctx, credential, timeout=CHECK_TIMEOUT)
+    saved = "\nNot saved yet: press Next to save this login (encrypted) and use it." if result.ok else ""
+    return _result_note(login.who, result) + saved
 
 
 async def _test_detected(pctx: ProbeContext, engine: str) -> str:
