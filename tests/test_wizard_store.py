@@ -149,3 +149,30 @@ async def test_the_store_forgets_closed_sessions_and_keeps_a_bounded_number(sqli
     with pytest.raises(store.SessionGone, match="not valid"):
         await sessions.load(TENANT, "nope", "U1", remembered=True)
     sessions.forget(uuid.uuid4())  # unknown: nothing to do
+
+
+async def test_saves_that_arrive_together_commit_together_each_with_its_own_answer(database) -> None:
+    """Ten sessions saved at once, plus a stale save of one of them, go in one transaction: the ten land, the stale
+    one alone is refused, and every session reads back as its own save wrote it."""
+    sessions = store.SessionStore()
+    rows = [await sessions.create(TENANT, "U1", "C1", "one", {"i": i}) for i in range(10)]
+    stale = await store.load(TENANT, str(rows[3].id), "U1")
+    for row in rows:
+        row.data["saved"] = row.data["i"] * 10
+    results = await asyncio.gather(*(store.save(r) for r in rows), store.save(stale), return_exceptions=True)
+    assert results[:10] == [None] * 10 and isinstance(results[10], store.StaleSession)
+    for row in rows:
+        saved = await _row(str(row.id))
+        assert (saved.version, saved.data) == (1, {"i": row.data["i"], "saved": row.data["i"] * 10})
+
+
+async def test_a_failed_group_commit_fails_every_save_in_it_and_writes_none(sqlite_db) -> None:
+    sessions = store.SessionStore()
+    rows = [await sessions.create(TENANT, "U1", "C1", "one", {"i": i}) for i in range(3)]
+    rows[2].data["bad"] = {1, 2}  # not JSON: the transaction it is in fails
+    results = await asyncio.gather(*(store.save(r) for r in rows), return_exceptions=True)
+    assert all(isinstance(r, TypeError) for r in results)
+    assert [(await _row(str(r.id))).version for r in rows] == [0, 0, 0]
+    del rows[2].data["bad"]
+    assert await asyncio.gather(*(store.save(r) for r in rows)) == [None, None, None]  # the writer goes on
+    assert [(await _row(str(r.id))).version for r in rows] == [1, 1, 1]
