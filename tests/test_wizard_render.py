@@ -91,7 +91,8 @@ def ref_blocks(screen: Screen) -> list[Block]:
     view = screen.view
     blocks: list[Block] = []
     if screen.total:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Step {screen.number} of {screen.total} · "
+        blocks.append(ContextBlock(block_id=f"wizard_step:{screen.step}",
+                                   elements=[MarkdownTextObject(text=f"Step {screen.number} of {screen.total} · "
                                                                      f"*{screen.title}*")]))  # fmt: skip
     blocks.append(ref_section(view.heading))
     if screen.errors and screen.slow:  # fast steps show errors inline (response_action=errors) instead

@@ -129,6 +129,25 @@ async def test_close_then_resume_reopens_the_same_step(slack: SlackEmulator, dri
     assert "cancelled" in slack.ephemerals()[-1]["text"]
 
 
+async def test_an_answer_slack_never_showed_is_not_applied_to_the_next_step(slack, driver: SlackDriver) -> None:
+    """The bot saved a click but Slack did not get the answer in time (it shows an error and keeps the old screen):
+    pressing Next again on that screen must not hand its answers to the step the session has moved on to."""
+    await driver.slash_command("/backup", "new")
+    session_id = (await driver.wait_for_view(callback_id="wizard"))["private_metadata"]
+    await driver.set_value("v", "a", block_id="first")
+    driver.ack_limit, driver.late_ok = 1e-6, True  # Slack gives up before the answer arrives
+    assert (await driver.submit()).late
+    driver.ack_limit, driver.late_ok = 3.0, False
+    assert "Step 1 of 3" in str(driver.current_view()["blocks"])  # the old screen is still up
+    row = await WizardSession.get(id=session_id)
+    assert (row.state, row.version) == ("second", 1)  # ...but the click was saved
+    await driver.submit()  # Next again on step 1's screen
+    shown = str(driver.current_view()["blocks"])
+    assert "Step 2 of 3" in shown and "out of date" in shown and "*Second*" in shown
+    row = await WizardSession.get(id=session_id)
+    assert (row.state, row.version) == ("second", 1) and "second" not in row.data
+
+
 async def test_expired_trigger_tells_the_user_how_to_continue(slack: SlackEmulator, sqlite_db, tmp_path) -> None:
     clock = ManualClock()
     slack.clock = clock

@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.flows.wizard.controller import Screen, WizardController
 from bot.flows.wizard.steps.base import StepView
 from bot.flows.wizard.store import SessionGone, StaleSession
-from bot.slack.wizard_render import ACT_PREFIX, BACK, CALLBACK_ID, modal, values_of, working
+from bot.slack.wizard_render import ACT_PREFIX, BACK, CALLBACK_ID, modal, step_of, values_of, working
 
 log = logging.getLogger(__name__)
 _background: set[asyncio.Task] = set()
@@ -96,14 +96,14 @@ class Progress:
 ACK_SETTLE = 1.0  # seconds: Slack must have applied the "working…" ack before our views.update lands
 
 
-async def _finish_slow(controller: WizardController, client: AsyncWebClient, tenant, user_id: str,
-                       session_id: str, values: dict, view_id: str, progress: Progress) -> None:  # fmt: skip
+async def _finish_slow(controller: WizardController, client: AsyncWebClient, tenant, user_id: str, session_id: str,
+                       values: dict, shown: str | None, view_id: str, progress: Progress) -> None:  # fmt: skip
     """The slow half of a submit. When the work is quicker than the ack's round trip (an input error found
     before any SSH), the update waits a moment: otherwise Slack could apply our final view first and then
     the "working…" ack over it, leaving the person looking at "working…" forever."""
     started = asyncio.get_running_loop().time()
     try:
-        screen = await controller.submit(tenant, user_id, session_id, values)
+        screen = await controller.submit(tenant, user_id, session_id, values, shown=shown)
         screen.slow = True  # errors are shown in the view: response_action=errors is no longer possible
         view = modal(screen)
     except (SessionGone, StaleSession) as exc:
@@ -147,13 +147,14 @@ def register(app: AsyncApp, controller: WizardController) -> None:
         the answer is stored, so a crash right after the ack loses nothing (a slow step answers "working…" and does
         everything after). ``save_later`` would answer before saving; it is not used here for that reason."""
         tenant, user_id, session_id = context["tenant"], body["user"]["id"], view["private_metadata"]
-        values = values_of(view)
+        values, shown = values_of(view), step_of(view)
         try:
-            screen = await controller.submit(tenant, user_id, session_id, values, defer_slow=True)
+            screen = await controller.submit(tenant, user_id, session_id, values, defer_slow=True, shown=shown)
             if screen.deferred:  # a slow step: answer now, work in the background, then views.update
                 await ack(response_action="update", view=working(screen.title, "working on it…"))
                 progress.views[session_id] = (view["id"], screen.title)
-                _spawn(_finish_slow(controller, client, tenant, user_id, session_id, values, view["id"], progress))
+                _spawn(_finish_slow(controller, client, tenant, user_id, session_id, values, shown, view["id"],
+                                    progress))  # fmt: skip
                 return
         except (SessionGone, StaleSession) as exc:
             await ack(response_action="update", view=_gone(str(exc)))

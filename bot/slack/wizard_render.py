@@ -1,7 +1,8 @@
 """Rendering wizard screens as Slack modals, and reading submitted values back out of ``view.state.values``.
 
 Every input's block id is the step field's name and its action id is ``v``, so inline errors
-(``response_action=errors``) map one to one onto fields. The modal carries only the session id.
+(``response_action=errors``) map one to one onto fields. The modal carries only the session id (in
+``private_metadata``) and, as the progress line's block id, the name of the step it shows.
 
 The Block Kit JSON is built directly as dicts: a screen is rendered on every click, before the ack, and slack_sdk's
 model objects cost ~10× as much for the same JSON. Texts are cut to Slack's limits as before; what cannot be cut
@@ -21,6 +22,7 @@ CALLBACK_ID = "wizard"
 TITLE = "Backup wizard"
 ACT_PREFIX = "wizard_act:"
 BACK = "wizard_back"
+STEP_PREFIX = "wizard_step:"  # block id of the progress line: which step a submitted screen was showing
 MAX_TEXT = 2900
 _TIME = re.compile(r"([0-1][0-9]|2[0-3]):([0-5][0-9])")
 
@@ -122,7 +124,7 @@ def _blocks(screen: Screen) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if screen.total:
         progress = f"Step {screen.number} of {screen.total} · *{screen.title}*"
-        blocks.append({"type": "context", "elements": [_mrkdwn(progress)]})
+        blocks.append({"type": "context", "block_id": STEP_PREFIX + screen.step, "elements": [_mrkdwn(progress)]})
     blocks.append(_section(view.heading))
     if screen.errors and screen.slow:  # fast steps show errors inline (response_action=errors) instead
         blocks.append(_section("\n".join(f":warning: {msg}" for msg in screen.errors.values())))
@@ -172,6 +174,16 @@ def values_of(view: dict[str, Any]) -> dict[str, Any]:
             continue
         found[block_id] = _value(element)
     return found
+
+
+def step_of(view: dict[str, Any]) -> str | None:
+    """The step a submitted screen showed (its progress line's block id), so a stale screen is not taken for
+    the current step's answer."""
+    for block in view.get("blocks") or ():
+        block_id = block.get("block_id") or ""
+        if block_id.startswith(STEP_PREFIX):
+            return block_id[len(STEP_PREFIX) :]
+    return None
 
 
 def _value(element: dict[str, Any]) -> Any:

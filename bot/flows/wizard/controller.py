@@ -119,12 +119,22 @@ class WizardController:
             return await self._screen(wizard)
 
     async def submit(self, tenant: Tenant, user_id: str, session_id: str, values: Mapping[str, Any], *,
-                     defer_slow: bool = False, save_later: bool = False) -> Screen:  # fmt: skip
+                     defer_slow: bool = False, save_later: bool = False,
+                     shown: str | None = None) -> Screen:  # fmt: skip
         """Validate and advance. With ``defer_slow``, a slow step is not run: a ``deferred`` screen (with the step's
         title) tells the caller to show "working…" first and call again without it. With ``save_later``, a fast step
         that stays in the wizard leaves its save to the caller (:attr:`Screen.commit`); finishing always saves here.
+
+        ``shown`` is the step the submitted screen showed. When the session is elsewhere, the answers belong to
+        another step and are not used: the current step is shown instead. That happens when Slack never got the
+        answer to a click that was saved (the bot stopped, or took longer than Slack's 3 seconds) and the person
+        presses Next again on the old screen.
         """
         async with self._session(tenant, user_id, session_id, remembered=True) as wizard:
+            if shown is not None and shown != wizard.state:
+                return await self._screen(wizard, note=f"That screen was out of date, so its answers were not used: "
+                                                       f"the wizard had already moved on to *{wizard.current.title}*. "
+                                                       "Every saved answer is kept.")  # fmt: skip
             current = wizard.current
             if defer_slow and current.slow:
                 number, total = wizard.position()
