@@ -229,6 +229,24 @@ async def test_slack_admin_may_act_on_someone_elses_chain(
     assert slack.calls_to("users.info")  # the admin flag came from Slack
 
 
+async def test_a_member_of_an_approver_user_group_may_act_as_on_alerts(
+    slack: SlackEmulator, driver: SlackDriver, chains: dict[str, BackupChain]
+) -> None:
+    """The App Home applies the same rule as alert buttons (bot.slack.approvals.may_operate): approvers named by a
+    user group count, and the word ``admins`` in the list lets Slack admins in."""
+    slack.add_user("U0OPS", name="olga")
+    slack.add_usergroup("S0OPS", "ops", users=["U0OPS"])
+    await Workspace.filter(team_id=TEAM).update(settings={"approvals": {"approvers": ["S0OPS"]}})
+    await _open(slack, driver, user="U0OPS")
+    view = await _click(slack, driver, "home_pause", chains["web"], "U0OPS")
+    assert "is paused" in _notice(view)
+    assert (await BackupChain.get(id=chains["web"].id)).status == ChainStatus.PAUSED
+    await _open(slack, driver, user=APPROVER)  # no longer an approver: the list names the group only
+    view = await _click(slack, driver, "home_resume", chains["web"], APPROVER)
+    assert "not allowed" in _notice(view)
+    assert (await BackupChain.get(id=chains["web"].id)).status == ChainStatus.PAUSED
+
+
 async def test_not_permitted_user_changes_nothing_and_sees_a_notice(
     slack: SlackEmulator, driver: SlackDriver, chains: dict[str, BackupChain]
 ) -> None:

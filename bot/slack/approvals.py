@@ -25,7 +25,7 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -74,10 +74,14 @@ async def _rules(team_id: str) -> dict[str, Any]:
     return rules if isinstance(rules, dict) else {}
 
 
-async def _is_admin(client: AsyncWebClient, user_id: str) -> bool:
+async def _is_admin(client: AsyncWebClient, team_id: str, user_id: str) -> bool:
+    """A Slack admin or owner of this workspace (``users.info``; any failure to ask is a no)."""
     try:
-        user = (await client.users_info(user=user_id))["user"]
-    except SlackApiError:
+        user: dict[str, Any] = (await client.users_info(user=user_id)).get("user") or {}
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        log.warning("users.info failed while checking admin rights: %s", type(exc).__name__)
+        return False
+    if user.get("team_id") not in (None, team_id):  # an admin of another workspace is not one here
         return False
     return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
@@ -96,15 +100,17 @@ async def may_decide(client: AsyncWebClient, team_id: str, user_id: str) -> bool
         if user_id in members:
             return True
     if not approvers or ADMINS in approvers:
-        return await _is_admin(client, user_id)
+        return await _is_admin(client, team_id, user_id)
     return False
 
 
 async def may_operate(client: AsyncWebClient, team_id: str, user_id: str, chain: BackupChain) -> bool:
-    """May ``user_id`` retry or pause ``chain``: its creator, an approver, or a workspace admin."""
+    """May ``user_id`` run, retry, pause, resume or reconfigure ``chain`` (from an alert, the App Home or
+    ``/backup ping|check|prune``): its creator, an approver (listed, or in a listed user group), or a Slack admin of
+    this workspace. The one rule for every surface."""
     if user_id and user_id == chain.created_by:
         return True
-    return await may_decide(client, team_id, user_id) or await _is_admin(client, user_id)
+    return await may_decide(client, team_id, user_id) or await _is_admin(client, team_id, user_id)
 
 
 # -- the decision (compare-and-set) --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from bot.flows import maintenance
 from bot.monitoring import ping_url_of, set_ping_url
 from bot.runs import schedule as sched
 from bot.slack import listing
-from bot.slack.home import may_act
+from bot.slack.approvals import may_operate
 from storage.models import AuditLog, BackupChain, Repository
 from storage.tenancy import Tenant
 
@@ -122,7 +122,7 @@ async def _chain_for_change(client: AsyncWebClient, tenant: Tenant, user_id: str
     chain = await tenant.query(BackupChain).filter(name=name).first()
     if chain is None:
         return listing._not_found(name)
-    if changing and not await may_act(client, tenant, user_id, chain):
+    if changing and not await may_operate(client, tenant.team_id, user_id, chain):
         return _answer(f":no_entry: You are not allowed to change *{listing._esc(chain.name)}*: only its creator, "
                        "the workspace's approvers and Slack admins may. Nothing was changed.")  # fmt: skip
     return chain

@@ -21,13 +21,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from tortoise.transactions import in_transaction
 
 from bot.runs import schedule as sched
 from bot.runs.nudge import nudge, schedule_changed
 from bot.slack import listing
+from bot.slack.approvals import may_operate
 from bot.slack.blocks import home_help_view
 from bot.slack.home_blocks import PAGE_SIZE, PAUSE, RESUME, RUN_NOW, ChainRow, home_chains_view
 from storage.models import (
@@ -40,7 +40,6 @@ from storage.models import (
     RunStatus,
     Server,
     StoragePool,
-    Workspace,
 )
 from storage.tenancy import Tenant
 
@@ -136,37 +135,6 @@ async def publish_help(client: AsyncWebClient, user_id: str) -> None:
     await client.views_publish(user_id=user_id, view=home_help_view().to_dict())
 
 
-# --------------------------------------------------------------------------------------------- permissions
-
-
-async def _approvers(tenant: Tenant) -> list[str]:
-    row = await Workspace.get_or_none(team_id=tenant.team_id)
-    rules = (row.settings or {}).get("approvals") if row is not None else None
-    approvers = rules.get("approvers") if isinstance(rules, dict) else None
-    return [a for a in approvers if isinstance(a, str)] if isinstance(approvers, list) else []
-
-
-async def _is_slack_admin(client: AsyncWebClient, tenant: Tenant, user_id: str) -> bool:
-    try:
-        response = await client.users_info(user=user_id)
-    except (SlackApiError, SlackClientError, OSError) as exc:
-        log.warning("users.info failed while checking admin rights: %s", type(exc).__name__)
-        return False
-    user: dict[str, Any] = response.get("user") or {}
-    if user.get("team_id") not in (None, tenant.team_id):
-        return False
-    return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
-
-
-async def may_act(client: AsyncWebClient, tenant: Tenant, user_id: str, chain: BackupChain) -> bool:
-    """The chain's creator, the workspace's approvers and Slack admins may run, pause and resume it."""
-    if chain.created_by and chain.created_by == user_id:
-        return True
-    if user_id in await _approvers(tenant):
-        return True
-    return await _is_slack_admin(client, tenant, user_id)
-
-
 # --------------------------------------------------------------------------------------------- buttons
 
 
@@ -246,7 +214,7 @@ async def chain_action(
     if chain is None:
         await _audit(tenant, user_id, ACTION_NAMES[action_id], value[:64], outcome="not_found")
         notice = ":warning: That backup chain no longer exists in this workspace."
-    elif not await may_act(client, tenant, user_id, chain):
+    elif not await may_operate(client, tenant.team_id, user_id, chain):
         await _audit(tenant, user_id, ACTION_NAMES[action_id], str(chain.id), outcome="denied")
         notice = (
             f":no_entry: You are not allowed to change *{listing._esc(chain.name)}*: only its creator, the "
