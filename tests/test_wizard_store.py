@@ -15,7 +15,6 @@ import pytest
 from bot.flows.wizard import store
 from bot.flows.wizard.controller import WizardController
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, StepView, WizardContext
-from bot.flows.wizard.steps.source_common import keep_data
 from storage.models import WizardSession
 from storage.tenancy import Tenant
 
@@ -31,7 +30,7 @@ class Ask(BaseStep):
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
         if values.get(self.name) == "boom":
             ctx.data["written_before_failing"] = True
-            await keep_data(ctx)
+            await store.keep_data(ctx)
             raise RuntimeError("the step failed after writing part of the session")
         ctx.data[self.name] = values.get(self.name)
         return {}

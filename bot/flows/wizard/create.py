@@ -54,6 +54,7 @@ from bot.flows.maintenance import DEFAULT_CHECK
 from bot.flows.wizard import plan as planning
 from bot.flows.wizard.plan import PlanProblem, human, reveal
 from bot.flows.wizard.steps.base import WizardContext
+from bot.flows.wizard.store import keep_data
 from bot.flows.wizard.templates import TemplateError, save_template
 from bot.runs import nudge
 from bot.transport.base import Transport, TransportError
@@ -290,7 +291,7 @@ async def ensure_remote_repository(ctx: WizardContext) -> dict[str, Any]:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     data[SETUP_KEY] = setup
-    await checkpoint(ctx)
+    await keep_data(ctx)  # the repository exists now: its secrets must survive this step failing
     return setup
 
 
@@ -321,15 +322,6 @@ async def discard_setup(ctx: WizardContext, setup: Mapping[str, Any]) -> list[st
     return left
 
 
-async def checkpoint(ctx: WizardContext) -> None:
-    """Write the session's data now, without moving the wizard: remote things were created (a repository, keys)
-    and their secrets must survive even if this step's submit then fails (the controller saves only on success).
-    The version is left alone, so the controller's own save that follows still succeeds."""
-    try:
-        key = uuid.UUID(str(ctx.session_id))
-    except ValueError:
-        return
-    await WizardSession.filter(id=key, team_id=ctx.team_id, user_id=ctx.user_id).update(data=ctx.data)
 
 
 async def remote_exists(pool: StoragePool, path: str, services: Any) -> bool:
@@ -485,7 +477,7 @@ async def _require_remote(ctx: WizardContext, pool: Any, setup: Mapping[str, Any
     try:
         if not await remote_exists(pool, setup["path"], ctx.services):
             ctx.data.pop(SETUP_KEY, None)
-            await checkpoint(ctx)
+            await keep_data(ctx)
             raise CreateError(
                 f"The repository {setup['path']} is no longer on the pool; run the validation again to create it.",
                 "name",
@@ -576,7 +568,6 @@ __all__ = [
     "CreateError",
     "Created",
     "check_chain_name",
-    "checkpoint",
     "create_chain",
     "describe_retention",
     "describe_schedule",

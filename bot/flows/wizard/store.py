@@ -19,12 +19,15 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise.transactions import in_transaction
 
 from storage.models import WizardSession
 from storage.tenancy import Tenant
+
+if TYPE_CHECKING:
+    from bot.flows.wizard.steps.base import WizardContext
 
 log = logging.getLogger(__name__)
 DEFAULT_TTL = timedelta(days=2)
@@ -245,6 +248,23 @@ async def expired_open(now: datetime | None = None) -> list[WizardSession]:
     return await WizardSession.filter(expires_at__lt=moment).exclude(state__in=CLOSED)
 
 
+async def keep_data(ctx: WizardContext) -> None:
+    """Write ``ctx.data`` to the session row now, in the middle of a step.
+
+    The controller saves the session only after an accepted or refused submit and after ``act``. A step that
+    created something the person must not lose even if the step then fails (the fetched host key awaiting
+    confirmation, a credential saved at once, a repository and its secrets created on the pool) writes it at once.
+    The version is not bumped, so the controller's own save of the same row that follows still succeeds (and a
+    call that fails instead makes the controller forget its copy: see :class:`SessionStore`). Without a session row
+    (steps driven directly, as in tests) nothing happens.
+    """
+    try:
+        key = uuid.UUID(str(ctx.session_id))
+    except ValueError:
+        return
+    await WizardSession.filter(id=key, team_id=ctx.team_id, user_id=ctx.user_id).update(data=ctx.data)
+
+
 # -- one controller's sessions ---------------------------------------------------------------------------------
 
 
@@ -279,7 +299,7 @@ class SessionStore:
     date when something else wrote the row (another bot process, a save that bypassed this store); every save bumps
     the version, so the next save from a stale copy is refused by the version check, the copy is dropped, and the
     person sees "changed in another window" (as with two windows) and goes on from the database. A step's own
-    write that keeps the version (``keep_data``, ``checkpoint``) happens inside a call that then saves or fails, and
+    write that keeps the version (:func:`keep_data`) happens inside a call that then saves or fails, and
     the controller forgets the session of a call that fails. Reads that change nothing (show, resume, options) go
     to the database. A restarted bot starts with an empty memory.
     """

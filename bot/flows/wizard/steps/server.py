@@ -24,7 +24,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
-from bot.flows.wizard.steps.source_common import SNAPSHOT_KEYS, SOURCE_KEYS, clip, forget, human_bytes, keep_data
+from bot.flows.wizard.steps.source_common import SNAPSHOT_KEYS, SOURCE_KEYS, clip, forget, human_bytes
+from bot.flows.wizard.store import keep_data
 from bot.inventory import (
     FingerprintMismatch,
     cached_capabilities,

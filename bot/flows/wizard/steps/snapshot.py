@@ -19,7 +19,8 @@ from typing import Any
 
 from bot.flows.wizard.data import DATABASE_TYPES, SNAPSHOT_TYPES
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
-from bot.flows.wizard.steps.source_common import capabilities_of, clip, current_server, keep_data, probe_context
+from bot.flows.wizard.steps.source_common import capabilities_of, clip, current_server, probe_context
+from bot.flows.wizard.store import keep_data
 from bot.probes import docker_models, snapshots
 from bot.probes.base import ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities

@@ -15,7 +15,6 @@ and private ones, written by steps 3 and 4 and read only by them (the ``_`` pref
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from bot.inventory import cached_capabilities, ssh_target
 from bot.probes import system
 from bot.probes.base import ProbeContext
 from bot.probes.capabilities import Capabilities
-from storage.models import Server, WizardSession
+from storage.models import Server
 from storage.tenancy import Tenant
 
 # Keys that depend on the server and the source: dropped when either changes, so no stale answer survives.
@@ -65,19 +64,6 @@ def forget(data: dict[str, Any], keys: Iterable[str]) -> None:
         data.pop(key, None)
 
 
-async def keep_data(ctx: WizardContext) -> None:
-    """Write ``ctx.data`` to the session row now.
-
-    The controller saves the session only after an accepted submit (and after ``act``). A refused submit that
-    created something the person must see again (the fetched host key awaiting confirmation, a credential
-    saved at once) would otherwise lose it. The version is not bumped, so the controller's own later save of
-    the same row still succeeds. Without a session row (steps driven directly, as in tests) nothing happens.
-    """
-    try:
-        key = uuid.UUID(str(ctx.session_id))
-    except ValueError:
-        return
-    await WizardSession.filter(id=key, team_id=ctx.team_id, user_id=ctx.user_id).update(data=ctx.data)
 
 
 def errors_from(problems: Iterable[str], fields: Mapping[str, str], default: str) -> Errors:

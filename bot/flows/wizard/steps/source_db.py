@@ -28,11 +28,11 @@ from bot.flows.wizard.steps.source_common import (
     clip,
     errors_from,
     human_bytes,
-    keep_data,
     lines_of,
     probe_context,
 )
 from bot.flows.wizard.steps.source_files import previous
+from bot.flows.wizard.store import keep_data
 from bot.probes import atomicity, dbcheck, disk, mongodb, mysql, postgresql, snapshots
 from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities

@@ -23,10 +23,10 @@ from bot.flows.wizard.steps.source_common import (
     clip,
     errors_from,
     human_bytes,
-    keep_data,
     lines_of,
     probe_context,
 )
+from bot.flows.wizard.store import keep_data
 from bot.probes import disk
 from bot.probes.base import ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities

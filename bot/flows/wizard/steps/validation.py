@@ -46,6 +46,7 @@ from bot.flows.wizard.create import discard_setup
 from bot.flows.wizard.plan import PlanProblem
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, StepView, WizardContext
 from bot.flows.wizard.steps.pool import assess
+from bot.flows.wizard.store import keep_data
 from bot.probes.base import ProbeError
 from bot.transport.base import TransportError
 from storage.tenancy import Tenant
@@ -276,7 +277,7 @@ async def _store(ctx: WizardContext, checks: _Checks, next_runs: list[str]) -> d
         "next_runs": next_runs,
     }
     ctx.data["validation"] = result
-    await creating.checkpoint(ctx)
+    await keep_data(ctx)
     return result
 
 
