@@ -388,6 +388,9 @@ class Run(Model):
     # worker_id: the worker process ("host:pid") that claimed the run, on either backend.
     job_id = fields.BigIntField(null=True, db_index=True)
     worker_id = fields.CharField(max_length=128, null=True)
+    # remote: the commands this run started on servers under a remote supervisor ({"host", "port", "user", "pid",
+    # "argv"}), so that a run found interrupted after a crash can have what it left running stopped.
+    remote = fields.JSONField(null=True)
 
     class Meta:
         table = "run"

@@ -115,8 +115,13 @@ async def test_kill_during_a_run_then_restart(world, keyring, tmp_path) -> None:
     finally:
         if child.poll() is None:
             child.kill()
-    assert (await Run.get(id=run.id)).status == RunStatus.RUNNING  # as the crash left it
+    crashed = await Run.get(id=run.id)
+    assert crashed.status == RunStatus.RUNNING  # as the crash left it
     assert _alerts(alerts) == []
+    # What it had started on the source was recorded as it started: the slow job's borg create.
+    orphan = next(e for e in crashed.remote if any("-slow-" in arg for arg in e["argv"]))
+    slow_archive = next(arg.split("::", 1)[1] for arg in orphan["argv"] if "::" in arg)
+    assert _running(slow_archive)  # the crash left it running on the source
 
     child = _start(db_url, world.src.client_key_path, alerts, keyring.keys, slow=False)
     try:
@@ -150,10 +155,18 @@ async def test_kill_during_a_run_then_restart(world, keyring, tmp_path) -> None:
         report = await borg_check.run(transport, at_pool, lock_wait=5)
     assert report.ok, report.problems
     names = [a.name for a in await borg_list.archives(transport, at_pool)]
-    # The killed bot's borg on the source is orphaned, not killed: it may still finish (and commit) the slow archive
-    # while the retry waits for the repository lock. Either way the repository is consistent (checked above) and
-    # the killed attempt was never reported successful.
-    assert retry.archive_name in names and set(names) - {retry.archive_name} <= {n for n in names if "-slow-" in n}
+    # The restarted worker stopped the borg create the crash left running on the source (the recorded pid, whose
+    # command line still ended with the recorded arguments): it never committed the interrupted attempt's archive
+    # (borg may keep a checkpoint of it), and the retry did not have to wait for its lock.
+    assert not _running(slow_archive)
+    assert retry.archive_name in names and slow_archive not in names
+    assert all(".checkpoint" in n for n in set(names) - {retry.archive_name})
+
+
+def _running(marker: str) -> bool:
+    """Is a process whose command line contains ``marker`` running here (the test's sshd hosts are this machine)?"""
+    found = subprocess.run(["pgrep", "-f", "--", marker], capture_output=True, text=True)
+    return found.returncode == 0
 
 
 if __name__ == "__main__":

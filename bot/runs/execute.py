@@ -30,6 +30,7 @@ from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
 from bot.flows.wizard import plan as planning
 from bot.monitoring import ping_chain
+from bot.runs import orphans
 from bot.runs import schedule as sched
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.transport.base import TransportError
@@ -116,15 +117,8 @@ class Executor:
     async def __call__(self, run: Run) -> Run:
         pinged = await self._ping(run, "start")
         try:
-            if run.kind == RunKind.CHECK:
-                outcome: ChainResult | RunOutcome = await self._check(run)
-            elif run.kind in (RunKind.BACKUP, RunKind.TEST):
-                outcome = await self._backup(run)
-            elif run.kind == RunKind.PRUNE:
-                outcome = await self._prune(run)
-            else:
-                outcome = RunOutcome(status="failed", kind="plan",
-                                     reason=f"Runs of kind {run.kind} are not executed by the queue yet.")  # fmt: skip
+            with orphans.recording(run):  # what it starts on servers, to stop it if this process dies
+                outcome = await self._work(run)
         except _Early as early:
             outcome = early.outcome
         stored = await self.queue.complete(run, outcome)
@@ -136,6 +130,20 @@ class Executor:
             await ping_chain(pinged, "success" if stored.status in (RunStatus.SUCCEEDED, RunStatus.WARNING) else "fail")
         await announce(self.alerts, stored, result=outcome)
         return stored
+
+    async def _work(self, run: Run) -> ChainResult | RunOutcome:
+        if run.kind == RunKind.CHECK:
+            return await self._check(run)
+        if run.kind in (RunKind.BACKUP, RunKind.TEST):
+            return await self._backup(run)
+        if run.kind == RunKind.PRUNE:
+            return await self._prune(run)
+        return RunOutcome(status="failed", kind="plan",
+                          reason=f"Runs of kind {run.kind} are not executed by the queue yet.")  # fmt: skip
+
+    async def clean_up(self, run: Run) -> list[str]:
+        """After a crash: stop what ``run`` (found interrupted) left running on servers (:mod:`bot.runs.orphans`)."""
+        return await orphans.stop_left_running(run, self.services)
 
     async def _ping(self, run: Run, event: str) -> BackupChain | None:
         """Healthchecks-style ping of a backup run's chain (when it has a ping URL); never raises."""

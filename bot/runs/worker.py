@@ -60,8 +60,16 @@ class Worker:
         self._wake.set()
 
     async def _report_recovered(self, pairs: list[tuple[Run, Run | None]]) -> None:
+        """Runs a dead worker left ``running``: stop what they left running on servers (when the executor can:
+        ``clean_up``), before their retries can be claimed, and report them."""
+        clean_up = getattr(self.execute, "clean_up", None)
         for run, retry in pairs:
             log.warning("run %s was left running by a dead worker: interrupted, retry %s", run.id, retry and retry.id)
+            if clean_up is not None:
+                try:
+                    await clean_up(run)
+                except Exception:
+                    log.exception("stopping what run %s left running failed", run.id)
             await announce(self.alerts, run, retry=retry)
 
     async def _recover_if_due(self) -> None:

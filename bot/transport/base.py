@@ -9,12 +9,42 @@ is a sentence for a person, and whose ``kind`` lets the runs layer choose a retr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 LineHandler = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RemoteProcess:
+    """A command started on a server under the remote supervisor (GNU ``timeout``), as it announced itself: enough
+    to find it again after the bot died (``pid`` runs a command line ending in ``argv``) and to stop it."""
+
+    host: str
+    port: int
+    user: str
+    pid: int
+    argv: tuple[str, ...]
+    sudo: bool
+
+
+RemoteStarted = Callable[[RemoteProcess], Awaitable[None]]
+REMOTE_STARTED: ContextVar[RemoteStarted | None] = ContextVar("remote_started", default=None)
+"""Set by whoever must outlive a crash of this process (a run's executor records what it started on servers)."""
+
+
+async def announce_started(process: RemoteProcess) -> None:
+    """Tell the current context's :data:`REMOTE_STARTED` listener, if any; its failure never stops the command."""
+    listener = REMOTE_STARTED.get()
+    if listener is None:
+        return
+    try:
+        await listener(process)
+    except Exception:
+        log.exception("recording a started remote command failed")
 
 
 async def read_lines(stream: Any, on_line: LineHandler | None) -> bytes:

@@ -29,7 +29,9 @@ from bot.transport.base import (
     HostKeyNotPinned,
     HostUnreachable,
     LineHandler,
+    RemoteProcess,
     TransportError,
+    announce_started,
     read_lines,
 )
 from bot.transport.command import PID_MARKER, shell_command
@@ -235,6 +237,11 @@ class SSHPool:
             try:
                 if supervised:
                     pid = await _read_pid(process, self._connect_timeout)
+                    if pid is not None:  # a run records it, to stop it after a crash (bot.runs.orphans)
+                        elevated = sudo and target.username != "root"
+                        await announce_started(
+                            RemoteProcess(target.host, target.port, target.username, pid, tuple(argv), elevated)
+                        )
                 return await self._wait(process, tuple(argv), data, timeout, started, target, on_stderr)
             finally:
                 if process.exit_status is None and process.exit_signal is None:
