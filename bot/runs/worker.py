@@ -61,7 +61,7 @@ class Worker:
 
     async def _report_recovered(self, pairs: list[tuple[Run, Run | None]]) -> None:
         """Runs a dead worker left ``running``: stop what they left running on servers (when the executor can:
-        ``clean_up``), before their retries can be claimed, and report them."""
+        ``clean_up``) before this worker claims their retries, and report them."""
         clean_up = getattr(self.execute, "clean_up", None)
         for run, retry in pairs:
             log.warning("run %s was left running by a dead worker: interrupted, retry %s", run.id, retry and retry.id)
