@@ -216,12 +216,12 @@ class SSHPool:
         entry = await self._entry(target)
         async with entry.channels:
             supervised = await self._gnu_timeout(entry, target)
-            # root needs no sudo (and a minimal server may not have it installed).
+            elevated = sudo and target.username != "root"  # root needs no sudo (a minimal server may lack it)
             command, preamble = shell_command(
                 argv,
                 env=env,
                 secret_env=secret_env,
-                sudo=sudo and target.username != "root",
+                sudo=elevated,
                 # The remote limit is a backstop a little after ours, so the bot's own timer decides and
                 # reports (a remote `timeout` firing first would look like exit status 124 instead).
                 group_timeout=(timeout + REMOTE_GRACE if timeout else 0) if supervised else None,
@@ -238,7 +238,6 @@ class SSHPool:
                 if supervised:
                     pid = await _read_pid(process, self._connect_timeout)
                     if pid is not None:  # a run records it, to stop it after a crash (bot.runs.orphans)
-                        elevated = sudo and target.username != "root"
                         await announce_started(
                             RemoteProcess(target.host, target.port, target.username, pid, tuple(argv), elevated)
                         )
@@ -248,7 +247,7 @@ class SSHPool:
                     if supervised and pid is None:  # cancelled before the pid line was read: read it now
                         with contextlib.suppress(Exception):
                             pid = await asyncio.shield(_read_pid(process, 5))
-                    await _stop(entry.conn, pid, sudo=sudo and target.username != "root")
+                    await _stop(entry.conn, pid, sudo=elevated)
                     process.close()
 
     async def _wait(
