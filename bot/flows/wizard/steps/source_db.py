@@ -126,8 +126,13 @@ def db_credential(row: DatabaseCredential) -> dbcheck.DbCredential:
     )  # fmt: skip
 
 
+def _who(user: str, host: str, port: int) -> str:
+    """How a login is named on screen: ``user@host:port``."""
+    return f"{user}@{host}:{port}"
+
+
 def _row_label(row: DatabaseCredential) -> str:
-    return clip(f"Saved: {row.username}@{row.host}:{row.port}")
+    return clip(f"Saved: {_who(row.username, row.host, row.port)}")
 
 
 def _initial_choice(ctx: WizardContext, detected: str | None, rows: Sequence[DatabaseCredential]) -> str:
@@ -256,10 +261,6 @@ class TypedLogin:
     host: str
     port: int
     password: SecretStr
-
-    @property
-    def who(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
 
 
 def _typed_login(engine: str, values: Mapping[str, Any]) -> tuple[Errors, TypedLogin | None]:
@@ -472,7 +473,7 @@ async def act(ctx: WizardContext, server: Server, caps: Capabilities | None, act
         if result.ok:
             ctx.data["_source_found"] = {"engine": engine, "credential_id": row.id, "databases": list(result.databases),
                                          "datadir": datadir_of(engine, engine_info(caps, engine))}  # fmt: skip
-        return _result_note(f"{row.username}@{row.host}:{row.port}", result)
+        return _result_note(_who(row.username, row.host, row.port), result)
     if choice == DETECTED:
         return await _test_detected(pctx, engine)
     return await _test_typed(pctx, engine, ctx.form)
@@ -491,7 +492,7 @@ async def _test_typed(pctx: ProbeContext, engine: str, form: Mapping[str, Any]) 
                                       auth_method="password")  # fmt: skip
     result = await dbcheck.check(pctx, credential, timeout=CHECK_TIMEOUT)
     saved = "\nNot saved yet: press Next to save this login (encrypted) and use it." if result.ok else ""
-    return _result_note(login.who, result) + saved
+    return _result_note(_who(login.user, login.host, login.port), result) + saved
 
 
 async def _test_detected(pctx: ProbeContext, engine: str) -> str:
