@@ -21,9 +21,10 @@ import logging
 import uuid
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tortoise.transactions import in_transaction
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from bot.flows.wizard.steps.base import WizardContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 DEFAULT_TTL = timedelta(days=2)
 CLOSED = ("done", "cancelled")
 
@@ -59,13 +61,18 @@ _saving: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[uuid.UUID, as
 )
 
 
+def _this_loops(registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T], make: Callable[[], T]) -> T:
+    """The running event loop's entry of ``registry``, made on first use (futures and tasks belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    found = registry.get(loop)
+    if found is None:
+        found = registry[loop] = make()
+    return found
+
+
 def _saves() -> dict[uuid.UUID, asyncio.Future[None]]:
     """The saves running now on this event loop, by session id."""
-    loop = asyncio.get_running_loop()
-    found = _saving.get(loop)
-    if found is None:
-        found = _saving[loop] = {}
-    return found
+    return _this_loops(_saving, dict)
 
 
 def _key(session_id: str) -> uuid.UUID:
@@ -170,11 +177,7 @@ _committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] 
 
 
 def _commits() -> _GroupCommit:
-    loop = asyncio.get_running_loop()
-    found = _committers.get(loop)
-    if found is None:
-        found = _committers[loop] = _GroupCommit()
-    return found
+    return _this_loops(_committers, _GroupCommit)
 
 
 async def _cas(conn: Any, key: uuid.UUID, version: int, values: dict[str, Any]) -> int:
