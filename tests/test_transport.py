@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import asyncssh
@@ -211,6 +212,35 @@ async def test_cancelling_a_run_stops_the_remote_process(make_sshd, pool_for) ->
             break
         await asyncio.sleep(0.1)
     assert "sleep 876" not in _remote_processes("876")
+
+
+async def test_a_cancel_while_the_server_starts_the_command_still_stops_it(make_sshd, pool_for) -> None:
+    """Cancel after the server started the command but before its "started" reply was read.
+
+    CI once caught this: the server ran the command while the bot still waited in ``create_process``, so the bot
+    had no process to stop and the command ran on. The test makes that moment certain: it lets the event loop
+    turn once at a time and, between turns, blocks (reading nothing) until the server shows the command; the
+    cancel then arrives with the server's reply still unread.
+    """
+    host = make_sshd("cancel-start")
+    transport = pool_for(host).transport(target_for(host))
+    assert (await transport.run(["true"])).ok  # the connection is open: only the channel is left to start
+    task = asyncio.create_task(transport.run(["sh", "-c", "sleep 5431"]))
+    started = False
+    while not started and not task.done():
+        await asyncio.sleep(0)  # one turn: the bot sends what it has to send
+        deadline = time.monotonic() + 0.05
+        while not started and time.monotonic() < deadline:  # blocks the loop: no reply is read meanwhile
+            started = "sleep 5431" in _remote_processes("5431")
+    assert started and not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(150):
+        if "sleep 5431" not in _remote_processes("5431"):
+            break
+        await asyncio.sleep(0.1)
+    assert "sleep 5431" not in _remote_processes("5431")
 
 
 async def test_dropped_connection_is_reopened(make_sshd, pool_for) -> None:

@@ -228,8 +228,14 @@ class SSHPool:
             )
             data = preamble + (stdin or b"")
             started = time.monotonic()
+            # The server starts the command before it answers; a cancel while the answer is on its way would
+            # leave the bot without a process to stop. So the opening runs on, shielded, and is ended if cancelled.
+            opening = asyncio.ensure_future(entry.conn.create_process(command, encoding=None, stdin=asyncssh.PIPE))
             try:
-                process = await entry.conn.create_process(command, encoding=None, stdin=asyncssh.PIPE)
+                process = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                await asyncio.shield(_abandon(opening, entry.conn, supervised=supervised, sudo=elevated))
+                raise
             except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError) as exc:
                 self._forget(target)
                 raise HostUnreachable(f"Lost the SSH connection to {target.label}: {_reason(exc)}.") from None
@@ -243,12 +249,7 @@ class SSHPool:
                         )
                 return await self._wait(process, tuple(argv), data, timeout, started, target, on_stderr)
             finally:
-                if process.exit_status is None and process.exit_signal is None:
-                    if supervised and pid is None:  # cancelled before the pid line was read: read it now
-                        with contextlib.suppress(Exception):
-                            pid = await asyncio.shield(_read_pid(process, 5))
-                    await _stop(entry.conn, pid, sudo=elevated)
-                    process.close()
+                await asyncio.shield(_end(process, entry.conn, pid, supervised=supervised, sudo=elevated))
 
     async def _wait(
         self,
@@ -312,13 +313,43 @@ async def _read_pid(process: asyncssh.SSHClientProcess, limit: float) -> int | N
     return int(value) if text.startswith(PID_MARKER) and value.isdigit() else None
 
 
-async def _stop(conn: asyncssh.SSHClientConnection, pid: int | None, *, sudo: bool) -> None:
-    """Stop an abandoned command (cancelled or timed out) and its children, on a second channel."""
-    if pid is None or conn.is_closed():
+async def _end(
+    process: asyncssh.SSHClientProcess,
+    conn: asyncssh.SSHClientConnection,
+    pid: int | None,
+    *,
+    supervised: bool,
+    sudo: bool,
+) -> None:
+    """Stop a command the bot no longer waits for (cancelled, timed out, failed) and close its channel.
+
+    Nothing to do when it has ended. Without the pid (a cancel came before its line was read) it is read now.
+    """
+    if process.exit_status is not None or process.exit_signal is not None:
         return
-    argv = (["sudo", "-n", "--"] if sudo else []) + ["kill", "-TERM", str(pid)]
-    with contextlib.suppress(Exception):
-        await asyncio.shield(asyncio.wait_for(conn.run(shlex.join(argv), check=False), 10))
+    if supervised and pid is None:
+        with contextlib.suppress(Exception):
+            pid = await _read_pid(process, 5)
+    if pid is not None and not conn.is_closed():
+        argv = (["sudo", "-n", "--"] if sudo else []) + ["kill", "-TERM", str(pid)]
+        with contextlib.suppress(Exception):  # on a second channel: the first one is the command's
+            await asyncio.wait_for(conn.run(shlex.join(argv), check=False), 10)
+    process.close()
+
+
+async def _abandon(
+    opening: asyncio.Future[asyncssh.SSHClientProcess],
+    conn: asyncssh.SSHClientConnection,
+    *,
+    supervised: bool,
+    sudo: bool,
+) -> None:
+    """A run cancelled while its channel opened: let the opening finish, then end whatever it started."""
+    try:
+        process = await asyncio.wait_for(opening, 10)
+    except Exception:
+        return  # the channel never opened (or took too long to say so): nothing of ours runs
+    await _end(process, conn, None, supervised=supervised, sudo=sudo)
 
 
 def _reason(exc: BaseException) -> str:
