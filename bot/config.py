@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     queue_backend: str = Field(default="embedded", alias="BACKUPBOT_QUEUE")
     run_concurrency: int = Field(default=2, ge=0, le=64, alias="BACKUPBOT_RUN_CONCURRENCY")
     worker_stalled_seconds: int = Field(default=60, ge=15, le=3600, alias="BACKUPBOT_WORKER_STALLED_SECONDS")
+    # How long `backup-bot run`'s lease on its duties lasts without renewal (storage.lease): a second `run` on the
+    # same database waits; after a crash elsewhere it takes over once this has passed.
+    run_lease_seconds: int = Field(default=60, ge=3, le=3600, alias="BACKUPBOT_RUN_LEASE_SECONDS")
 
     @field_validator("secret_keys", "slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod

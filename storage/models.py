@@ -476,6 +476,19 @@ class ReportThread(Model):
         table = "report_thread"
 
 
+class Lease(Model):
+    """A duty only one process may perform at a time (the scheduler and outbox of backup-bot run), held until
+    expires_at and renewed by its holder well before then (see storage.lease)."""
+
+    name = fields.CharField(max_length=64, primary_key=True)
+    holder = fields.CharField(max_length=255)
+    acquired_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+
+    class Meta:
+        table = "lease"
+
+
 TENANT_MODELS: tuple[type[Model], ...] = (
     Server,
     DatabaseCredential,

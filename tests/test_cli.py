@@ -164,6 +164,7 @@ def test_doctor_reports_each_problem_and_exits_1(tmp_path: Path) -> None:
     assert "borg 1.4" in result.stdout
     assert "schema is current" in result.stdout
     assert "decrypt the bot's SSH identity" in result.stdout
+    assert "no `backup-bot run` is running on this database" in result.stdout
 
 
 def test_doctor_detects_a_wrong_secret_key(tmp_path: Path) -> None:

@@ -6,8 +6,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -178,8 +181,6 @@ def _bot_process(tmp_path: Path, slack: SlackEmulator, **env: str) -> subprocess
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -212,6 +213,85 @@ async def test_run_serves_http_and_stops_cleanly(slack: SlackEmulator, tmp_path:
         _, err = await asyncio.to_thread(process.communicate, timeout=30)
     assert process.returncode == 0, err
     assert "Traceback" not in err
+
+
+class _Printed:
+    """What a process prints (stdout and stderr), read in threads as it comes, so its pipes never fill."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.text = ""
+        for pipe in (process.stdout, process.stderr):
+            threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            self.text += line
+
+    async def wait_for(self, words: str, within: float = 30) -> None:
+        for _ in range(int(within * 10)):
+            if words in " ".join(self.text.split()):
+                return
+            await asyncio.sleep(0.1)
+        pytest.fail(f"never printed {words!r}; printed: {self.text}")
+
+
+async def _answers(port: int) -> bool:
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+
+async def test_a_second_run_on_one_database_waits_and_takes_over(slack: SlackEmulator, tmp_path: Path) -> None:
+    """Two `backup-bot run` on one database would both schedule, both post every report, and the second would take
+    the first one's running backups for a crash's leftovers. The second waits, serving nothing, and takes over at
+    once when the first stops cleanly (released lease) or is killed on this machine (its process is gone); a bot
+    whose lease another took stops with status 3."""
+    ports = [_free_port() for _ in range(3)]
+    bots: list[tuple[subprocess.Popen, _Printed]] = []
+
+    def start(n: int, **env: str) -> tuple[subprocess.Popen, _Printed]:
+        process = _bot_process(tmp_path, slack, port=str(ports[n]), PYTHONUNBUFFERED="1", COLUMNS="300", **env)
+        bots.append((process, _Printed(process)))
+        return bots[-1]
+
+    try:
+        first, _ = start(0)
+        await _wait_healthy(ports[0], first)
+        second, second_said = start(1)
+        await second_said.wait_for(f"uses this database: host {socket.gethostname()} (pid {first.pid})")
+        await second_said.wait_for("Waiting until it stops")
+        await asyncio.sleep(1)
+        assert not await _answers(ports[1])  # it serves nothing while it waits
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(first.wait, 30) == 0
+        await _wait_healthy(ports[1], second)  # a clean stop released the lease: taken over at once
+        doctor = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "bot.cli", "doctor"], cwd=tmp_path, capture_output=True, text=True,
+            env={**os.environ, "COLUMNS": "300"}, timeout=60,
+        )  # fmt: skip
+        assert f"`backup-bot run` on host {socket.gethostname()} (pid {second.pid}) holds the lease" in doctor.stdout
+
+        third, third_said = start(2, BACKUPBOT_RUN_LEASE_SECONDS="3")
+        await third_said.wait_for(f"(pid {second.pid})")
+        second.kill()
+        await asyncio.to_thread(second.wait, 30)
+        await _wait_healthy(ports[2], third)  # long before the 60 s lease ran out: its holder is gone
+
+        database = sqlite3.connect(tmp_path / "data" / "backup-bot.sqlite3")
+        with database:
+            database.execute("UPDATE lease SET holder = 'other-host:77:0123456789ab:cafe0001'")
+        database.close()
+        assert await asyncio.to_thread(third.wait, 30) == 3
+        await third_said.wait_for("lost its lease on the database (host other-host (pid 77) holds it now)")
+    finally:
+        for process, _ in bots:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(process.wait, 30)
+    assert all("Traceback" not in printed.text for _, printed in bots)
 
 
 async def test_run_with_a_refused_token_says_so(slack: SlackEmulator, tmp_path: Path) -> None:

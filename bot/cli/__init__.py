@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module and exposes ``add_parser(subparsers)``; ``main`` turns every known
 error into one plain sentence on stderr and exit status 2 (1 is for "ran, and found problems", as in
-``doctor``), so an operator never has to read a traceback to know what to fix.
+``doctor``; 3 for a ``run`` that lost its lease to another), so an operator never has to read a traceback to know
+what to fix.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -24,10 +25,10 @@ from bot.cli.util import ensure_writable_dir, load_for_command
 from bot.config import ConfigError, Settings
 from bot.slack.app import build_client
 from bot.slack.auth import check_bot_token
-from storage import db
+from storage import db, lease
 from storage.crypto import install_keyring
 from storage.errors import StorageError
-from storage.models import BotIdentity
+from storage.models import BotIdentity, Lease
 
 console = Console(highlight=False)
 
@@ -72,6 +73,7 @@ async def run_checks(settings: Settings) -> list[Finding]:
         ("database", _database),
         ("stored secrets", _stored_secrets),
         ("run queue", _run_queue),
+        ("bot process", _run_lease),
         ("Slack bot token", _slack_token),
         ("Slack connection mode", _slack_mode),
         ("borg", _borg),
@@ -161,6 +163,27 @@ async def _run_queue(settings: Settings) -> str:
         raise Problem("procrastinate: no `backup-bot worker` is alive and BACKUPBOT_RUN_CONCURRENCY=0, so nothing "
                       "executes runs: start a worker.")  # fmt: skip
     return f"procrastinate: schema present, {live} worker process(es) alive{local}"
+
+
+async def _run_lease(settings: Settings) -> str:
+    """Which `backup-bot run` holds this database's lease (informational: none is fine before the first start)."""
+    try:
+        await db.connect(settings.resolved_database_url, migrate=False)
+        row = await Lease.get_or_none(name=lease.RUN_LEASE)
+    except Exception:
+        raise Problem("The lease table cannot be read: run `backup-bot migrate`.") from None
+    finally:
+        if Tortoise._inited:
+            await db.close()
+    if row is None:
+        return "no `backup-bot run` is running on this database"
+    until = f"{row.expires_at:%Y-%m-%d %H:%M:%S %Z}"
+    if row.expires_at < datetime.now(UTC):
+        return (
+            f"the last `backup-bot run` ({lease.describe(row)}) stopped renewing its lease at {until}: it crashed "
+            "or lost its database; the next one takes over"
+        )
+    return f"`backup-bot run` on {lease.describe(row)} holds the lease (renewed until {until})"
 
 
 async def _slack_token(settings: Settings) -> str:
