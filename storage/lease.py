@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 RUN_LEASE = "backup-bot run"  # held by the one `backup-bot run` per database
 
 
+@functools.cache
 def _machine() -> str:
     """This boot of this machine, and this pid namespace: where a holder's pid means the same process as ours."""
     parts = []

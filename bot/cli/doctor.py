@@ -19,7 +19,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 from slack_sdk.errors import SlackApiError, SlackClientError
-from tortoise import Tortoise
 
 from bot.cli.util import ensure_writable_dir, load_for_command
 from bot.config import ConfigError, Settings
@@ -114,11 +113,11 @@ async def _database(settings: Settings) -> str:
 async def _stored_secrets(settings: Settings) -> str:
     install_keyring(settings.keyring())
     try:
-        await db.connect(settings.resolved_database_url, migrate=False)
-        row = await BotIdentity.get_or_none(name="default")
-        if row is None:
-            raise Problem("The bot has no SSH identity yet: run `backup-bot init`.")
-        row.private_key.reveal()
+        async with db.database(settings.resolved_database_url, migrate=False):
+            row = await BotIdentity.get_or_none(name="default")
+            if row is None:
+                raise Problem("The bot has no SSH identity yet: run `backup-bot init`.")
+            row.private_key.reveal()
     except StorageError as exc:
         raise Problem(str(exc)) from None
     except Problem:
@@ -127,9 +126,6 @@ async def _stored_secrets(settings: Settings) -> str:
         raise Problem(
             "The bot's SSH identity cannot be read: run `backup-bot migrate`, then `backup-bot init`."
         ) from None
-    finally:
-        if Tortoise._inited:
-            await db.close()
     return "the secret keys decrypt the bot's SSH identity"
 
 
@@ -168,13 +164,12 @@ async def _run_queue(settings: Settings) -> str:
 async def _run_lease(settings: Settings) -> str:
     """Which `backup-bot run` holds this database's lease (informational: none is fine before the first start)."""
     try:
-        await db.connect(settings.resolved_database_url, migrate=False)
-        row = await Lease.get_or_none(name=lease.RUN_LEASE)
+        async with db.database(settings.resolved_database_url, migrate=False):
+            row = await Lease.get_or_none(name=lease.RUN_LEASE)
+    except StorageError:
+        raise  # the database itself: reported as it is
     except Exception:
         raise Problem("The lease table cannot be read: run `backup-bot migrate`.") from None
-    finally:
-        if Tortoise._inited:
-            await db.close()
     if row is None:
         return "no `backup-bot run` is running on this database"
     until = f"{row.expires_at:%Y-%m-%d %H:%M:%S %Z}"

@@ -322,8 +322,6 @@ async def discard_setup(ctx: WizardContext, setup: Mapping[str, Any]) -> list[st
     return left
 
 
-
-
 async def remote_exists(pool: StoragePool, path: str, services: Any) -> bool:
     """Is there a borg repository at ``path`` on the pool (its ``config`` file)?"""
     result = await planning.pool_transport(pool, services).run(["test", "-f", f"{path.rstrip('/')}/config"], timeout=30)

@@ -64,8 +64,6 @@ def forget(data: dict[str, Any], keys: Iterable[str]) -> None:
         data.pop(key, None)
 
 
-
-
 def errors_from(problems: Iterable[str], fields: Mapping[str, str], default: str) -> Errors:
     """Validation sentences (``"paths: /a is inside /"``) as inline errors keyed by the field they are about."""
     errors: Errors = {}
