@@ -117,6 +117,11 @@ class ApprovalStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class Role(StrEnum):
+    ADMIN = "admin"  # the whole workspace: servers, pools, host keys, logins, roles, disruptive options
+    OPERATOR = "operator"  # one server or one pool, optionally limited to path prefixes and database names
+
+
 class TimestampedMixin:
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -433,6 +438,29 @@ class AuditLog(Model):
         table = "audit_log"
 
 
+class RoleGrant(Model):
+    """A role given by an admin to a user, a user group or everyone: admin of the workspace, or operator of one
+    server (optionally limited to path prefixes and database names) or of one storage pool."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    role = fields.CharEnumField(Role, max_length=16)
+    subject = fields.CharField(max_length=32)  # U…/W… a user, S… a user group, "everyone"
+    server: fields.ForeignKeyNullableRelation[Server] = fields.ForeignKeyField(
+        "models.Server", related_name="grants", null=True, on_delete=fields.CASCADE
+    )
+    pool: fields.ForeignKeyNullableRelation[StoragePool] = fields.ForeignKeyField(
+        "models.StoragePool", related_name="grants", null=True, on_delete=fields.CASCADE
+    )
+    paths: list = fields.JSONField(default=list)  # allowed path prefixes on the server (empty: any path)
+    databases: list = fields.JSONField(default=list)  # allowed database names on the server (empty: any)
+    granted_by = fields.CharField(max_length=32, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "role_grant"
+
+
 class OutboxStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
@@ -503,4 +531,5 @@ TENANT_MODELS: tuple[type[Model], ...] = (
     AuditLog,
     OutboxMessage,
     ReportThread,
+    RoleGrant,
 )

@@ -98,6 +98,8 @@ class RunSpec:
     status: RunStatus = RunStatus.QUEUED  # SKIPPED to record a slot that must not run (with ``error``)
     error: str | None = None
     error_kind: str | None = None
+    attempts: int = 0  # a retry carries the attempts of the run it resumes
+    retry_of: int | None = None  # … and names it
 
 
 @dataclass
@@ -216,18 +218,23 @@ async def _repositories_of(specs: Sequence[RunSpec]) -> dict[int, int]:
 
 
 def _row(spec: RunSpec, repositories: Mapping[int, int], now: datetime) -> Run:
+    """The one place a Run row is built: every run (scheduled, run now, retry, the wizard's first run) is complete
+    here — due time, repository lock key — so no queue has to repair rows later."""
     scheduled = _utc(spec.scheduled_for)
     repository_id = spec.repository_id
     if repository_id is None and spec.chain_id is not None:
         repository_id = repositories.get(spec.chain_id)
     final = spec.status != RunStatus.QUEUED
+    stats: dict[str, Any] = {"options": dict(spec.options)} if spec.options else {}
+    if spec.retry_of is not None:
+        stats["retry_of"] = spec.retry_of
     return Run(
         team_id=spec.team_id, chain_id=spec.chain_id, repository_id=repository_id, kind=spec.kind,
-        status=spec.status, priority=spec.priority, attempts=0,
+        status=spec.status, priority=spec.priority, attempts=spec.attempts,
         next_attempt_at=None if final else (scheduled or now), lock_key=lock_key_for(repository_id),
         scheduled_for=scheduled or now, window_ends_at=_utc(spec.window_ends_at), requested_by=spec.requested_by,
-        stats={"options": dict(spec.options)} if spec.options else None, error=spec.error,
-        error_kind=spec.error_kind, finished_at=now if final else None, created_at=now,
+        stats=stats or None, error=spec.error, error_kind=spec.error_kind, finished_at=now if final else None,
+        created_at=now,
     )  # fmt: skip
 
 
@@ -278,14 +285,15 @@ def failure_text(reason: str, hint: str) -> str:
 
 async def create_retry(run: Run, now: datetime) -> Run:
     """The queued run that resumes an interrupted one: same chain, slot, priority and options, attempts carried."""
-    options = run.stats.get("options") if run.stats else None
-    return await Run.create(
-        team_id=run.team_id, chain_id=run.chain_id, repository_id=run.repository_id,  # type: ignore[attr-defined]
-        kind=run.kind, status=RunStatus.QUEUED, priority=run.priority, attempts=run.attempts,
-        next_attempt_at=now, lock_key=run.lock_key, scheduled_for=run.scheduled_for,
-        window_ends_at=run.window_ends_at, requested_by=run.requested_by,
-        stats={"options": options, "retry_of": run.id} if options else {"retry_of": run.id},
-    )  # fmt: skip
+    options = (run.stats or {}).get("options") or {}
+    spec = RunSpec(team_id=run.team_id, kind=run.kind, chain_id=run.chain_id,  # type: ignore[attr-defined]
+                   repository_id=run.repository_id, priority=run.priority,  # type: ignore[attr-defined]
+                   scheduled_for=run.scheduled_for, window_ends_at=run.window_ends_at, requested_by=run.requested_by,
+                   options=options, attempts=run.attempts, retry_of=run.id)  # fmt: skip
+    retry = _row(spec, {}, now)
+    retry.next_attempt_at = now  # due at once, though its slot stays the original one
+    await retry.save()
+    return retry
 
 
 def window_reason(run: Run) -> str:
@@ -361,18 +369,8 @@ class SqlQueue(RowQueue):
 
     # --------------------------------------------------------------------------------------------- claim
 
-    async def _normalise(self) -> None:
-        """Rows queued by other code (e.g. the wizard's "run now") may lack a lock key or a due time."""
-        for row in await Run.filter(status=RunStatus.QUEUED, next_attempt_at=None):
-            await Run.filter(id=row.id, next_attempt_at=None).update(
-                next_attempt_at=row.scheduled_for or row.created_at
-            )
-        for row in await Run.filter(status=RunStatus.QUEUED, lock_key=None).exclude(repository_id=None):
-            await Run.filter(id=row.id).update(lock_key=lock_key_for(row.repository_id))  # type: ignore[attr-defined]
-
     async def claim(self, worker_id: str, *, now: datetime | None = None) -> Run | None:
         now = _utc(now) or datetime.now(UTC)
-        await self._normalise()
         busy = set(await Run.filter(status=RunStatus.RUNNING).exclude(lock_key=None).values_list("lock_key", flat=True))
         candidates = (
             await Run.filter(status=RunStatus.QUEUED, next_attempt_at__lte=now)

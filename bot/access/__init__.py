@@ -1,0 +1,11 @@
+"""Who may do what: the acting user (:mod:`.actor`), the roles an admin stored (:mod:`.roles`) and the checks
+every operation makes before its first effect (:mod:`.authz`).
+
+Below both the wizard (:mod:`bot.flows`) and the service layer (:mod:`bot.services`), so either can check a role
+without importing the other; it imports only storage.
+"""
+
+from bot.access.actor import Actor, Directory, NoDirectory, resolve_actor
+from bot.access.errors import NotFound, Refused
+
+__all__ = ["Actor", "Directory", "NoDirectory", "NotFound", "Refused", "resolve_actor"]
