@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.flows.approvals import request_approval
-from bot.slack.approvals import APPROVE, REASON_INPUT, REJECT, decide
+from bot.access import Actor, Refused
+from bot.services.approvals import decide, request_approval
+from bot.slack.approvals import APPROVE, REASON_INPUT, REJECT
 from storage.models import Approval, ApprovalStatus, AuditLog, BackupChain, ChainStatus
 from tests.test_reports import APPROVALS, Env, buttons, make_chain, start_env, text_of
 
@@ -139,11 +140,15 @@ async def _losers_told(env: Env, n: int) -> bool:
 async def test_compare_and_set_under_many_concurrent_deciders(env: Env) -> None:
     chain = await make_chain("other", status=ChainStatus.PENDING_APPROVAL)
     approval = await request_approval(chain, "U0REQ")
+    deciders = [Actor("T0001", f"U0X{i}", groups=frozenset({"S0OPS"})) for i in range(12)]  # approvers by group
     results = await asyncio.gather(
-        *(decide("T0001", approval.id, f"U0X{i}", approve=i % 2 == 0, reason="r") for i in range(12))
+        *(decide(actor, approval.id, approve=i % 2 == 0, reason="r") for i, actor in enumerate(deciders)),
+        return_exceptions=True,
     )
-    winners = [r for r in results if r is not None]
+    winners = [r.approval for r in results if not isinstance(r, BaseException)]
     assert len(winners) == 1
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(losers) == 11 and all(isinstance(r, Refused) and ("Too late" in r.sentence or "Already decided" in r.sentence) for r in losers)
     await chain.refresh_from_db()
     expected = ChainStatus.ACTIVE if winners[0].status == ApprovalStatus.APPROVED else ChainStatus.REJECTED
     assert chain.status == expected

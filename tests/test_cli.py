@@ -183,7 +183,7 @@ def test_help_works(tmp_path: Path, args: list[str]) -> None:
 
 async def test_approvals_rules_are_shown_changed_validated_and_obeyed(tmp_path: Path) -> None:
     """`backup-bot approvals`: the rules the wizard and the approve buttons read, set without touching the DB."""
-    from bot.flows.approvals import requires_approval
+    from bot.services.approvals import requires_approval
 
     assert cli(tmp_path, "init").returncode == 0
     shown = cli(tmp_path, "approvals", "--team", "T0APPR")

@@ -20,11 +20,15 @@ from storage.crypto import generate_key
 from storage.models import (
     AuditLog,
     BackupChain,
+    BackupSource,
     ChainStatus,
     Repository,
+    Role,
+    RoleGrant,
     Run,
     RunKind,
     RunStatus,
+    Server,
     StoragePool,
     Workspace,
 )
@@ -32,7 +36,7 @@ from storage.tenancy import Tenant
 
 SECRET = "test-signing-secret"
 TEAM, OTHER = "T0001", "T0002"
-ADMIN, CREATOR, NOBODY, APPROVER = "U0001", "U0002", "U0003", "U0004"
+ADMIN, CREATOR, NOBODY, APPROVER, OPERATOR = "U0001", "U0002", "U0003", "U0004", "U0005"
 SCHEDULE = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "at": "02:00", "timezone": "UTC"}
 
 
@@ -42,6 +46,7 @@ async def slack() -> AsyncIterator[SlackEmulator]:
         emulator.add_user(CREATOR, name="carol")
         emulator.add_user(NOBODY, name="nina")
         emulator.add_user(APPROVER, name="abe")
+        emulator.add_user(OPERATOR, name="otto")
         yield emulator
 
 
@@ -73,10 +78,22 @@ async def _repo(team: str, name: str, size: int | None) -> Repository:
 
 
 async def _chain(team: str, name: str, status: ChainStatus, size: int | None = None, **extra: Any) -> BackupChain:
+    """A chain backing up files of its own server ``srv-<name>`` (whose operators may operate the chain)."""
+    tenant = Tenant(team)
     repo = await _repo(team, name, size)
-    return await Tenant(team).create(
+    chain = await tenant.create(
         BackupChain, name=name, repository=repo, schedule=SCHEDULE, status=status, created_by=CREATOR, **extra
     )
+    server = await tenant.create(Server, name=f"srv-{name}", host=f"{name}.example.com")
+    source = await tenant.create(BackupSource, server=server, name=name, type="files", config={"paths": ["/srv"]})
+    await chain.sources.add(source)
+    return chain
+
+
+async def _grant_operator(chain: BackupChain, subject: str) -> None:
+    """Make ``subject`` an operator of the server ``chain`` backs up (as an admin would with /backup roles)."""
+    server = await Server.get(team_id=chain.team_id, name=f"srv-{chain.name}")
+    await Tenant(chain.team_id).create(RoleGrant, role=Role.OPERATOR, subject=subject, server=server, granted_by=ADMIN)
 
 
 @pytest.fixture
@@ -204,19 +221,20 @@ async def test_pause_and_resume_change_status_and_buttons(
     slack: SlackEmulator, driver: SlackDriver, chains: dict[str, BackupChain]
 ) -> None:
     web = chains["web"]
-    await _open(slack, driver, user=APPROVER)  # an approver, neither creator nor admin
-    view = await _click(slack, driver, "home_pause", web, APPROVER)
+    await _grant_operator(web, OPERATOR)
+    await _open(slack, driver, user=OPERATOR)  # an operator of its server, neither creator nor admin
+    view = await _click(slack, driver, "home_pause", web, OPERATOR)
     assert "is paused" in _notice(view)
     assert (await BackupChain.get(id=web.id)).status == ChainStatus.PAUSED
     assert _buttons(view, web) == ["home_run_now", "home_resume"]
-    view = await _click(slack, driver, "home_resume", web, APPROVER)
+    view = await _click(slack, driver, "home_resume", web, OPERATOR)
     assert "active again" in _notice(view)
     assert (await BackupChain.get(id=web.id)).status == ChainStatus.ACTIVE
     assert _buttons(view, web) == ["home_run_now", "home_pause"]
     rows = await AuditLog.filter(team_id=TEAM, object_id=str(web.id)).order_by("id")
     assert [(r.actor, r.action, r.details["outcome"]) for r in rows] == [
-        (APPROVER, "chain.pause", "done"),
-        (APPROVER, "chain.resume", "done"),
+        (OPERATOR, "chain.pause", "done"),
+        (OPERATOR, "chain.resume", "done"),
     ]
 
 
@@ -229,19 +247,20 @@ async def test_slack_admin_may_act_on_someone_elses_chain(
     assert slack.calls_to("users.info")  # the admin flag came from Slack
 
 
-async def test_a_member_of_an_approver_user_group_may_act_as_on_alerts(
+async def test_an_operator_group_may_act_but_an_approver_without_a_grant_may_not(
     slack: SlackEmulator, driver: SlackDriver, chains: dict[str, BackupChain]
 ) -> None:
-    """The App Home applies the same rule as alert buttons (bot.slack.approvals.may_operate): approvers named by a
-    user group count, and the word ``admins`` in the list lets Slack admins in."""
+    """The App Home applies the service layer's rule (bot.access.authz.may_operate): operators of the chain's server
+    count, also through a user group; approving chains is not operating them; another server's grant is not."""
     slack.add_user("U0OPS", name="olga")
     slack.add_usergroup("S0OPS", "ops", users=["U0OPS"])
-    await Workspace.filter(team_id=TEAM).update(settings={"approvals": {"approvers": ["S0OPS"]}})
+    await _grant_operator(chains["web"], "S0OPS")
+    await _grant_operator(chains["db"], APPROVER)  # operator of another server only
     await _open(slack, driver, user="U0OPS")
     view = await _click(slack, driver, "home_pause", chains["web"], "U0OPS")
     assert "is paused" in _notice(view)
     assert (await BackupChain.get(id=chains["web"].id)).status == ChainStatus.PAUSED
-    await _open(slack, driver, user=APPROVER)  # no longer an approver: the list names the group only
+    await _open(slack, driver, user=APPROVER)  # an approver (chains fixture), and operator of db's server only
     view = await _click(slack, driver, "home_resume", chains["web"], APPROVER)
     assert "not allowed" in _notice(view)
     assert (await BackupChain.get(id=chains["web"].id)).status == ChainStatus.PAUSED
@@ -302,11 +321,3 @@ async def test_many_chains_are_paginated_within_100_blocks(slack: SlackEmulator,
     second = slack.home_view(ADMIN, TEAM)
     assert f"c{PAGE_SIZE:03d}" in json.dumps(_blocks(second)) and "page 2/2" in json.dumps(_blocks(second))
     assert check_view(second) == []
-
-
-def test_run_now_uses_the_queues_lock_key() -> None:
-    """Run now must lock the repository exactly as the queue does, or two runs could share a repository."""
-    from bot.runs.queue import lock_key_for
-    from bot.slack.home import repository_lock_key
-
-    assert repository_lock_key(7) == lock_key_for(7)

@@ -29,6 +29,8 @@ from storage.models import (
     BackupChain,
     ChainStatus,
     Repository,
+    Role,
+    RoleGrant,
     Run,
     RunKind,
     RunStatus,
@@ -245,13 +247,16 @@ async def test_failure_alert_with_cause_hint_and_buttons_retry_and_pause(env: En
     assert second["thread_ts"] == alert["ts"]
     assert env.slack.calls_to("chat.postMessage")[-1].params["reply_broadcast"] is True
     assert "SSH authentication was refused." in text_of(second)
-    await env.driver.click(PAUSE, user="U0LEAD", channel=REPORTS, ts=second["ts"])  # an approver
+    await Tenant(TEAM).create(RoleGrant, role=Role.ADMIN, subject="U0LEAD", granted_by="U0001")  # admin by grant
+    await env.driver.click(PAUSE, user="U0LEAD", channel=REPORTS, ts=second["ts"])
     await wait_for(lambda: not buttons(env.slack.messages(REPORTS)[1]))
     await chain.refresh_from_db()
     assert chain.status == ChainStatus.PAUSED
     assert "paused by <@U0LEAD>" in text_of(env.slack.messages(REPORTS)[1])
-    actions = await AuditLog.filter(object_id=str(chain.id)).values_list("action", flat=True)
-    assert sorted(actions) == ["chain.pause", "run.retry_now"]
+    rows = await AuditLog.filter(object_id=str(chain.id)).order_by("id")
+    assert [(r.actor, r.action, r.details.get("outcome")) for r in rows] == [
+        ("U0BOB", "run.retry_now", "denied"), ("U0REQ", "run.retry_now", "queued"), ("U0LEAD", "chain.pause", "done")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -258,7 +258,11 @@ async def test_ping_url_is_set_shown_and_removed_from_slack(driver: SlackDriver,
     assert "no longer pings" in await ping("web-files off")
     assert await ping_url_of(A.team_id, web.id) is None
     audit = await AuditLog.filter(action="chain.ping_url").order_by("id").values_list("details", flat=True)
-    assert audit == [{"host": "hc-ping.com"}, {"removed": True}]
+    assert audit == [  # the URL's path (the check's secret) is never in the log; a refusal is logged too
+        {"via": "slack", "outcome": "denied"},
+        {"via": "slack", "host": "hc-ping.com", "before": {"host": None}, "after": {"host": "hc-ping.com"}},
+        {"via": "slack", "removed": True, "before": {"host": "hc-ping.com"}, "after": {"host": None}},
+    ]
 
 
 async def test_template_button_opens_the_wizard_prefilled(rows, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from tortoise.exceptions import IntegrityError
 from bot.alerts import Alert
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
-from bot.flows import approvals
+from bot.services import approvals
 from bot.flows.wizard import create as creating
 from bot.flows.wizard import store
 from bot.flows.wizard.controller import WizardController

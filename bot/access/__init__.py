@@ -6,6 +6,6 @@ without importing the other; it imports only storage.
 """
 
 from bot.access.actor import Actor, Directory, NoDirectory, resolve_actor
-from bot.access.errors import NotFound, Refused
+from bot.access.errors import Forbidden, NotFound, Refused
 
-__all__ = ["Actor", "Directory", "NoDirectory", "NotFound", "Refused", "resolve_actor"]
+__all__ = ["Actor", "Directory", "Forbidden", "NoDirectory", "NotFound", "Refused", "resolve_actor"]

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bot.access.actor import EVERYONE, GROUP_ID, USER_ID, Actor
-from bot.access.errors import NotFound, Refused
+from bot.access.errors import Forbidden, NotFound
 from storage.models import BackupChain, BackupSource, Role, RoleGrant, Server, StoragePool
 
 
@@ -45,7 +45,7 @@ async def who_can_allow(team_id: str) -> str:
 async def require_admin(actor: Actor, doing: str) -> None:
     """Refuse unless ``actor`` is an admin: "Only admins can ``doing`` — ask …"."""
     if not actor.is_admin:
-        raise Refused(f"Only admins can {doing} — {await who_can_allow(actor.team_id)}.")
+        raise Forbidden(f"Only admins can {doing} — {await who_can_allow(actor.team_id)}.")
 
 
 # -- scopes on a server ------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ async def require_server(actor: Actor, server: Server) -> Scope:
     """Refuse unless ``actor`` may use ``server``; return the scope of that use."""
     scope = await server_scope(actor, server.id)
     if scope is None:
-        raise Refused(f"You have no access to the server {server.name}: an admin has to grant it to you — "
+        raise Forbidden(f"You have no access to the server {server.name}: an admin has to grant it to you — "
                       f"{await who_can_allow(actor.team_id)}.")  # fmt: skip
     return scope
 
@@ -119,7 +119,7 @@ async def require_pool(actor: Actor, pool: StoragePool) -> None:
     if actor.is_admin:
         return
     if not await _grants(actor, pool_id=pool.id):
-        raise Refused(f"You have no access to the storage pool {pool.name}: an admin has to grant it to you — "
+        raise Forbidden(f"You have no access to the storage pool {pool.name}: an admin has to grant it to you — "
                       f"{await who_can_allow(actor.team_id)}.")  # fmt: skip
 
 
@@ -151,7 +151,7 @@ async def require_paths(actor: Actor, server: Server, scope: Scope, paths: Itera
     for path in paths:
         if not within(path, scope.paths):
             allowed = ", ".join(scope.paths) or "no path"
-            raise Refused(f"{str(path)[:200]} is outside what you may back up on {server.name} ({allowed}); "
+            raise Forbidden(f"{str(path)[:200]} is outside what you may back up on {server.name} ({allowed}); "
                           f"to widen your grant, {await who_can_allow(actor.team_id)}.")  # fmt: skip
 
 
@@ -162,11 +162,11 @@ async def require_databases(actor: Actor, server: Server, scope: Scope, database
     chosen = list(databases)
     allowed = ", ".join(scope.databases) or "none"
     if not chosen:
-        raise Refused(f"You may back up only these databases on {server.name}: {allowed}; choose them by name "
+        raise Forbidden(f"You may back up only these databases on {server.name}: {allowed}; choose them by name "
                       f"instead of all databases, or to widen your grant, {await who_can_allow(actor.team_id)}.")
     for name in chosen:
         if name not in scope.databases:
-            raise Refused(f"The database {str(name)[:100]} is outside what you may back up on {server.name} "
+            raise Forbidden(f"The database {str(name)[:100]} is outside what you may back up on {server.name} "
                           f"({allowed}); to widen your grant, {await who_can_allow(actor.team_id)}.")  # fmt: skip
 
 
@@ -191,7 +191,7 @@ async def may_operate(actor: Actor, chain: BackupChain) -> bool:
 
 async def require_operate(actor: Actor, chain: BackupChain) -> None:
     if not await may_operate(actor, chain):
-        raise Refused(f"You are not allowed to change {chain.name}: only its creator, the operators of its server "
+        raise Forbidden(f"You are not allowed to change {chain.name}: only its creator, the operators of its server "
                       f"and admins may — {await who_can_allow(actor.team_id)}. Nothing was changed.")  # fmt: skip
 
 

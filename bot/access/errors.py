@@ -16,3 +16,7 @@ class Refused(Exception):
 
 class NotFound(Refused):
     """The object does not exist in the actor's workspace (rows of other workspaces look exactly like this)."""
+
+
+class Forbidden(Refused):
+    """The actor's roles do not allow this; the sentence names who can allow it (an HTTP surface answers 403)."""

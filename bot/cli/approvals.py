@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bot.cli.util import load_for_command
-from bot.flows.approvals import RulesError, changed_rules, rules_of, save_rules
+from bot.services.approvals import RulesError, changed_rules, rules_of, save_rules
 from storage import db
 from storage.tenancy import Tenant
 

@@ -7,6 +7,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard import templates
 from bot.flows.wizard.controller import WizardController
+from bot.slack.actors import directory_of
 from bot.slack.home import chain_action, publish_help, publish_home
 from bot.slack.home_blocks import CHAIN_ACTIONS, HELP, PAGE, page_of
 from bot.slack.listing import TEMPLATE_START
@@ -45,6 +46,7 @@ def register(app: AsyncApp, wizard: WizardController | None = None) -> None:
                 action["action_id"],
                 str(action.get("value") or ""),
                 page=page_of(view.get("private_metadata")),
+                directory=directory_of(context, client),
             )
 
 

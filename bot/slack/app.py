@@ -3,8 +3,10 @@
 Listeners are registered per surface (commands, actions, events) by each module's ``register``. A global
 middleware resolves the Slack workspace of every request into a :class:`~storage.tenancy.Tenant` in
 ``context["tenant"]``, creating the Workspace row on first contact, so listeners never build queries
-without a workspace. The Web API client retries 429s (honouring Retry-After) and 5xx/connection errors. An answer
-to Slack leaves the moment its listener calls ``ack()`` (:mod:`bot.slack.prompt_ack`), not at bolt's next poll.
+without a workspace, and puts the app's :class:`~bot.slack.actors.SlackDirectory` in ``context["directory"]`` for
+resolving the acting user's roles. The Web API client retries 429s (honouring Retry-After) and 5xx/connection
+errors. An answer to Slack leaves the moment its listener calls ``ack()`` (:mod:`bot.slack.prompt_ack`), not at
+bolt's next poll.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
 from bot.slack import actions, approvals, commands, events, prompt_ack, reports
 from bot.slack import wizard as wizard_listeners
+from bot.slack.actors import SlackDirectory
 from bot.slack.webclient import PooledWebClient
 from storage.models import Workspace
 from storage.tenancy import Tenant
@@ -74,7 +77,7 @@ def build_app(
         process_before_response=False,
         raise_error_for_unhandled_request=False,
     )
-    app.middleware(_tenant_middleware(set()))
+    app.middleware(_tenant_middleware(set(), SlackDirectory(app.client)))
     commands.register(app, wizard)
     actions.register(app, wizard)
     events.register(app)
@@ -88,8 +91,9 @@ def build_app(
     return app
 
 
-def _tenant_middleware(known: set[str]) -> Callable[..., Awaitable[None]]:
+def _tenant_middleware(known: set[str], directory: SlackDirectory) -> Callable[..., Awaitable[None]]:
     async def resolve_tenant(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        context["directory"] = directory  # who is an admin / in a user group, remembered for a minute
         team_id = context.team_id or context.enterprise_id
         if team_id:
             if team_id not in known:

@@ -10,23 +10,21 @@ Without a value each shows the current setting.
 Monitoring outside Slack (healthchecks.io, a self-hosted Healthchecks, Uptime Kuma's push monitors) is what tells
 someone a backup did not happen when the bot itself is down, so setting it must not need a shell on the bot host.
 The URL's path is the check's secret (anyone with it can report success), so answers and the audit log name the
-host only. Who may change it: the same people who may run or pause the chain (its creator, the workspace's
-approvers, Slack admins).
+host only. The changes are operations of the service layer (:mod:`bot.services.chains`), which decides who may make
+them: the same people who may run or pause the chain (its creator, the operators of its servers, admins).
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from slack_sdk.web.async_client import AsyncWebClient
-
-from bot.flows import maintenance
-from bot.monitoring import ping_url_of, set_ping_url
+from bot.access import Actor, Forbidden, Refused
+from bot.monitoring import ping_url_of
+from bot.runs import maintenance
 from bot.runs import schedule as sched
+from bot.services import chains
 from bot.slack import listing
-from bot.slack.approvals import may_operate
-from storage.models import AuditLog, BackupChain, Repository
-from storage.tenancy import Tenant
+from storage.models import BackupChain, Repository
 
 WORDS = ("ping", "check", "prune")
 OFF = ("off", "none", "remove", "clear")
@@ -58,30 +56,34 @@ def _answer(text: str) -> listing.Answer:
     return listing.Answer(text, [listing._section(text)])
 
 
-async def ping_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest: str) -> listing.Answer:
+async def ping_answer(actor: Actor, rest: str) -> listing.Answer:
     name, argument = split_arguments(rest)
-    chain = await _chain_for_change(client, tenant, user_id, name, USAGE, argument is not None)
+    chain = await _chain_named(actor, name, USAGE)
     if isinstance(chain, listing.Answer):
         return chain
     label = f"*{listing._esc(chain.name)}*"
     if argument is None:
-        url = await ping_url_of(tenant.team_id, chain.id)
+        url = await ping_url_of(actor.team_id, chain.id)
         if url is None:
             return _answer(f"{label} has no ping URL. {USAGE}")
         return _answer(f"{label} pings `{listing._esc(_host(url))}` at start, success and failure "
                        "(the URL's path is not shown: it is the check's secret).")  # fmt: skip
     url = None if argument.lower() in OFF else argument
     try:
-        await set_ping_url(tenant.team_id, chain.id, url)
-    except ValueError as exc:
-        return _answer(f"{exc} Nothing was changed. {USAGE}")
-    details = {"removed": True} if url is None else {"host": _host(url)}
-    await AuditLog.create(team_id=tenant.team_id, actor=user_id, action="chain.ping_url", object_type="chain",
-                          object_id=str(chain.id), details=details)  # fmt: skip
+        await chains.set_ping(actor, chain.id, url)
+    except Refused as exc:
+        return _refused(exc, USAGE)
     if url is None:
         return _answer(f"{label} no longer pings anything.")
     return _answer(f":white_check_mark: {label} now pings `{listing._esc(_host(url))}`: `/start` when a backup "
                    "starts, the URL itself on success, `/fail` on failure.")  # fmt: skip
+
+
+def _refused(exc: Refused, usage: str) -> listing.Answer:
+    """A refusal from the service layer: its sentence (it says nothing was changed) and, for bad values, the usage."""
+    if isinstance(exc, Forbidden):
+        return _answer(f":no_entry: {exc.sentence}")
+    return _answer(f"{exc.sentence} {usage}")
 
 
 CHECK_USAGE = (
@@ -115,22 +117,17 @@ def split_timing(rest: str, *, flags: tuple[str, ...] = (), words: tuple[str, ..
     return " ".join(tokens).strip("`\"'"), tuple(tail)
 
 
-async def _chain_for_change(client: AsyncWebClient, tenant: Tenant, user_id: str, name: str, usage: str,
-                            changing: bool) -> BackupChain | listing.Answer:  # fmt: skip
+async def _chain_named(actor: Actor, name: str, usage: str) -> BackupChain | listing.Answer:
+    """The actor's workspace's chain called ``name``, or the answer that says it is missing."""
     if not name:
         return _answer(f"Which chain? {usage}")
-    chain = await tenant.query(BackupChain).filter(name=name).first()
-    if chain is None:
-        return listing._not_found(name)
-    if changing and not await may_operate(client, tenant.team_id, user_id, chain):
-        return _answer(f":no_entry: You are not allowed to change *{listing._esc(chain.name)}*: only its creator, "
-                       "the workspace's approvers and Slack admins may. Nothing was changed.")  # fmt: skip
-    return chain
+    chain = await actor.tenant.query(BackupChain).filter(name=name).first()
+    return listing._not_found(name) if chain is None else chain
 
 
-async def check_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest: str) -> listing.Answer:
+async def check_answer(actor: Actor, rest: str) -> listing.Answer:
     name, value = split_timing(rest, flags=("verify", "verify-data"), words=OFF)
-    chain = await _chain_for_change(client, tenant, user_id, name, CHECK_USAGE, bool(value))
+    chain = await _chain_named(actor, name, CHECK_USAGE)
     if isinstance(chain, listing.Answer):
         return chain
     label = f"*{listing._esc(chain.name)}*"
@@ -141,7 +138,10 @@ async def check_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, res
             }  # fmt: skip
         except maintenance.MaintenanceError as exc:
             return _answer(f"{exc} Nothing was changed. {CHECK_USAGE}")
-        await maintenance.set_check(tenant, chain, user_id, check)
+        try:
+            chain = await chains.set_check(actor, chain.id, check)
+        except Refused as exc:
+            return _refused(exc, CHECK_USAGE)
         if check is None:
             return _answer(f"{label} has no scheduled integrity check any more. Its backups are still verified "
                            "as listed in the repository after each run.")  # fmt: skip
@@ -150,25 +150,27 @@ async def check_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, res
     return _answer(f"{label}: {listing._esc(maintenance.check_summary(chain))}. {CHECK_USAGE}")
 
 
-async def prune_answer(client: AsyncWebClient, tenant: Tenant, user_id: str, rest: str) -> listing.Answer:
+async def prune_answer(actor: Actor, rest: str) -> listing.Answer:
     name, value = split_timing(rest, words=("after-backup",))
-    chain = await _chain_for_change(client, tenant, user_id, name, PRUNE_USAGE, bool(value))
+    chain = await _chain_named(actor, name, PRUNE_USAGE)
     if isinstance(chain, listing.Answer):
         return chain
-    repository = await tenant.get(Repository, id=chain.repository_id)  # type: ignore[attr-defined]
-    label = f"*{listing._esc(repository.name)}*"
+    repository = await actor.tenant.get(Repository, id=chain.repository_id)  # type: ignore[attr-defined]
     if value:
         try:
             prune = None if value[0] == "after-backup" else maintenance.timing(value[0], value[1], chain.timezone)
         except maintenance.MaintenanceError as exc:
             return _answer(f"{exc} Nothing was changed. {PRUNE_USAGE}")
-        await maintenance.set_prune(tenant, repository, user_id, prune, chain.timezone)
-        return _answer(f":white_check_mark: The repository {label} is pruned and compacted "
-                       f"{listing._esc(maintenance.prune_summary(repository, chain.timezone))}, keeping "
+        try:
+            chain, repository = await chains.set_prune(actor, chain.id, prune)
+        except Refused as exc:
+            return _refused(exc, PRUNE_USAGE)
+        return _answer(f":white_check_mark: The repository *{listing._esc(repository.name)}* is pruned and "
+                       f"compacted {listing._esc(maintenance.prune_summary(repository, chain.timezone))}, keeping "
                        "what its retention says; prunes are reported in the channel.")  # fmt: skip
     when = maintenance.prune_summary(repository, chain.timezone)
-    return _answer(f"The repository {label} of *{listing._esc(chain.name)}* is pruned {listing._esc(when)}. "
-                   f"{PRUNE_USAGE}")  # fmt: skip
+    return _answer(f"The repository *{listing._esc(repository.name)}* of *{listing._esc(chain.name)}* is pruned "
+                   f"{listing._esc(when)}. {PRUNE_USAGE}")  # fmt: skip
 
 
 ANSWERS = {"ping": ping_answer, "check": check_answer, "prune": prune_answer}

@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.flows.wizard import templates
 from bot.flows.wizard.controller import WizardController
 from bot.slack import chain_settings, listing
+from bot.slack.actors import actor_of
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
 from bot.slack.wizard import open_or_explain, open_wizard
 from bot.slack.wizard_render import modal
@@ -40,8 +41,8 @@ def register(app: AsyncApp, controller: WizardController | None = None) -> None:
             return
         if word in chain_settings.WORDS and context.get("tenant") is not None:
             rest = (command.get("text") or "").strip().split(maxsplit=1)
-            found = await chain_settings.ANSWERS[word](client, context["tenant"], command["user_id"],
-                                                       rest[1] if len(rest) > 1 else "")  # fmt: skip
+            actor = await actor_of(context, client, command["user_id"])
+            found = await chain_settings.ANSWERS[word](actor, rest[1] if len(rest) > 1 else "")
             await ack(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
             return
         if controller is None or word not in WIZARD_WORDS:

@@ -4,59 +4,33 @@ Everything is read and written through the workspace's :class:`~storage.tenancy.
 workspace in a button value is "not found", like a missing one. Last runs and next runs are summarised with the
 helpers of ``/backup list`` (:mod:`bot.slack.listing`), so both surfaces say the same.
 
-Who may press a chain's buttons: the chain's creator, the workspace's approvers
-(``Workspace.settings["approvals"]["approvers"]``, Slack user ids) and Slack workspace admins/owners
-(``users.info``). Anyone else gets the home tab re-published with a notice (the home tab cannot show an
-ephemeral message) and nothing changes. Every button press — done, refused or moot — writes an AuditLog row and
-re-publishes the presser's home tab.
-
-"Run now" only inserts a queued high-priority backup :class:`~storage.models.Run` (lock_key ``repo:<repository id>``);
-the run queue picks it up. Pause/Resume are compare-and-set on the chain's status, so two people clicking at once
-cannot resume a chain twice or pause a chain that was meanwhile rejected.
+The buttons call the service layer (:mod:`bot.services.runs`, :mod:`bot.services.chains`), which decides who may
+press them (the chain's creator, the operators of its servers, admins), acts and audits. A refusal is shown as a
+notice on the re-published home tab (the home tab cannot show an ephemeral message) and nothing changes.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
-from tortoise.transactions import in_transaction
 
+from bot.access import Directory, NotFound, Refused, resolve_actor
 from bot.runs import schedule as sched
-from bot.runs.nudge import nudge, schedule_changed
+from bot.services import chains as chain_ops
+from bot.services import runs
 from bot.slack import listing
-from bot.slack.approvals import may_operate
+from bot.slack.actors import SlackDirectory
 from bot.slack.blocks import home_help_view
-from bot.slack.home_blocks import PAGE_SIZE, PAUSE, RESUME, RUN_NOW, ChainRow, home_chains_view
-from storage.models import (
-    AuditLog,
-    BackupChain,
-    ChainStatus,
-    Repository,
-    Run,
-    RunKind,
-    RunStatus,
-    Server,
-    StoragePool,
-)
+from bot.slack.home_blocks import PAGE_SIZE, PAUSE, RUN_NOW, ChainRow, home_chains_view
+from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus, Server, StoragePool
 from storage.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 
-RUN_NOW_PRIORITY = max(sched.PRIORITY_RANGE)  # "Run now" goes before scheduled runs
-RUNNABLE = (ChainStatus.ACTIVE, ChainStatus.PAUSED)  # a manual run of a paused chain is allowed
 SUCCESS = (RunStatus.SUCCEEDED, RunStatus.WARNING)
-
-
-def repository_lock_key(repository_id: int) -> str:
-    """The queue's per-repository lock key — the same string as ``bot.runs.queue.lock_key_for`` (not imported:
-    the queue is another part's module). A different spelling would let two runs hit one repository at once."""
-    return f"repo:{repository_id}"
-
-
-ACTION_NAMES = {RUN_NOW: "chain.run_now", PAUSE: "chain.pause", RESUME: "chain.resume"}
+RUNNABLE = runs.RUNNABLE
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -138,66 +112,6 @@ async def publish_help(client: AsyncWebClient, user_id: str) -> None:
 # --------------------------------------------------------------------------------------------- buttons
 
 
-async def _audit(tenant: Tenant, user_id: str, action: str, chain_id: str, **details: Any) -> None:
-    await tenant.create(
-        AuditLog,
-        actor=user_id,
-        action=action,
-        object_type="chain",
-        object_id=chain_id,
-        details={"via": "app_home", **details},
-    )
-
-
-async def _run_now(tenant: Tenant, chain: BackupChain, user_id: str, now: datetime) -> str:
-    if chain.status not in RUNNABLE:
-        await _audit(tenant, user_id, "chain.run_now", str(chain.id), outcome="not_runnable")
-        return f"*{listing._esc(chain.name)}* is {chain.status.value.replace('_', ' ')}; it cannot run now."
-    async with in_transaction():
-        pending = (
-            await tenant.query(Run)
-            .filter(chain_id=chain.id, kind=RunKind.BACKUP, status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
-            .first()
-        )
-        if pending is not None:
-            await _audit(tenant, user_id, "chain.run_now", str(chain.id), outcome="already_pending", run_id=pending.id)
-            return f"*{listing._esc(chain.name)}* already has a backup {pending.status.value}; nothing was added."
-        run = await tenant.create(
-            Run,
-            chain_id=chain.id,
-            repository_id=chain.repository_id,
-            kind=RunKind.BACKUP,
-            status=RunStatus.QUEUED,
-            priority=RUN_NOW_PRIORITY,
-            requested_by=user_id,
-            lock_key=repository_lock_key(chain.repository_id),
-            scheduled_for=now,
-            next_attempt_at=now,
-        )
-        await _audit(tenant, user_id, "chain.run_now", str(chain.id), outcome="queued", run_id=run.id)
-    nudge()  # committed: the worker may start it now
-    return f":clock3: A backup of *{listing._esc(chain.name)}* is queued; it starts as soon as the repository is free."
-
-
-async def _set_status(tenant: Tenant, chain: BackupChain, user_id: str, action_id: str, now: datetime) -> str:
-    before, after = (
-        (ChainStatus.ACTIVE, ChainStatus.PAUSED) if action_id == PAUSE else (ChainStatus.PAUSED, ChainStatus.ACTIVE)
-    )
-    changed = await tenant.query(BackupChain).filter(id=chain.id, status=before).update(status=after, updated_at=now)
-    name = listing._esc(chain.name)
-    verb = "paused" if action_id == PAUSE else "resumed"
-    if not changed:
-        current = await tenant.get_or_none(BackupChain, id=chain.id)
-        state = current.status.value.replace("_", " ") if current else "gone"
-        await _audit(tenant, user_id, ACTION_NAMES[action_id], str(chain.id), outcome="not_applicable", status=state)
-        return f"*{name}* is {state}; it was not {verb}."
-    await _audit(tenant, user_id, ACTION_NAMES[action_id], str(chain.id), outcome="done", before=before, after=after)
-    await schedule_changed(chain.id)  # a paused chain's run queued ahead of its slot is withdrawn at once
-    if action_id == PAUSE:
-        return f":double_vertical_bar: *{name}* is paused: no scheduled runs until someone resumes it."
-    return f":large_green_circle: *{name}* is active again."
-
-
 async def chain_action(
     client: AsyncWebClient,
     tenant: Tenant,
@@ -207,22 +121,19 @@ async def chain_action(
     *,
     page: int = 0,
     now: datetime | None = None,
+    directory: Directory | None = None,
 ) -> str:
-    """Handle a home-tab chain button, re-publish the presser's home with the outcome, and return it."""
-    moment = now or datetime.now(UTC)
-    chain = await tenant.get_or_none(BackupChain, id=int(value)) if value.isdigit() else None
-    if chain is None:
-        await _audit(tenant, user_id, ACTION_NAMES[action_id], value[:64], outcome="not_found")
-        notice = ":warning: That backup chain no longer exists in this workspace."
-    elif not await may_operate(client, tenant.team_id, user_id, chain):
-        await _audit(tenant, user_id, ACTION_NAMES[action_id], str(chain.id), outcome="denied")
-        notice = (
-            f":no_entry: You are not allowed to change *{listing._esc(chain.name)}*: only its creator, the "
-            "workspace's approvers and Slack admins may. Nothing was changed."
-        )
-    elif action_id == RUN_NOW:
-        notice = await _run_now(tenant, chain, user_id, moment)
-    else:
-        notice = await _set_status(tenant, chain, user_id, action_id, moment)
-    await publish_home(client, tenant, user_id, page=page, notice=notice, now=moment)
+    """Handle a home-tab chain button through the service layer, re-publish the presser's home with the outcome,
+    and return it."""
+    actor = await resolve_actor(directory or SlackDirectory(client), tenant.team_id, user_id)
+    try:
+        if action_id == RUN_NOW:
+            notice = (await runs.run_now(actor, value)).sentence
+        else:
+            notice = (await chain_ops.set_paused(actor, value, paused=action_id == PAUSE)).sentence
+    except NotFound as exc:
+        notice = f":warning: {exc.sentence}"
+    except Refused as exc:
+        notice = f":no_entry: {exc.sentence}"
+    await publish_home(client, tenant, user_id, page=page, notice=notice, now=now)
     return notice

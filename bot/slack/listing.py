@@ -25,11 +25,11 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.backup.retention import policy_summary
-from bot.flows.maintenance import check_summary, prune_summary
 from bot.flows.wizard.steps.backup_type import LABELS as TYPE_LABELS
 from bot.flows.wizard.steps.retention import policy_of
 from bot.flows.wizard.steps.schedule import format_run
 from bot.runs import schedule as sched
+from bot.runs.maintenance import check_summary, prune_summary
 from storage.models import (
     BackupChain,
     BackupSource,

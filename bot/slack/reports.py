@@ -2,15 +2,14 @@
 Retry now / Pause chain buttons, and :func:`install` that wires alerts → notifier/approvals → outbox.
 
 Blocks are built with ``slack_sdk.models`` so ``to_dict()`` enforces Slack's limits. The buttons carry the chain
-id; who may press them: the chain's creator, the workspace's approvers, or workspace admins
-(:func:`bot.slack.approvals.may_operate`). Retry now queues a ``backup`` Run (status queued, priority 10 = the
-highest, due now) unless one is already queued; Pause chain moves an active chain to ``paused``. Both are
-audited and the alert message is updated to say who did what (its buttons removed).
+id; the service layer decides who may press them (the chain's creator, the operators of its servers, admins).
+Retry now queues a ``backup`` run (the highest priority, due now) unless one is already queued or running; Pause
+chain moves an active chain to ``paused``. Both are audited and the alert message is updated to say who did what
+(its buttons removed).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -29,19 +28,18 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import Refused
 from bot.alerts import AlertBus
 from bot.runs.notify import Notifier, Report
-from bot.runs.nudge import nudge, schedule_changed
 from bot.runs.outbox import Outbox, PermanentDeliveryError, TransientDeliveryError
-from storage.models import AuditLog, BackupChain, ChainStatus, Run, RunKind, RunStatus
-from storage.tenancy import Tenant
+from bot.services import chains, runs
+from bot.slack.actors import actor_of
 
 log = logging.getLogger(__name__)
 
 RETRY = "report_retry_now"
 PAUSE = "report_pause_chain"
 ACTIONS_BLOCK = "report_actions"
-RETRY_PRIORITY = 10  # the highest of bot.runs.schedule.PRIORITY_RANGE
 MAX_TEXT = 2900
 
 
@@ -159,58 +157,12 @@ def _done_blocks(message: dict[str, Any], note: str) -> list[dict[str, Any]]:
     return [*kept, ContextBlock(elements=[MarkdownTextObject(text=note)]).to_dict()]
 
 
-async def retry_now(tenant: Tenant, chain: BackupChain, user: str) -> tuple[Run, bool]:
-    """Queue a high-priority backup run for ``chain`` now; (run, created) — an already queued one is reused."""
-    queued = await tenant.query(Run).filter(chain_id=chain.id, kind=RunKind.BACKUP, status=RunStatus.QUEUED).first()
-    if queued is not None:
-        return queued, False
-    run = await tenant.create(
-        Run, chain=chain, repository_id=chain.repository_id, kind=RunKind.BACKUP, status=RunStatus.QUEUED,
-        priority=RETRY_PRIORITY, requested_by=user, next_attempt_at=dt.datetime.now(dt.UTC),
-    )  # fmt: skip
-    await AuditLog.create(
-        team_id=tenant.team_id, actor=user, action="run.retry_now", object_type="chain", object_id=str(chain.id),
-        details={"run_id": run.id},
-    )  # fmt: skip
-    nudge()
-    return run, True
-
-
-async def pause(tenant: Tenant, chain: BackupChain, user: str) -> bool:
-    """Active → paused (compare-and-set); False if the chain was not active."""
-    changed = (
-        await tenant.query(BackupChain).filter(id=chain.id, status=ChainStatus.ACTIVE).update(status=ChainStatus.PAUSED)
-    )
-    if changed:
-        await AuditLog.create(
-            team_id=tenant.team_id, actor=user, action="chain.pause", object_type="chain", object_id=str(chain.id),
-            details={"from": "report"},
-        )  # fmt: skip
-        await schedule_changed(chain.id)
-    return bool(changed)
-
-
 def register(app: AsyncApp) -> None:
-    """Listeners for the report buttons."""
-    from bot.slack.approvals import may_operate
+    """Listeners for the report buttons: the service layer decides (:mod:`bot.services.runs`,
+    :mod:`bot.services.chains`); a refusal is an ephemeral to the presser, the message is left as it was."""
 
-    async def _chain_for(body: dict, context: AsyncBoltContext, client: AsyncWebClient, respond: AsyncRespond):
-        tenant: Tenant = context["tenant"]
-        user = body["user"]["id"]
-        value = str(body["actions"][0].get("value") or "")
-        chain = await tenant.get_or_none(BackupChain, id=int(value)) if value.isdigit() else None
-        if chain is None:
-            await respond(text="That backup chain no longer exists.", response_type="ephemeral", replace_original=False)
-            return None
-        if not await may_operate(client, tenant.team_id, user, chain):
-            await respond(
-                text=f"You are not allowed to do that: only the chain's creator, approvers or workspace admins can "
-                f"retry or pause *{_esc(chain.name)}*.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
-            return None
-        return tenant, user, chain
+    async def _refused(respond: AsyncRespond, exc: Refused) -> None:
+        await respond(text=exc.sentence, response_type="ephemeral", replace_original=False)
 
     async def _mark(client: AsyncWebClient, body: dict, note: str) -> None:
         message, channel = body.get("message") or {}, (body.get("channel") or {}).get("id")
@@ -228,28 +180,29 @@ def register(app: AsyncApp) -> None:
         ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext, respond: AsyncRespond
     ) -> None:
         await ack()
-        found = await _chain_for(body, context, client, respond)
-        if found is None:
+        user = body["user"]["id"]
+        try:
+            queued = await runs.run_now(await actor_of(context, client, user), body["actions"][0].get("value"),
+                                        reason="retry")  # fmt: skip
+        except Refused as exc:
+            await _refused(respond, exc)
             return
-        tenant, user, chain = found
-        run, created = await retry_now(tenant, chain, user)
-        verb = "queued" if created else "was already queued"
-        await _mark(client, body, f"🔁 Retry {verb} by <@{user}> (run #{run.id})")
+        verb = "queued" if queued.created else f"not needed: a backup is already {queued.status}"
+        await _mark(client, body, f"🔁 Retry {verb} by <@{user}> (run #{queued.run_id})")
 
     @app.action(PAUSE)
     async def on_pause(
         ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext, respond: AsyncRespond
     ) -> None:
         await ack()
-        found = await _chain_for(body, context, client, respond)
-        if found is None:
+        user = body["user"]["id"]
+        try:
+            changed = await chains.set_paused(await actor_of(context, client, user), body["actions"][0].get("value"),
+                                              paused=True)  # fmt: skip
+        except Refused as exc:
+            await _refused(respond, exc)
             return
-        tenant, user, chain = found
-        if await pause(tenant, chain, user):
-            await _mark(client, body, f"⏸️ Chain *{_esc(chain.name)}* paused by <@{user}>")
+        if changed.changed:
+            await _mark(client, body, changed.sentence.replace(" is paused", f" paused by <@{user}>", 1))
         else:
-            await respond(
-                text=f"*{_esc(chain.name)}* is {chain.status.value}, not active: nothing to pause.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
+            await respond(text=changed.sentence, response_type="ephemeral", replace_original=False)

@@ -49,14 +49,14 @@ from bot.borg import key as borg_key
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.borg.runner import BorgError
-from bot.flows import approvals
-from bot.flows.maintenance import DEFAULT_CHECK
 from bot.flows.wizard import plan as planning
 from bot.flows.wizard.plan import PlanProblem, human, reveal
 from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.store import keep_data
 from bot.flows.wizard.templates import TemplateError, save_template
 from bot.runs import nudge
+from bot.runs.maintenance import DEFAULT_CHECK
+from bot.services import approvals
 from bot.transport.base import Transport, TransportError
 from storage.crypto import Secret
 from storage.models import (

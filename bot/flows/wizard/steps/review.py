@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from bot.flows import approvals
 from bot.flows.wizard import create as creating
 from bot.flows.wizard import plan as planning
 from bot.flows.wizard.plan import PlanProblem
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
 from bot.flows.wizard.steps.validation import STEP_TITLES, fingerprint
 from bot.flows.wizard.templates import TemplateError, check_name
+from bot.services import approvals
 from storage.models import BackupChain, BackupTemplate, Server, StoragePool
 from storage.tenancy import Tenant
 

@@ -10,18 +10,28 @@ The rules live in the workspace's settings (``Workspace.settings["approvals"]``)
 
 No settings (or no Workspace row) means no approval. A chain that needs approval is saved ``pending_approval``
 and :func:`request_approval` creates the pending :class:`~storage.models.Approval` row and publishes an
-``approval_requested`` :class:`~bot.alerts.Alert`; the runs layer subscribes, posts the request with its
-Approve/Reject buttons and decides it (compare-and-set on ``Approval.status``). Nothing here knows Slack.
+``approval_requested`` :class:`~bot.alerts.Alert`; the Slack layer subscribes and posts the request with its
+Approve/Reject buttons. :func:`decide` is the decision, for every surface: who may decide (:func:`may_decide`),
+exactly one decision wins (compare-and-set on ``Approval.status``), the chain moves and the audit log is written
+in the same transaction. Nothing here knows Slack.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from bot.access import Actor, Forbidden, NotFound, Refused
+from bot.access.actor import GROUP_ID, USER_ID
+from bot.access.audit import record
+from bot.access.authz import mention
 from bot.alerts import Alert, AlertBus
-from storage.models import Approval, ApprovalStatus, AuditLog, BackupChain, Workspace
+from bot.runs.nudge import schedule_changed
+from storage.models import Approval, ApprovalStatus, AuditLog, BackupChain, ChainStatus, Workspace
+from storage.orm import in_transaction
 from storage.tenancy import Tenant
 
 SETTINGS_KEY = "approvals"
@@ -38,8 +48,6 @@ async def _settings(workspace: Workspace | Tenant | str) -> dict[str, Any]:
     return rules if isinstance(rules, dict) else {}
 
 
-USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-GROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
 ADMINS = "admins"
 
@@ -151,3 +159,75 @@ async def request_approval(
     approval = await create_approval(chain, requested_by, channel_id=channel_id)
     await announce(approval, chain, alerts)
     return approval
+
+
+# -- deciding ----------------------------------------------------------------------------------------------------
+
+
+async def may_decide(actor: Actor) -> bool:
+    """Given an actor, return whether they are an approver of their workspace: listed in ``approvers`` by user id
+    or user group (the actor's groups are resolved), or an admin when ``admins`` is listed or nobody is."""
+    approvers = [a for a in (await _settings(actor.team_id)).get("approvers") or [] if isinstance(a, str)]
+    if actor.user_id in approvers or actor.groups.intersection(approvers):
+        return True
+    return (not approvers or ADMINS in approvers) and actor.is_admin
+
+
+def decision_line(approval: Approval) -> str:
+    """One line saying who decided (mrkdwn), or "Pending"."""
+    if approval.status == ApprovalStatus.APPROVED:
+        return f"✅ Approved by <@{approval.decided_by}>"
+    if approval.status == ApprovalStatus.REJECTED:
+        reason = approval.reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") if approval.reason \
+            else ""
+        return f"❌ Rejected by <@{approval.decided_by}>" + (f": {reason}" if reason else "")
+    return "Pending"
+
+
+@dataclass(frozen=True)
+class Decided:
+    approval: Approval
+    chain: BackupChain
+
+
+async def pending_for(actor: Actor, approval_id: object) -> Approval:
+    """The pending approval ``approval_id`` that ``actor`` may decide, or a refusal saying why not."""
+    text = str(approval_id or "")
+    approval = await actor.tenant.get_or_none(Approval, id=int(text)) if text.isdigit() else None
+    if approval is None:
+        raise NotFound("This approval request no longer exists.")
+    if not await may_decide(actor):
+        approvers = [mention(a) for a in (await _settings(actor.team_id)).get("approvers") or [] if a != ADMINS]
+        who = ", ".join(approvers) if approvers else "the workspace's admins"
+        raise Forbidden(f"You are not allowed to decide this approval: only the workspace's approvers can ({who}).")
+    if approval.status != ApprovalStatus.PENDING:
+        raise Refused(f"Already decided — {decision_line(approval)}.")
+    return approval
+
+
+async def decide(actor: Actor, approval_id: object, *, approve: bool, reason: str | None = None) -> Decided:
+    """Given an approver and a pending approval, approve or reject it; exactly one decision wins.
+
+    In one transaction: the approval (compare-and-set on ``pending``), the chain (``pending_approval`` → ``active``
+    or ``rejected``) and the audit row. A click that lost is refused with who decided first."""
+    approval = await pending_for(actor, approval_id)
+    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    reason = (reason or "").strip()[:1000] or None
+    async with in_transaction():
+        won = await actor.tenant.query(Approval).filter(id=approval.id, status=ApprovalStatus.PENDING).update(
+            status=status, decided_by=actor.user_id, decided_at=dt.datetime.now(dt.UTC), reason=reason
+        )
+        current = await actor.tenant.get(Approval, id=approval.id)
+        if won != 1:
+            raise Refused(f"Too late — {decision_line(current)}.")
+        await actor.tenant.query(BackupChain).filter(id=current.chain_id,  # type: ignore[attr-defined]
+                                                     status=ChainStatus.PENDING_APPROVAL).update(
+            status=ChainStatus.ACTIVE if approve else ChainStatus.REJECTED
+        )  # fmt: skip
+        await record(actor, "approval.approve" if approve else "approval.reject", "chain",
+                     current.chain_id,  # type: ignore[attr-defined]
+                     approval_id=current.id, reason=reason, requested_by=current.requested_by)  # fmt: skip
+    chain = await actor.tenant.get(BackupChain, id=current.chain_id)  # type: ignore[attr-defined]
+    if approve:
+        await schedule_changed(chain.id)  # active now: plan its slots
+    return Decided(current, chain)

@@ -1,0 +1,76 @@
+"""Who is acting in a Slack request: the :class:`~bot.access.Actor` the service layer checks.
+
+:class:`SlackDirectory` answers the two questions only Slack can — is this user a workspace admin or owner
+(``users.info``), who is in user group S… (``usergroups.users.list``) — and remembers the answers for a minute, so a
+burst of clicks costs one Web API call. Any failure to ask is a "no": a Slack outage never makes anyone an admin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncBoltContext
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.access import Actor, resolve_actor
+
+log = logging.getLogger(__name__)
+TTL = 60.0
+MAX_ENTRIES = 10_000
+
+
+class SlackDirectory:
+    def __init__(self, client: AsyncWebClient, *, ttl: float = TTL) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
+
+    def _get(self, key: tuple[str, str, str]) -> Any:
+        hit = self._cache.get(key)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < self.ttl else None
+
+    def _put(self, key: tuple[str, str, str], value: Any) -> Any:
+        if len(self._cache) >= MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic(), value)
+        return value
+
+    async def is_workspace_admin(self, team_id: str, user_id: str) -> bool:
+        key = ("admin", team_id, user_id)
+        cached = self._get(key)
+        if cached is not None:
+            return bool(cached)
+        try:
+            user: dict[str, Any] = (await self.client.users_info(user=user_id)).get("user") or {}
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("users.info failed while checking admin rights: %s", type(exc).__name__)
+            return False  # not cached: the next request asks again
+        if user.get("team_id") not in (None, team_id):  # an admin of another workspace is not one here
+            return self._put(key, False)
+        return self._put(key, bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner")))
+
+    async def group_members(self, team_id: str, group_id: str) -> frozenset[str]:
+        key = ("group", team_id, group_id)
+        cached = self._get(key)
+        if cached is not None:
+            return cached
+        try:
+            members = (await self.client.usergroups_users_list(usergroup=group_id)).get("users") or []
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("cannot read user group %s: %s", group_id, type(exc).__name__)
+            return frozenset()
+        return self._put(key, frozenset(m for m in members if isinstance(m, str)))
+
+
+def directory_of(context: AsyncBoltContext, client: AsyncWebClient) -> SlackDirectory:
+    """The app's directory (set by the tenant middleware), or a fresh one for a listener called alone in a test."""
+    found = context.get("directory")
+    return found if isinstance(found, SlackDirectory) else SlackDirectory(client)
+
+
+async def actor_of(context: AsyncBoltContext, client: AsyncWebClient, user_id: str) -> Actor:
+    """The acting user of this request, with the roles they hold now."""
+    return await resolve_actor(directory_of(context, client), context["tenant"].team_id, user_id)
