@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncssh
-
+from bot.transport.keys import PrivateKey, generate_key_pair
+from bot.transport.keys import load_private_key as _parse_private_key
 from storage.models import BotIdentity
 
 KEY_TYPE = "ssh-ed25519"
@@ -27,14 +27,12 @@ async def ensure_identity() -> Identity:
     existing = await BotIdentity.get_or_none(name="default")
     if existing is not None:
         return Identity(public_key=existing.public_key, created=False)
-    key = asyncssh.generate_private_key(KEY_TYPE, comment=COMMENT)
-    public = key.export_public_key("openssh").decode("ascii").strip()
-    private = key.export_private_key("openssh").decode("ascii")
-    await BotIdentity.create(name="default", key_type=KEY_TYPE, public_key=public, private_key=private)
-    return Identity(public_key=public, created=True)
+    pair = generate_key_pair(COMMENT, KEY_TYPE)
+    await BotIdentity.create(name="default", key_type=KEY_TYPE, public_key=pair.public, private_key=pair.private)
+    return Identity(public_key=pair.public, created=True)
 
 
-async def load_private_key() -> asyncssh.SSHKey:
+async def load_private_key() -> PrivateKey:
     """The bot's private key, decrypted for use by the SSH transport (never written anywhere)."""
     row = await BotIdentity.get(name="default")
-    return asyncssh.import_private_key(row.private_key.reveal())
+    return _parse_private_key(row.private_key.reveal())

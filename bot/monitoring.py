@@ -42,10 +42,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
-from tortoise.expressions import Q
-from tortoise.functions import Count, Max
 
 from storage.models import BackupChain, ChainStatus, Run, RunKind, RunStatus, Workspace
+from storage.orm import Count, Max, Q
 
 log = logging.getLogger(__name__)
 

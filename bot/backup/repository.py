@@ -24,14 +24,13 @@ import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import asyncssh
-
 from bot.borg import init as borg_init
 from bot.borg import key as borg_key
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo, rsh_command, ssh_url
 from bot.borg.runner import BorgError
 from bot.transport.base import Transport
+from bot.transport.keys import generate_key_pair
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,99}$")
 KEY_DIR = ".config/backup-bot"  # under the source login's home
@@ -199,9 +198,8 @@ async def set_up(source: Transport, pool: PoolAccess, spec: RepoSpec) -> Reposit
     undo = _Undo()
     try:
         passphrase, key_export, created = await _prepare_pool(pool, spec, undo)
-        client = asyncssh.generate_private_key("ssh-ed25519", comment=f"backup-bot push {spec.name}")
-        public = client.export_public_key().decode().strip()
-        private = client.export_private_key().decode()
+        client = generate_key_pair(f"backup-bot push {spec.name}")
+        public, private = client.public, client.private
         await _install_pool_key(pool, spec, public.split(" ", 2)[0] + " " + public.split(" ", 2)[1], undo)
         key_file, known_file = await _install_source_key(source, pool, spec, private, undo)
     except asyncio.CancelledError:

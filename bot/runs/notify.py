@@ -38,12 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tortoise.functions import Max
-
 from bot.alerts import Alert, AlertBus
 from bot.borg.runner import KINDS
 from bot.runs.outbox import Outbox
 from storage.models import AuditLog, BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus
+from storage.orm import Max
 
 RUN_ALERTS = ("run_succeeded", "run_failed", "run_skipped", "run_interrupted")
 DAY_ORDER = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

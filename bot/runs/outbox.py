@@ -34,9 +34,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from tortoise.exceptions import IntegrityError
-
 from storage.models import OutboxMessage, OutboxStatus, ReportThread
+from storage.orm import IntegrityError
 
 log = logging.getLogger(__name__)
 

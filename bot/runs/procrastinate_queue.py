@@ -49,9 +49,6 @@ from procrastinate import App, PsycopgConnector
 from procrastinate import exceptions as pexc
 from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
-from tortoise.expressions import F, Q
-from tortoise.queryset import QuerySet
-from tortoise.transactions import in_transaction
 
 from bot.backup.runner import ChainResult
 from bot.config import ConfigError
@@ -69,6 +66,7 @@ from bot.runs.queue import (
     store_result,
 )
 from storage.models import Run, RunStatus
+from storage.orm import F, Q, QuerySet, in_transaction
 
 log = logging.getLogger(__name__)
 

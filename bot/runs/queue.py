@@ -30,13 +30,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from tortoise.expressions import F
-from tortoise.transactions import in_transaction
-
 from bot.backup.record import record
 from bot.backup.runner import ChainResult
 from bot.borg.runner import KINDS
 from storage.models import Repository, Run, RunKind, RunStatus
+from storage.orm import F, in_transaction
 
 log = logging.getLogger(__name__)
 

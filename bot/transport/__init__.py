@@ -15,6 +15,7 @@ from bot.transport.base import (
     Transport,
     TransportError,
 )
+from bot.transport.keys import KeyPair, PrivateKey, generate_key_pair, load_private_key
 from bot.transport.local import LocalTransport
 from bot.transport.ssh import SSHPool, SSHTarget, SSHTransport
 
@@ -26,10 +27,14 @@ __all__ = [
     "HostKeyChanged",
     "HostKeyNotPinned",
     "HostUnreachable",
+    "KeyPair",
     "LocalTransport",
+    "PrivateKey",
     "SSHPool",
     "SSHTarget",
     "SSHTransport",
     "Transport",
     "TransportError",
+    "generate_key_pair",
+    "load_private_key",
 ]

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tortoise.transactions import in_transaction
-
 from storage.models import WizardSession
+from storage.orm import in_transaction
 from storage.tenancy import Tenant
 
 if TYPE_CHECKING:

@@ -16,12 +16,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
-
 from bot.backup import sources
 from bot.borg import create as borg_create
 from bot.borg.init import ENCRYPTIONS
 from storage.models import AuditLog, BackupTemplate, BackupType
+from storage.orm import IntegrityError
 from storage.tenancy import Tenant
 
 MAX_NAME = 100
