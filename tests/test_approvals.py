@@ -148,7 +148,9 @@ async def test_compare_and_set_under_many_concurrent_deciders(env: Env) -> None:
     winners = [r.approval for r in results if not isinstance(r, BaseException)]
     assert len(winners) == 1
     losers = [r for r in results if isinstance(r, BaseException)]
-    assert len(losers) == 11 and all(isinstance(r, Refused) and ("Too late" in r.sentence or "Already decided" in r.sentence) for r in losers)
+    assert len(losers) == 11
+    assert all(isinstance(r, Refused) and ("Too late" in r.sentence or "Already decided" in r.sentence)
+               for r in losers)
     await chain.refresh_from_db()
     expected = ChainStatus.ACTIVE if winners[0].status == ApprovalStatus.APPROVED else ChainStatus.REJECTED
     assert chain.status == expected

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.runs.queue import RunOutcome, RunQueue, RunSpec, SqlQueue, is_transient
+from bot.runs.queue import RunOutcome, RunQueue, RunSpec, SqlQueue, insert_rows, is_transient
 from storage import db
 from storage.crypto import Keyring, generate_key, install_keyring
 from storage.models import BackupChain, PoolKind, Repository, Run, RunKind, RunStatus, StoragePool
@@ -145,11 +145,11 @@ async def test_claim_order_priority_then_oldest_due(backend: Backend) -> None:
     assert claimed.status == RunStatus.RUNNING and claimed.attempts == 1 and claimed.started_at is not None
     assert claimed.worker_id == "w"
     assert (await Run.get(id=future.id)).status == RunStatus.QUEUED
-    # A row queued by other code without lock key or due time (the wizard's "run now") is claimable and locked;
-    # the future run of the same repository does not hold it back.
-    legacy = await Run.create(team_id=TEAM, kind=RunKind.BACKUP, repository=r[3], priority=5)
-    assert (await queue.claim("w")).id == legacy.id
-    assert (await Run.get(id=legacy.id)).lock_key == f"repo:{r[3].id}"
+    # A run queued outside the queue object (the service layer's run now, the wizard's first run: the one row
+    # builder, without a slot) is due at once and locked; the future run of the same repository does not hold it.
+    [manual] = await insert_rows([RunSpec(TEAM, repository_id=r[3].id, priority=5)])
+    assert (await Run.get(id=manual.id)).lock_key == f"repo:{r[3].id}"
+    assert (await queue.claim("w")).id == manual.id
     assert await queue.depth() == 1  # the future run
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from bot.access import StaticDirectory
 from bot.borg import init as borg_init
 from bot.borg.repo import Repo
 from bot.flows.wizard.controller import Screen
@@ -26,6 +27,8 @@ from bot.slack.wizard_render import modal
 from bot.transport import SSHPool
 from storage.models import PoolKind, Repository, Server, ServerStatus, StoragePool
 from tests.harness.ssh import target_of
+
+ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
 
 TEAM = "T0001"
 MiB = 1024 * 1024
@@ -59,7 +62,7 @@ async def server_row(host: Any, name: str) -> Server:
 async def build_world(make_sshd: Any, tag: str) -> World:
     src = make_sshd(f"wsrc{tag}")
     pool_host = make_sshd(f"wpool{tag}", client_key=src.client_key_path)
-    services = WizardServices(pool=SSHPool([asyncssh.read_private_key(src.client_key_path)]))
+    services = WizardServices(pool=SSHPool([asyncssh.read_private_key(src.client_key_path)]), directory=ADMINS)
     server = await server_row(src, "web1")
     pool_server = await server_row(pool_host, "vault")
     pool = await StoragePool.create(team_id=TEAM, name="vault-main", server=pool_server,

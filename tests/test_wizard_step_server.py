@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from bot.access import StaticDirectory
 from bot.alerts import AlertBus
 from bot.flows.wizard.controller import Screen, WizardController
 from bot.flows.wizard.services import WizardServices
@@ -24,10 +25,12 @@ from bot.flows.wizard.steps.server import ServerStep
 from bot.inventory import fetch_host_key, pin_host_key, refresh_capabilities
 from bot.slack.wizard_render import modal
 from bot.transport import SSHPool
-from storage.models import Server, ServerStatus
+from storage.models import AuditLog, Server, ServerStatus
 from storage.tenancy import Tenant
 from tests.harness.common import free_port
 from tests.harness.sshd import generate_ed25519
+
+ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
 
 TEAM = "T0001"
 
@@ -41,7 +44,7 @@ def bot_key(tmp_path: Path) -> tuple[Path, str]:
 @pytest.fixture
 async def services(bot_key) -> AsyncIterator[WizardServices]:
     pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
-    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus())
+    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=ADMINS)
     await pool.close()
 
 
@@ -53,6 +56,12 @@ def context(services: WizardServices, data: dict | None = None, team: str = TEAM
 def rendered(view, *, errors=None, note=None) -> dict:
     """The modal Slack would get (slack_sdk checks its limits in to_dict)."""
     return modal(Screen("s", "server", "Server", 1, 10, view, errors or {}, note, first=True, slow=True))
+
+
+async def confirm(step: ServerStep, ctx: WizardContext, typed: str) -> str | None:
+    """Press Confirm fingerprint under the key waiting now, with ``typed`` pasted in the fingerprint field."""
+    ctx.form = {"fingerprint": typed}
+    return await step.act(ctx, "confirm_fingerprint", ctx.data["pending_server"]["fingerprint"])
 
 
 def new_server(host, name: str | None = None) -> dict:
@@ -80,7 +89,8 @@ async def test_add_confirm_pin_and_probe(sqlite_db, make_sshd, bot_key, services
     assert any(host.host_key_fingerprint in n for n in shown.notes)
     assert [(b.action, b.value) for b in shown.buttons] == [("confirm_fingerprint", host.host_key_fingerprint)]
     assert any(bot_key[1] in n and "authorized_keys" in n for n in shown.notes)  # key + one-line install command
-    assert shown.fields[1].initial == host.host and "password" in [f.name for f in shown.fields]
+    by_name = {f.name: f for f in shown.fields}
+    assert by_name["host"].initial == host.host and {"password", "fingerprint"} <= set(by_name)
     rendered(shown, errors=errors)
 
     # Refused until the key is confirmed: pressing Next again, or with nothing typed.
@@ -89,8 +99,14 @@ async def test_add_confirm_pin_and_probe(sqlite_db, make_sshd, bot_key, services
     assert "Confirm the host key fingerprint" in (await step.submit(ctx, {}))["host"]
     stale = await step.act(ctx, "confirm_fingerprint", "SHA256:notTheOneShown")
     assert "nothing was pinned" in stale and (await Server.get(id=row.id)).host_key is None
+    # The button alone pins nothing: the admin must paste the fingerprint they got from the server itself.
+    assert "Paste the fingerprint" in await confirm(step, ctx, "")
+    wrong = await confirm(step, ctx, "SHA256:" + "A" * 43)
+    assert "is not the one" in wrong and "nothing was pinned" in wrong
+    assert (await Server.get(id=row.id)).host_key is None
+    assert await AuditLog.filter(action="server.pin_refused", object_id=str(row.id)).count() == 1
 
-    note = await step.act(ctx, "confirm_fingerprint", host.host_key_fingerprint)
+    note = await confirm(step, ctx, f"256 {host.host_key_fingerprint} root@alpha (ED25519)")  # ssh-keygen -lf line
     assert "pinned" in note and "answered" in note
     row = await Server.get(id=row.id)
     assert row.host_key == host.host_public_key and row.host_key_fingerprint == host.host_key_fingerprint
@@ -128,7 +144,7 @@ async def test_refused_key_shows_the_install_command_until_it_is_installed(
     host = make_sshd("nokey", client_key=bot_key[0], authorize_client=False)
     step, ctx = ServerStep(), context(services)
     await step.submit(ctx, new_server(host))
-    note = await step.act(ctx, "confirm_fingerprint", host.host_key_fingerprint)
+    note = await confirm(step, ctx, host.host_key_fingerprint)
     assert "pinned" in note and "refused the bot's SSH key" in note
     server_id = ctx.data["server_id"]
     view = await step.view(ctx)
@@ -143,7 +159,7 @@ async def test_one_time_password_installs_the_key_and_is_not_kept(sqlite_db, mak
     host = make_sshd("pwonly", nonroot=True, password_auth=True, client_key=bot_key[0], authorize_client=False)
     step, ctx = ServerStep(), context(services)
     await step.submit(ctx, new_server(host))
-    await step.act(ctx, "confirm_fingerprint", host.host_key_fingerprint)
+    await confirm(step, ctx, host.host_key_fingerprint)
     server_id = str(ctx.data["server_id"])
     wrong = await step.submit(ctx, {"server_id": server_id, "password": "not-" + host.password})
     assert "refused the password" in wrong["password"]
@@ -178,7 +194,7 @@ async def test_changed_host_key_on_a_listed_server_is_refused(sqlite_db, make_ss
     assert row.status == ServerStatus.HOST_KEY_CHANGED and row.host_key_fingerprint == old
     assert [a.kind for a in seen] == ["host_key_changed"]
     # Only the person's confirmation of the new fingerprint re-pins it.
-    assert "pinned" in await step.act(ctx, "confirm_fingerprint", host.host_key_fingerprint)
+    assert "pinned" in await confirm(step, ctx, host.host_key_fingerprint)
     assert (await Server.get(id=server.id)).host_key_fingerprint == host.host_key_fingerprint
     assert await step.submit(ctx, {"server_id": str(server.id)}) == {}
 
@@ -224,7 +240,8 @@ async def test_the_session_keeps_the_pending_fingerprint_through_the_controller(
     assert refused.step == "server" and host.host_key_fingerprint in refused.errors["host"]
     modal(refused)
     confirmed = await controller.act(tenant, "U1", screen.session_id, "confirm_fingerprint",
-                                     host.host_key_fingerprint)  # fmt: skip
+                                     host.host_key_fingerprint,
+                                     form={"fingerprint": host.host_key_fingerprint})  # fmt: skip
     assert "pinned" in confirmed.note
     modal(confirmed)
     done = await controller.submit(tenant, "U1", screen.session_id, {"server_id": confirmed.view.fields[0].initial})

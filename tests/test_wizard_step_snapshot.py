@@ -14,6 +14,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from bot.access import StaticDirectory
 from bot.alerts import AlertBus
 from bot.flows.wizard.controller import Screen, WizardController
 from bot.flows.wizard.services import WizardServices
@@ -27,6 +28,8 @@ from storage.models import Server
 from storage.tenancy import Tenant
 from tests.harness.sshd import generate_ed25519
 
+ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
+
 TEAM = "T0001"
 
 
@@ -39,7 +42,7 @@ def bot_key(tmp_path: Path) -> tuple[Path, str]:
 @pytest.fixture
 async def services(bot_key) -> AsyncIterator[WizardServices]:
     pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
-    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus())
+    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=ADMINS)
     await pool.close()
 
 

@@ -21,6 +21,7 @@ import asyncssh
 import pytest
 from tortoise import Tortoise
 
+from bot.access import StaticDirectory
 from bot.alerts import AlertBus
 from bot.backup import sources
 from bot.flows.wizard.controller import Screen, WizardController
@@ -40,6 +41,8 @@ from storage.tenancy import Tenant
 from tests.harness.sshd import generate_ed25519
 from tests.test_wizard_step_snapshot import Answer
 
+ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
+
 TEAM = "T0001"
 
 
@@ -52,7 +55,7 @@ def bot_key(tmp_path: Path) -> tuple[Path, str]:
 @pytest.fixture
 async def services(bot_key) -> AsyncIterator[WizardServices]:
     pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
-    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus())
+    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=ADMINS)
     await pool.close()
 
 
@@ -394,7 +397,8 @@ async def test_files_path_through_the_controller_keeps_answers_going_back(
     sid = screen.session_id
     shown = [screen]
     shown.append(await controller.submit(tenant, "U1", sid, {"host": host.host, "port": str(host.port)}))
-    shown.append(await controller.act(tenant, "U1", sid, "confirm_fingerprint", host.host_key_fingerprint))
+    shown.append(await controller.act(tenant, "U1", sid, "confirm_fingerprint", host.host_key_fingerprint,
+                                      form={"fingerprint": host.host_key_fingerprint}))
     shown.append(await controller.submit(tenant, "U1", sid, {"server_id": shown[-1].view.fields[0].initial}))
     assert shown[-1].step == "type"
     shown.append(await controller.submit(tenant, "U1", sid, {"backup_type": "files"}))

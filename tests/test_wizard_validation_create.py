@@ -15,7 +15,6 @@ from tortoise.exceptions import IntegrityError
 from bot.alerts import Alert
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
-from bot.services import approvals
 from bot.flows.wizard import create as creating
 from bot.flows.wizard import store
 from bot.flows.wizard.controller import WizardController
@@ -23,6 +22,7 @@ from bot.flows.wizard.steps.pool import PoolStep
 from bot.flows.wizard.steps.repository import RepositoryStep
 from bot.flows.wizard.steps.review import ReviewStep
 from bot.flows.wizard.steps.validation import ValidationStep, fingerprint
+from bot.services import approvals
 from bot.slack.wizard_render import modal
 from storage.crypto import Secret
 from storage.models import (

@@ -5,7 +5,7 @@ Below both the wizard (:mod:`bot.flows`) and the service layer (:mod:`bot.servic
 without importing the other; it imports only storage.
 """
 
-from bot.access.actor import Actor, Directory, NoDirectory, resolve_actor
+from bot.access.actor import Actor, Directory, NoDirectory, StaticDirectory, resolve_actor
 from bot.access.errors import Forbidden, NotFound, Refused
 
-__all__ = ["Actor", "Directory", "Forbidden", "NoDirectory", "NotFound", "Refused", "resolve_actor"]
+__all__ = ["Actor", "Directory", "Forbidden", "NoDirectory", "NotFound", "Refused", "StaticDirectory", "resolve_actor"]

@@ -17,7 +17,7 @@ from storage.models import Role, RoleGrant, Workspace
 from storage.tenancy import Tenant
 
 EVERYONE = "everyone"
-USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
 GROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
 
 
@@ -37,6 +37,20 @@ class NoDirectory:
 
     async def group_members(self, team_id: str, group_id: str) -> frozenset[str]:
         return frozenset()
+
+
+@dataclass(frozen=True)
+class StaticDirectory:
+    """A directory given as data (Slack admins, user groups): for tests and tools that have no Slack to ask."""
+
+    admins: frozenset[str] = frozenset()
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    async def is_workspace_admin(self, team_id: str, user_id: str) -> bool:
+        return user_id in self.admins
+
+    async def group_members(self, team_id: str, group_id: str) -> frozenset[str]:
+        return self.groups.get(group_id, frozenset())
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import NoDirectory
 from bot.api.routes import add_routes
 from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
@@ -77,7 +78,10 @@ def build_app(
         process_before_response=False,
         raise_error_for_unhandled_request=False,
     )
-    app.middleware(_tenant_middleware(set(), SlackDirectory(app.client)))
+    directory = SlackDirectory(app.client)
+    app.middleware(_tenant_middleware(set(), directory))
+    if wizard is not None and isinstance(getattr(wizard.services, "directory", None), NoDirectory):
+        wizard.services.directory = directory  # the wizard's steps ask Slack the same way, through the same cache
     commands.register(app, wizard)
     actions.register(app, wizard)
     events.register(app)

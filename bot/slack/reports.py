@@ -34,6 +34,7 @@ from bot.runs.notify import Notifier, Report
 from bot.runs.outbox import Outbox, PermanentDeliveryError, TransientDeliveryError
 from bot.services import chains, runs
 from bot.slack.actors import actor_of
+from bot.slack.notices import AdminNoticePoster
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +138,16 @@ class Reporting:
 
 
 async def install(bus: AlertBus, client: AsyncWebClient, *, outbox: Outbox | None = None) -> Reporting:
-    """Subscribe the notifier and the approval poster to ``bus`` and start delivering the outbox."""
+    """Subscribe the notifier, the approval poster and the admin notices to ``bus`` and start delivering the
+    outbox."""
     from bot.slack import approvals
 
     outbox = outbox or Outbox(slack_sender(client))
     notifier = Notifier(outbox, render)
     poster = approvals.ApprovalPoster(outbox)
     outbox.hooks["approval"] = approvals.remember_message
-    unsubscribe = [notifier.subscribe(bus), bus.subscribe(poster.on_alert)]
+    notices = AdminNoticePoster(outbox)
+    unsubscribe = [notifier.subscribe(bus), bus.subscribe(poster.on_alert), bus.subscribe(notices.on_alert)]
     outbox.start()
     return Reporting(outbox, notifier, unsubscribe)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.access import Directory, NoDirectory
 from bot.alerts import AlertBus
 from bot.probes.capabilities import ProbeSpec
 from bot.probes.registry import default_specs
@@ -24,3 +25,4 @@ class WizardServices:
     test_backup_limit: float = 45.0  # seconds a dump may run during the test backup
     borg: str = "borg"  # borg on servers (a test harness may point at its own)
     extra: dict[str, Any] = field(default_factory=dict)
+    directory: Directory = field(default_factory=NoDirectory)  # who is a Slack admin / in a user group

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from bot.access import Actor, NoDirectory, resolve_actor
+
 FieldKind = Literal[
     "text", "multiline", "number", "select", "multiselect", "radio", "checkboxes", "external_select", "time"
 ]
@@ -67,6 +69,14 @@ class WizardContext:
     user_tz: str = "UTC"
     form: Mapping[str, Any] = field(default_factory=dict)
     """For a step's button (``act``): what the screen's inputs hold at the click, not submitted and not saved."""
+    _actor: Actor | None = field(default=None, repr=False)
+
+    async def actor(self) -> Actor:
+        """The acting user with their roles, resolved once per call through ``services.directory``."""
+        if self._actor is None:
+            directory = getattr(self.services, "directory", None) or NoDirectory()
+            self._actor = await resolve_actor(directory, self.team_id, self.user_id)
+        return self._actor
 
 
 Errors = dict[str, str]

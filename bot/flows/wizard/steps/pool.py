@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bot.access import Refused, authz
 from bot.flows.wizard import plan as planning
 from bot.flows.wizard.data import DATABASE_TYPES
 from bot.flows.wizard.plan import PlanProblem, human
@@ -184,7 +185,11 @@ class PoolStep(BaseStep):
     async def states(self, ctx: WizardContext, *, budget: float = VIEW_BUDGET) -> list[PoolState]:
         """Every pool of the workspace, measured now where it answers within ``budget`` seconds."""
         tenant = Tenant(ctx.team_id)
-        pools = await tenant.query(StoragePool).select_related("server").order_by("name")
+        query = tenant.query(StoragePool).select_related("server").order_by("name")
+        usable_ids = await authz.usable_pool_ids(await ctx.actor())
+        if usable_ids is not None:  # not an admin: the pools granted to them only
+            query = query.filter(id__in=sorted(usable_ids))
+        pools = await query
         source = await self._source(ctx)
         usable = [p for p in pools if planning.pool_problem(p, source) is None]
         tasks = {p.id: asyncio.ensure_future(_measure(p, ctx.services, budget)) for p in usable}
@@ -217,13 +222,12 @@ class PoolStep(BaseStep):
     async def view(self, ctx: WizardContext) -> StepView:
         states = await self.states(ctx)
         if not states:
-            return StepView(
-                heading="*Where should the backups be stored?*",
-                notes=(
-                    "There is no storage pool in this workspace yet: an administrator has to add one (a directory "
-                    "on a server the bot reaches over SSH) before a backup can be set up.",
-                ),
-            )
+            actor = await ctx.actor()
+            none = ("There is no storage pool in this workspace yet: an admin has to add one (a directory on a server "
+                    "the bot reaches over SSH) before a backup can be set up." if actor.is_admin else
+                    "No storage pool is granted to you yet: an admin has to grant you one — "
+                    f"{await authz.who_can_allow(actor.team_id)}.")  # fmt: skip
+            return StepView(heading="*Where should the backups be stored?*", notes=(none,))
         icon = {
             "ok": ":large_green_circle:",
             "tight": ":warning:",
@@ -282,6 +286,10 @@ class PoolStep(BaseStep):
         pool = await tenant.query(StoragePool).filter(id=pool_id).select_related("server").first()
         if pool is None:
             return {"pool_id": "That storage pool does not exist in this workspace."}
+        try:
+            await authz.require_pool(await ctx.actor(), pool)  # before it is measured
+        except Refused as exc:
+            return {"pool_id": exc.sentence}
         source = await self._source(ctx)
         problem = planning.pool_problem(pool, source)
         if problem:

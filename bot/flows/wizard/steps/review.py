@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from bot.access import Refused
+from bot.flows.wizard import access
 from bot.flows.wizard import create as creating
 from bot.flows.wizard import plan as planning
 from bot.flows.wizard.plan import PlanProblem
@@ -119,6 +121,10 @@ class ReviewStep(BaseStep):
         data = ctx.data
         if data.get("chain_id") and await tenant.query(BackupChain).filter(id=data["chain_id"]).exists():
             return {}  # already created (a double click): finish
+        try:  # the rows are written with the actor's answers: checked once more against their roles
+            await access.check_answers(await ctx.actor(), data)
+        except Refused as exc:
+            return {"name": exc.sentence}
         validation = data.get("validation") or {}
         if not (validation.get("ok") and validation.get("fingerprint") == fingerprint(data)):
             return {"name": "Validation has not passed with these answers: go back to the Validation step and run it."}

@@ -1,13 +1,17 @@
 """Step 1 — server: one of the workspace's servers (searched), or a new one added inline.
 
-Adding a server never trusts its key by itself. Submitting a new host fetches the key it presents (no login
-happens), creates the Server row as ``unconfirmed`` and stores ``pending_server`` with the key line and its
-fingerprint; the view then shows the fingerprint and a *Confirm fingerprint* button. Only that button (``act``)
-pins the key — exactly the key whose fingerprint was shown — then probes the server's capabilities and sets
-``server_id``. Submitting stays refused until the key is confirmed and the server answers a login with the
-bot's key; the refusal is the transport's own sentence (unreachable, key refused, host key changed) with what
-to do. When the bot's key is refused, the view shows the key and the one-line command that installs it, and a
-password field for a one-time install (used for that login only, never stored).
+Who sees what: an admin sees every server of the workspace and may add one; anyone else sees only the servers
+granted to them (with a confirmed key) and is told who can grant more (:mod:`bot.flows.wizard.access`).
+
+Adding a server never trusts its key by itself, and is an admin's act (:mod:`bot.services.servers`). Submitting a
+new host fetches the key it presents (no login happens), creates the Server row as ``unconfirmed`` and stores
+``pending_server`` with the key line and its fingerprint; the view then asks the admin to paste the fingerprint
+they obtained from the server itself and press *Confirm fingerprint*. Only that button (``act``) pins the key —
+when the pasted fingerprint is the presented key's — then probes the server's capabilities and sets
+``server_id``; the pin is announced to the admins. Submitting stays refused until the key is confirmed and the
+server answers a login with the bot's key; the refusal is the transport's own sentence (unreachable, key refused,
+host key changed) with what to do. When the bot's key is refused, an admin is shown the key and the one-line
+command that installs it, and a password field for a one-time install (used for that login only, never stored).
 
 A server chosen from the list re-uses its cached capabilities while they are fresh (one hour), after a
 quick login that proves the server still answers with the pinned key; older ones are probed again.
@@ -16,26 +20,19 @@ quick login that proves the server still answers with the pinned key; older ones
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
-
+from bot.access import Refused, authz
+from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
 from bot.flows.wizard.steps.source_common import SNAPSHOT_KEYS, SOURCE_KEYS, clip, forget, human_bytes
 from bot.flows.wizard.store import keep_data
-from bot.inventory import (
-    FingerprintMismatch,
-    cached_capabilities,
-    fetch_host_key,
-    pin_host_key,
-    refresh_capabilities,
-    ssh_target,
-)
+from bot.inventory import cached_capabilities, fetch_host_key, refresh_capabilities, ssh_target
 from bot.probes import borg, docker_models, mongodb, mysql, postgresql, snapshots, system
 from bot.probes.capabilities import Capabilities
+from bot.services import servers
+from bot.services.servers import NewServer
 from bot.transport.base import TransportError
 from bot.transport.bootstrap import install_command, install_with_password
 from bot.validation import InvalidInput
@@ -43,20 +40,13 @@ from bot.validation import host as valid_host
 from bot.validation import port as valid_port
 from bot.validation import username as valid_username
 from storage.models import Server, ServerStatus
+from storage.orm import Q
 from storage.tenancy import Tenant
 
 FRESH = timedelta(hours=1)  # cached capabilities younger than this are re-used for a listed server
 KEY_TIMEOUT = 15.0
 CHECK_TIMEOUT = 20.0
 MAX_OPTIONS = 100
-
-
-@dataclass(frozen=True)
-class NewServer:
-    name: str
-    host: str
-    port: int
-    username: str
 
 
 def _label(server: Server) -> str:
@@ -169,7 +159,11 @@ class ServerStep(BaseStep):
     async def options(self, ctx: WizardContext, field_name: str, query: str) -> list[Option]:
         if field_name != "server_id":
             return []
+        actor = await ctx.actor()
         rows = Tenant(ctx.team_id).query(Server)
+        usable = await authz.usable_server_ids(actor)
+        if usable is not None:  # not an admin: granted servers with a confirmed key only
+            rows = rows.filter(id__in=sorted(usable), host_key__isnull=False)
         text = (query or "").strip()
         if text:
             rows = rows.filter(Q(name__icontains=text) | Q(host__icontains=text))
@@ -179,20 +173,25 @@ class ServerStep(BaseStep):
     # --- the view --------------------------------------------------------------------------------------------
 
     async def view(self, ctx: WizardContext) -> StepView:
+        actor = await ctx.actor()
         server = None
         if ctx.data.get("server_id") is not None:
             server = await Tenant(ctx.team_id).get_or_none(Server, id=ctx.data["server_id"])
-        pending = ctx.data.get("pending_server")
+        pending = ctx.data.get("pending_server") if actor.is_admin else None
         notes: list[str] = []
         buttons: list[Button] = []
+        fields = [self._select(server)]
         needs_key = False
         if pending:
             notes.append(
-                f":key: *{_pending_label(pending)}* presents the host key `{pending['fingerprint']}`. Compare it "
-                "with what the server itself shows (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`, or ask its "
-                "administrator) and confirm only if it is the same: from then on the bot talks to this server only "
-                "if it shows exactly this key."
+                f":key: *{_pending_label(pending)}* presents the host key `{pending['fingerprint']}`. Get the "
+                "fingerprint from the server itself — on its console `ssh-keygen -lf "
+                "/etc/ssh/ssh_host_ed25519_key.pub`, or from its administrator — paste it below and press Confirm "
+                "fingerprint: the bot pins the key only if they match, and from then on talks to this server only if "
+                "it shows exactly this key."
             )
+            fields.append(Field("fingerprint", "Fingerprint from the server itself", "text", optional=True,
+                                placeholder="SHA256:…"))  # fmt: skip
             buttons.append(Button("confirm_fingerprint", "Confirm fingerprint", "primary", pending["fingerprint"]))
             needs_key = True
         if server is not None:
@@ -203,14 +202,10 @@ class ServerStep(BaseStep):
                 needs_key = needs_key or (problem is not None and problem[1] == "auth_failed")
             elif server.host_key:
                 notes.append("This server has not been probed yet: press Next to connect.")
-        key = ctx.services.bot_public_key.strip() if ctx.services is not None else ""
-        if needs_key and key:
-            user = pending["username"] if pending else server.username if server else "root"
-            notes.append(
-                f"If the bot's key is not installed for *{user}* yet, run this on the server as {user}:\n"
-                f"```{install_command(key)}```\nThe bot's public key: `{key}`"
-            )
-        fields = [self._select(server), *self._new_fields(pending)]
+        if not actor.is_admin:
+            return StepView(heading=await self._member_heading(ctx), fields=tuple(fields), notes=tuple(notes))
+        notes += self._key_notes(ctx, pending, server, needs_key)
+        fields += self._new_fields(pending)
         if needs_key:
             fields.append(Field(
                 "password", "Password for a one-time key install", "text", optional=True,
@@ -222,6 +217,25 @@ class ServerStep(BaseStep):
             "its host name below."
         )
         return StepView(heading=heading, fields=tuple(fields), notes=tuple(notes), buttons=tuple(buttons))
+
+    @staticmethod
+    async def _member_heading(ctx: WizardContext) -> str:
+        """What a non-admin is told: the servers granted to them, or who can grant one."""
+        actor = await ctx.actor()
+        if await authz.usable_server_ids(actor):
+            return "*Which server do you want to back up?* Pick one of the servers granted to you."
+        return (f"*Which server do you want to back up?* No server is granted to you yet, and only admins add "
+                f"servers: {await authz.who_can_allow(actor.team_id)} to grant you one.")  # fmt: skip
+
+    @staticmethod
+    def _key_notes(ctx: WizardContext, pending: Mapping[str, Any] | None, server: Server | None,
+                   needs_key: bool) -> list[str]:  # fmt: skip
+        key = ctx.services.bot_public_key.strip() if ctx.services is not None else ""
+        if not (needs_key and key):
+            return []
+        user = pending["username"] if pending else server.username if server else "root"
+        return [f"If the bot's key is not installed for *{user}* yet, run this on the server as {user}:\n"
+                f"```{install_command(key)}```\nThe bot's public key: `{key}`"]  # fmt: skip
 
     @staticmethod
     def _select(server: Server | None) -> Field:
@@ -276,36 +290,33 @@ class ServerStep(BaseStep):
         return {"server_id": "Choose one of this workspace's servers, or add a new one by its host name."}
 
     async def _propose(self, ctx: WizardContext, new: NewServer, existing: Server | None, field: str) -> Errors:
-        """Fetch the key the server presents, record the server as unconfirmed and ask for confirmation."""
+        """Fetch the key the server presents, record the server as unconfirmed and ask for confirmation (admins)."""
         try:
-            info = await fetch_host_key(new.host, new.port, timeout=KEY_TIMEOUT)
+            server, info = await servers.propose(await ctx.actor(), new, existing, timeout=KEY_TIMEOUT)
+        except Refused as exc:
+            return {"name" if "already exists" in exc.sentence else field: exc.sentence}
         except TransportError as exc:
             return {"port" if "refused" in str(exc) and field == "host" else field: str(exc)}
-        tenant = Tenant(ctx.team_id)
-        if existing is None:
-            taken = await tenant.get_or_none(Server, name=new.name)
-            if taken is not None:
-                return {"name": f"A server named {new.name!r} already exists in this workspace "
-                                f"({taken.username}@{taken.host}:{taken.port}); choose another name."}  # fmt: skip
-            try:
-                await tenant.create(Server, name=new.name, host=new.host, port=new.port, username=new.username,
-                                    status=ServerStatus.UNCONFIRMED, created_by=ctx.user_id)  # fmt: skip
-            except IntegrityError:
-                return {"name": f"A server named {new.name!r} already exists in this workspace; choose another name."}
-        elif existing.status == ServerStatus.NEW:
-            existing.status = ServerStatus.UNCONFIRMED
-            await existing.save(update_fields=["status"])
         ctx.data["pending_server"] = {
             "host": new.host, "port": new.port, "username": new.username,
-            "name": existing.name if existing else new.name, "key_line": info.key_line, "fingerprint": info.fingerprint,
+            "name": server.name, "key_line": info.key_line, "fingerprint": info.fingerprint,
         }  # fmt: skip
         await keep_data(ctx)
-        return {field: f"{new.host}:{new.port} presents the host key {info.fingerprint} ({info.key_type}). Check it "
-                       "and press Confirm fingerprint; then press Next."}  # fmt: skip
+        return {field: f"{new.host}:{new.port} presents the host key {info.fingerprint} ({info.key_type}). Paste the "
+                       "fingerprint you got from the server itself and press Confirm fingerprint; then press "
+                       "Next."}  # fmt: skip
 
     async def _use(self, ctx: WizardContext, server: Server, field: str, password: str) -> Errors:
-        """Accept ``server`` once it answers a login with the bot's key (re-using fresh capabilities)."""
+        """Accept ``server`` once the actor may use it and it answers a login with the bot's key (re-using fresh
+        capabilities)."""
         services = ctx.services
+        actor = await ctx.actor()
+        try:
+            await access.check_server(actor, server)
+            if password:
+                await authz.require_admin(actor, "install the bot's key on a server")
+        except Refused as exc:
+            return {field: exc.sentence}
         if password:
             problem = await _install_key(ctx, server, password)
             del password
@@ -340,18 +351,18 @@ class ServerStep(BaseStep):
         if not pending:
             return "There is no host key waiting for confirmation: add the server (or choose it) and press Next."
         if value and value != pending["fingerprint"]:
-            return (f":warning: The fingerprint you confirmed ({value}) is not the one shown now "
+            return (f":warning: The key shown when you pressed the button ({value}) is not the one waiting now "
                     f"({pending['fingerprint']}); nothing was pinned. Check the one shown now.")  # fmt: skip
+        actor = await ctx.actor()
         tenant = Tenant(ctx.team_id)
         server = await _find(tenant, pending["host"], int(pending["port"]), pending["username"])
         if server is None:
-            server = await tenant.create(Server, name=pending["name"], host=pending["host"], port=int(pending["port"]),
-                                         username=pending["username"], status=ServerStatus.UNCONFIRMED,
-                                         created_by=ctx.user_id)  # fmt: skip
+            return "That server was removed meanwhile; add it again."
         try:
-            await pin_host_key(server, pending["key_line"], pending["fingerprint"], actor=ctx.user_id)
-        except FingerprintMismatch as exc:
-            return f":warning: {exc}"
+            await servers.confirm_key(actor, server, pending["key_line"], str(ctx.form.get("fingerprint") or ""),
+                                      alerts=ctx.services.alerts)  # fmt: skip
+        except Refused as exc:
+            return f":warning: {exc.sentence}"
         ctx.data.pop("pending_server", None)
         _switch(ctx, server.id)
         services = ctx.services
@@ -406,7 +417,11 @@ async def _install_key(ctx: WizardContext, server: Server, password: str) -> str
 
 
 async def _offer_repin(ctx: WizardContext, server: Server) -> str:
-    """After a changed host key: show the new key for confirmation (re-pinning needs the same button)."""
+    """After a changed host key: an admin is shown the new key to confirm (re-pinning needs the same confirmation
+    as a first pin); anyone else is told who can."""
+    actor = await ctx.actor()
+    if not actor.is_admin:
+        return f" Only admins can re-pin a host key — {await authz.who_can_allow(actor.team_id)}."
     try:
         info = await fetch_host_key(server.host, server.port, timeout=KEY_TIMEOUT)
     except TransportError:
@@ -416,4 +431,4 @@ async def _offer_repin(ctx: WizardContext, server: Server) -> str:
         "key_line": info.key_line, "fingerprint": info.fingerprint,
     }  # fmt: skip
     return (f" It now presents {info.fingerprint}: only if its administrator confirms that this is the new key, "
-            "press Confirm fingerprint to re-pin it.")  # fmt: skip
+            "paste the fingerprint they give you and press Confirm fingerprint to re-pin it.")  # fmt: skip

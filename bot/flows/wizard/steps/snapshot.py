@@ -17,6 +17,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from bot.access import Refused
+from bot.flows.wizard import access
 from bot.flows.wizard.data import DATABASE_TYPES, SNAPSHOT_TYPES
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
 from bot.flows.wizard.steps.source_common import capabilities_of, clip, current_server, probe_context
@@ -178,6 +180,10 @@ class SnapshotStep(BaseStep):
         method = str(values.get("method") or "none")
         if method != "none" and method not in snapshots.PREFERENCE:
             return {"method": "Choose one of the snapshot methods shown, or no snapshot."}
+        try:
+            await access.check_snapshot(await ctx.actor(), method)
+        except Refused as exc:
+            return {"method": exc.sentence}
         if method != "none":
             server = await current_server(ctx)
             if server is None:
@@ -201,6 +207,10 @@ class SnapshotStep(BaseStep):
         server = await current_server(ctx)
         if server is None:
             return "Choose the server first (go back to step 1)."
+        try:
+            await access.check_server(await ctx.actor(), server)
+        except Refused as exc:
+            return f":no_entry: {exc.sentence}"
         try:
             found = await refresh(ctx, server, capabilities_of(server))
         except (ProbeError, TransportError) as exc:

@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from bot.access import Refused
+from bot.flows.wizard import access
 from bot.flows.wizard.data import SNAPSHOT_TYPES
 from bot.flows.wizard.steps import snapshot, source_db, source_docker, source_files
 from bot.flows.wizard.steps.base import BaseStep, Errors, StepView, WizardContext
@@ -35,6 +37,8 @@ SUBMITS: dict[str, Any] = {
     "files": source_files.files_submit, "system": source_files.system_submit, "docker": source_docker.submit,
     "mysql": source_db.submit, "postgresql": source_db.submit, "mongodb": source_db.submit,
 }  # fmt: skip
+FIRST_FIELD = {"files": "paths", "system": "extra_filesystems", "docker": "volumes", "mysql": "databases",
+               "postgresql": "databases", "mongodb": "databases"}  # where a refusal is shown inline
 DETECT_LIMIT = 60.0  # seconds for the snapshot detection after an accepted source
 
 
@@ -55,11 +59,20 @@ class SourceStep(BaseStep):
         server = await current_server(ctx)
         if kind not in SUBMITS or server is None:
             return {"source": "Choose the server and the backup type first (go back)."}
+        actor = await ctx.actor()
+        try:
+            await access.check_kind(actor, server, kind)  # before the form's checks reach the server
+        except Refused as exc:
+            return {FIRST_FIELD.get(kind, "source"): exc.sentence}
         caps = capabilities_of(server)
         before = ctx.data.get("source")
         errors = await SUBMITS[kind](ctx, server, caps, values)
         if errors:
             return errors
+        try:
+            await access.check_source(actor, server, kind, ctx.data.get("source") or {})
+        except Refused as exc:
+            return {FIRST_FIELD.get(kind, "source"): exc.sentence}
         if kind not in ("mysql", "postgresql", "mongodb"):
             forget(ctx.data, ("credential_id", "atomicity", "_source_found"))
         if kind != "system":
@@ -77,6 +90,10 @@ class SourceStep(BaseStep):
         server = await current_server(ctx)
         if server is None or ctx.data.get("backup_type") not in ("mysql", "postgresql", "mongodb"):
             return None
+        try:
+            await access.check_server(await ctx.actor(), server)
+        except Refused as exc:
+            return f":no_entry: {exc.sentence}"
         return await source_db.act(ctx, server, capabilities_of(server), action, value)
 
 

@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.access import Refused, authz
 from bot.backup import sources
+from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import Button, Errors, Field, Option, WizardContext
 from bot.flows.wizard.steps.source_common import (
     Part,
@@ -57,6 +59,7 @@ FLAGS = {
               "MyISAM/Aria…: writes to them wait; otherwise they may be inconsistent"),
     "postgresql": ("include_globals", "Include roles and tablespaces", "pg_dumpall --globals-only"),
 }  # fmt: skip
+ADMIN_FLAGS = ("lock_non_transactional",)  # disruptive: on by default for admins only, who alone may set it
 CONFIG_FIELDS = {"databases": "databases", "exclude": "databases", "lock_non_transactional": "flags",
                  "include_globals": "flags"}  # fmt: skip
 
@@ -170,11 +173,15 @@ def _databases_field(engine: str, known: list[str] | None, stored: Mapping[str, 
                  initial="\n".join(picked) if picked else "*", hint=hint)  # fmt: skip
 
 
-def _flags_field(engine: str, stored: Mapping[str, Any] | None) -> Field | None:
+def _flag_default(engine: str, admin: bool) -> bool:
+    return admin or FLAGS[engine][0] not in ADMIN_FLAGS
+
+
+def _flags_field(engine: str, stored: Mapping[str, Any] | None, admin: bool) -> Field | None:
     if engine not in FLAGS:
         return None
     name, label, description = FLAGS[engine]
-    on = stored.get(name, True) if stored else True
+    on = stored.get(name, True) if stored else _flag_default(engine, admin)
     return Field("flags", "Options", "checkboxes", options=(Option(name, label, description),),
                  initial=[name] if on else [], optional=True)  # fmt: skip
 
@@ -239,7 +246,8 @@ async def view(ctx: WizardContext, server: Server, caps: Capabilities | None) ->
     options = [Option(DETECTED, clip(f"Detected: {detected}"), "found by the probe")] if detected else []
     options += [Option(f"{STORED}{r.id}", _row_label(r), f"last test: {r.test_status.value}") for r in rows]
     options.append(Option(NEW, "A new login (enter it below)", "saved encrypted, tested from the server"))
-    fields = [_databases_field(engine, _known(ctx, engine, info, choice), stored), _flags_field(engine, stored),
+    admin = (await ctx.actor()).is_admin
+    fields = [_databases_field(engine, _known(ctx, engine, info, choice), stored), _flags_field(engine, stored, admin),
               Field("credential", "Log in with", "radio", options=tuple(options), initial=choice),
               *_login_fields(engine, info)]  # fmt: skip
     notes = [_server_note(engine, info, caps), _verdict_note(ctx, engine, info, stored)]
@@ -326,6 +334,10 @@ async def submit(ctx: WizardContext, server: Server, caps: Capabilities | None, 
     choice = str(values.get("credential") or _initial_choice(ctx, detected, await stored_logins(ctx, server, engine)))
     row: DatabaseCredential | None = None
     if choice == NEW:
+        try:
+            await authz.require_admin(await ctx.actor(), "store database logins (choose a saved login)")
+        except Refused as exc:
+            return {"credential": exc.sentence}
         errors, row = await _save_login(ctx, server, engine, values)
         if row is None:
             return errors
@@ -359,12 +371,17 @@ async def submit(ctx: WizardContext, server: Server, caps: Capabilities | None, 
         await keep_data(ctx)
         return {"databases": f"{', '.join(missing)}: not on this server, or not visible to this login."}
     config: dict[str, Any] = {"databases": [] if everything else names}
-    if engine in FLAGS:  # no value at all (not even an empty list): the default, on
+    if engine in FLAGS:  # no value at all (not even an empty list): the default (on, but see ADMIN_FLAGS)
         flags = values.get("flags")
-        config[FLAGS[engine][0]] = flags is None or FLAGS[engine][0] in lines_of(flags)
+        default = _flag_default(engine, (await ctx.actor()).is_admin)
+        config[FLAGS[engine][0]] = default if flags is None else FLAGS[engine][0] in lines_of(flags)
     problems = sources.validate(engine, config)
     if problems:
         return errors_from(problems, CONFIG_FIELDS, "databases")
+    try:  # the databases within the grant, the table lock an admin's: before the server is asked anything more
+        await access.check_source(await ctx.actor(), server, engine, config)
+    except Refused as exc:
+        return {"flags" if "lock tables" in exc.sentence else "databases": exc.sentence}
     try:
         verdict, datadir = await _verdict(pctx, engine, info, row, None if everything else names, datadir)
     except (Absent, ProbeError, TransportError) as exc:

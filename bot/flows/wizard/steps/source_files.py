@@ -15,8 +15,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from bot.access import Refused
 from bot.backup import sources
 from bot.backup.sources.system import SKIPPED_DIRS, SystemFacts, other_filesystems
+from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import Errors, Field, Option, WizardContext
 from bot.flows.wizard.steps.source_common import (
     Part,
@@ -117,6 +119,10 @@ async def files_submit(
     if problems:
         return errors_from(problems, FILES_FIELDS, "paths")
     parsed = sources.load_config("files", config)
+    try:  # no du outside the actor's grant
+        await access.check_source(await ctx.actor(), server, "files", {"paths": list(parsed.paths)})
+    except Refused as exc:
+        return {"paths": exc.sentence}
     try:
         estimate = await disk.estimate_size(probe_context(ctx, server, caps), parsed.paths, time_limit=ESTIMATE_LIMIT)
     except (ProbeError, TransportError) as exc:

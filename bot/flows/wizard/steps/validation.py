@@ -35,11 +35,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.access import Refused
 from bot.backup import snapshots, sources
 from bot.backup.repository import NAME
 from bot.backup.testbackup import run_test_backup
 from bot.borg import create as borg_create
 from bot.borg.init import ENCRYPTIONS
+from bot.flows.wizard import access
 from bot.flows.wizard import create as creating
 from bot.flows.wizard import plan as planning
 from bot.flows.wizard.create import discard_setup
@@ -182,6 +184,11 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
     checks = _Checks(ctx)
     tenant = Tenant(ctx.team_id)
     next_runs = await _settings(checks, data)
+    try:  # every answer within the actor's roles, before anything runs on a server
+        await access.check_answers(await ctx.actor(), data)
+    except Refused as exc:
+        await checks.add("permissions", False, exc.sentence, "server")
+        return await _store(ctx, checks, next_runs)
     server = pool = None
     try:
         server = await planning.load_server(tenant, data.get("server_id"))
@@ -328,6 +335,10 @@ class ValidationStep(BaseStep):
         return StepView(heading=heading, notes=tuple(notes), submit_label="Next")
 
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
+        try:  # also when an earlier pass is re-used: a grant may have been withdrawn since
+            await access.check_answers(await ctx.actor(), ctx.data)
+        except Refused as exc:
+            return {"validation": exc.sentence}
         previous = ctx.data.get("validation")
         if (
             isinstance(previous, Mapping)

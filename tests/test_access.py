@@ -1,0 +1,245 @@
+"""Roles enforced before anything touches a server (issue 10), against real sshd.
+
+Each sshd's log (LogLevel VERBOSE) records every TCP connection ("Connection from") and every command session
+("Starting session"), so "nothing happened on the server" is read from the server itself, not from the bot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from bot.access import Actor, Forbidden, StaticDirectory, authz, resolve_actor
+from bot.alerts import AlertBus
+from bot.flows.wizard.services import WizardServices
+from bot.flows.wizard.steps.base import WizardContext
+from bot.flows.wizard.steps.server import ServerStep
+from bot.flows.wizard.steps.snapshot import SnapshotStep
+from bot.flows.wizard.steps.source import SourceStep
+from bot.flows.wizard.steps.validation import validate
+from bot.inventory import fetch_host_key, pin_host_key, refresh_capabilities
+from bot.services import runs, servers
+from bot.transport import SSHPool
+from storage.models import (
+    AuditLog,
+    BackupChain,
+    BackupSource,
+    PoolKind,
+    Repository,
+    Role,
+    RoleGrant,
+    Run,
+    Server,
+    StoragePool,
+)
+from storage.tenancy import Tenant
+from tests.harness.sshd import generate_ed25519
+
+TEAM = "T0001"
+ADMIN, MEMBER, OPERATOR = "U0ADMIN", "U0MEMBER", "U0OPER"
+DIRECTORY = StaticDirectory(admins=frozenset({ADMIN}), groups={"S0OPS": frozenset({OPERATOR})})
+
+
+def traffic(host) -> tuple[int, int]:
+    """(TCP connections, command sessions) the sshd has seen so far."""
+    log = host.log()
+    return log.count("Connection from"), log.count("Starting session")
+
+
+@pytest.fixture
+def bot_key(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "bot_ed25519"
+    return path, generate_ed25519(path, "backup-bot")
+
+
+@pytest.fixture
+async def services(bot_key) -> AsyncIterator[WizardServices]:
+    pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
+    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=DIRECTORY)
+    await pool.close()
+
+
+def context(services: WizardServices, user: str, data: dict | None = None) -> WizardContext:
+    return WizardContext(team_id=TEAM, user_id=user, session_id="S1", data=data or {}, services=services)
+
+
+async def added(host, services: WizardServices) -> Server:
+    """A server an admin added earlier: key pinned, capabilities probed."""
+    server = await Tenant(TEAM).create(Server, name=host.name, host=host.host, port=host.port, username=host.user)
+    info = await fetch_host_key(host.host, host.port)
+    await pin_host_key(server, info.key_line, info.fingerprint, actor=ADMIN)
+    await refresh_capabilities(server, services.pool, services.specs)
+    return await Server.get(id=server.id)
+
+
+async def grant(subject: str, *, server: Server | None = None, pool: StoragePool | None = None,
+                paths: list[str] | None = None, role: Role = Role.OPERATOR) -> None:  # fmt: skip
+    await Tenant(TEAM).create(RoleGrant, role=role, subject=subject, server=server, pool=pool, paths=paths or [],
+                              granted_by=ADMIN)  # fmt: skip
+
+
+# -- who is who ----------------------------------------------------------------------------------------------
+
+
+async def test_admins_come_from_slack_or_from_grants_to_users_and_groups(sqlite_db) -> None:
+    assert (await resolve_actor(DIRECTORY, TEAM, ADMIN)).is_admin  # a Slack admin
+    assert not (await resolve_actor(DIRECTORY, TEAM, MEMBER)).is_admin
+    await grant("S0OPS", role=Role.ADMIN)
+    operator = await resolve_actor(DIRECTORY, TEAM, OPERATOR)
+    assert operator.is_admin and operator.groups == frozenset({"S0OPS"})  # admin through the group
+    assert not (await resolve_actor(DIRECTORY, "T0002", OPERATOR)).is_admin  # not in another workspace
+    sentence = await authz.who_can_allow(TEAM)
+    assert sentence == "ask <!subteam^S0OPS> or a Slack workspace admin"
+
+
+def test_path_prefixes_match_whole_components_after_normalising() -> None:
+    assert authz.within("/srv/app", ["/srv/app"]) and authz.within("/srv/app/x/y", ["/srv/app/"])
+    assert not authz.within("/srv/application", ["/srv/app"])
+    assert not authz.within("/srv/app/../../etc", ["/srv/app"])  # normalised to /etc first
+    assert not authz.within("srv/app", ["/srv/app"])  # not absolute
+    assert authz.within("/anything", ["/"])
+
+
+async def test_operator_scopes_add_up_and_an_unlimited_grant_lifts_limits(sqlite_db) -> None:
+    server = await Tenant(TEAM).create(Server, name="s", host="s.example.com")
+    assert await authz.server_scope(await resolve_actor(DIRECTORY, TEAM, OPERATOR), server.id) is None
+    await grant(OPERATOR, server=server, paths=["/srv/a"])
+    await grant("S0OPS", server=server, paths=["/srv/b"])
+    actor = await resolve_actor(DIRECTORY, TEAM, OPERATOR)  # resolved per request: now in a group that matters
+    scope = await authz.server_scope(actor, server.id)
+    assert scope is not None and set(scope.paths or ()) == {"/srv/a", "/srv/b"} and scope.databases is None
+    await grant("everyone", server=server)
+    assert (await authz.server_scope(actor, server.id)).paths is None
+
+
+# -- nothing reaches a server without a role ----------------------------------------------------------------
+
+
+async def test_a_member_without_a_grant_causes_nothing_on_any_server(sqlite_db, make_sshd, bot_key,
+                                                                    services) -> None:  # fmt: skip
+    known = make_sshd("known", client_key=bot_key[0])
+    server = await added(known, services)
+    pool_host = make_sshd("poolhost", client_key=bot_key[0])
+    pool_server = await added(pool_host, services)
+    pool = await Tenant(TEAM).create(StoragePool, name="main", kind=PoolKind.SSH, server=pool_server,
+                                     base_path=str(pool_host.workdir / "repos"))  # fmt: skip
+    stranger = make_sshd("stranger", client_key=bot_key[0])
+    before = traffic(known), traffic(pool_host), traffic(stranger)
+    step, ctx = ServerStep(), context(services, MEMBER)
+
+    assert await step.options(ctx, "server_id", "") == []
+    view = await step.view(ctx)
+    assert [f.name for f in view.fields] == ["server_id"] and "No server is granted to you" in view.heading
+    refused = await step.submit(ctx, {"host": stranger.host, "port": str(stranger.port)})
+    assert refused["host"] == "Only admins can add servers — ask a Slack workspace admin."
+    forged = await step.submit(ctx, {"server_id": str(server.id)})  # an id from someone else's screen
+    assert forged["server_id"].startswith("You have no access to the server known")
+
+    data = {"server_id": server.id, "backup_type": "files", "source": {"paths": ["/etc"]}, "pool_id": pool.id,
+            "snapshot": {"method": "none"}}  # a forged session: answers for steps the member never passed
+    source = await SourceStep().submit(context(services, MEMBER, dict(data)), {"paths": "/etc"})
+    assert source["paths"].startswith("You have no access to the server known")
+    checked = await validate(context(services, MEMBER, dict(data)))
+    assert not checked["ok"] and checked["steps"][-1]["name"] == "permissions"
+    assert (traffic(known), traffic(pool_host), traffic(stranger)) == before  # not one connection, not one command
+    assert not (pool_host.workdir / "repos").exists() or not any((pool_host.workdir / "repos").iterdir())
+    assert await Server.filter(team_id=TEAM).count() == 2  # the stranger was not added
+
+
+async def test_an_operator_is_held_to_the_grants_path_prefixes(sqlite_db, make_sshd, bot_key, services) -> None:
+    host = make_sshd("limited", client_key=bot_key[0])
+    server = await added(host, services)
+    allowed = host.workdir / "app"
+    (allowed / "data").mkdir(parents=True)
+    (allowed / "data" / "f.txt").write_text("x" * 100)
+    await grant("S0OPS", server=server, paths=[str(allowed)])
+    step = SourceStep()
+    assert [o.value for o in await ServerStep().options(context(services, OPERATOR), "server_id", "")] == [
+        str(server.id)]  # fmt: skip
+    before = traffic(host)
+    for path in ("/etc", f"{allowed}x", f"{allowed}/../../../etc"):
+        ctx = context(services, OPERATOR, {"server_id": server.id, "backup_type": "files"})
+        errors = await step.submit(ctx, {"paths": path})
+        if ".." in path:  # refused as input already: the grant is never the only guard against traversal
+            assert "may not contain '..'" in errors["paths"]
+            continue
+        assert "is outside what you may back up on limited" in errors["paths"] and str(allowed) in errors["paths"]
+    assert traffic(host)[1] == before[1]  # no du ran for any of them
+    system = await step.submit(context(services, OPERATOR, {"server_id": server.id, "backup_type": "system"}), {})
+    assert "reaches every file" in system["extra_filesystems"]
+    ctx = context(services, OPERATOR, {"server_id": server.id, "backup_type": "files"})
+    assert await step.submit(ctx, {"paths": f"{allowed}/data"}) == {}
+    assert traffic(host)[1] > before[1] and ctx.data["source"]["paths"] == [f"{allowed}/data"]
+    snap = await SnapshotStep().submit(ctx, {"method": "btrfs"})
+    assert snap["method"].startswith("Only admins can take snapshots")
+
+
+async def test_running_a_chain_needs_its_creator_an_operator_of_its_server_or_an_admin(sqlite_db) -> None:
+    tenant = Tenant(TEAM)
+    pool = await tenant.create(StoragePool, name="p", kind=PoolKind.LOCAL, base_path="/srv/borg")
+    repo = await tenant.create(Repository, pool=pool, name="r", path="/srv/borg/r", passphrase="pw")
+    chain = await tenant.create(BackupChain, name="c", repository=repo, status="active", created_by="U0CAROL")
+    server = await tenant.create(Server, name="s", host="s.example.com")
+    await chain.sources.add(await tenant.create(BackupSource, server=server, name="c", type="files"))
+    member = await resolve_actor(DIRECTORY, TEAM, MEMBER)
+    with pytest.raises(Forbidden, match="only its creator, the operators of its server and admins"):
+        await runs.run_now(member, chain.id)
+    assert await Run.all().count() == 0
+    assert await AuditLog.filter(actor=MEMBER, action="chain.run_now").values_list("details", flat=True) == [
+        {"via": "slack", "outcome": "denied"}]  # fmt: skip
+    await grant(MEMBER, server=server)
+    queued = await runs.run_now(await resolve_actor(DIRECTORY, TEAM, MEMBER), chain.id)
+    assert queued.created and (await Run.get(id=queued.run_id)).requested_by == MEMBER
+    other = Actor("T0002", ADMIN, is_admin=True)  # an admin of another workspace
+    with pytest.raises(Forbidden.__mro__[1], match="no longer exists"):
+        await runs.run_now(other, chain.id)
+
+
+# -- host keys are an admin's, with a fingerprint from elsewhere -----------------------------------------------
+
+
+async def test_repinning_a_changed_key_needs_an_admin_and_the_right_fingerprint(sqlite_db, make_sshd, bot_key,
+                                                                              services) -> None:  # fmt: skip
+    host = make_sshd("rekey", client_key=bot_key[0])
+    server = await added(host, services)
+    old = server.host_key_fingerprint
+    host.restart(new_host_key=True)
+    notices = []
+    services.alerts.subscribe(notices.append)
+    await grant(MEMBER, server=server)
+    member_ctx = context(services, MEMBER)
+    refused = await ServerStep().submit(member_ctx, {"server_id": str(server.id)})
+    assert "has changed" in refused["server_id"] and "Only admins can re-pin" in refused["server_id"]
+    assert "pending_server" not in member_ctx.data
+    info = await fetch_host_key(host.host, host.port)
+    member_ctx.data["pending_server"] = {"host": host.host, "port": host.port, "username": host.user,
+                                        "name": server.name, "key_line": info.key_line,
+                                        "fingerprint": info.fingerprint}  # a forged confirmation  # fmt: skip
+    member_ctx.form = {"fingerprint": info.fingerprint}
+    note = await ServerStep().act(member_ctx, "confirm_fingerprint", info.fingerprint)
+    assert "Only admins can confirm or re-pin host keys" in note
+    assert (await Server.get(id=server.id)).host_key_fingerprint == old
+
+    admin = await resolve_actor(DIRECTORY, TEAM, ADMIN)
+    with pytest.raises(servers.Refused, match="is not the one"):
+        await servers.confirm_key(admin, server, info.key_line, old, alerts=services.alerts)
+    assert (await Server.get(id=server.id)).host_key_fingerprint == old and notices[-1].kind == "host_key_changed"
+    await servers.confirm_key(admin, server, info.key_line, info.fingerprint.removeprefix("SHA256:"),
+                              alerts=services.alerts)  # fmt: skip
+    assert (await Server.get(id=server.id)).host_key_fingerprint == info.fingerprint
+    notice = notices[-1]
+    assert notice.kind == servers.ADMIN_NOTICE and info.fingerprint in notice.message and old in notice.message
+    assert f"<@{ADMIN}> re-pinned" in notice.message
+    audit = await AuditLog.filter(object_id=str(server.id)).order_by("id").values_list("action", flat=True)
+    assert audit[-2:] == ["server.pin_refused", "server.pin_host_key"]
+
+
+def test_typed_fingerprints_are_read_from_what_admins_paste() -> None:
+    fp = "SHA256:" + "Ab1+/" * 8 + "xyz"
+    assert servers.typed_fingerprint(fp) == fp
+    assert servers.typed_fingerprint(fp.removeprefix("SHA256:")) == fp
+    assert servers.typed_fingerprint(f"256 {fp} root@host (ED25519)") == fp
+    assert servers.typed_fingerprint("yes") is None and servers.typed_fingerprint("") is None
