@@ -41,7 +41,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import web
 
 from storage.models import BackupChain, ChainStatus, Run, RunKind, RunStatus, Workspace
 from storage.orm import Count, Max, Q
@@ -168,31 +167,6 @@ async def render_metrics(team_id: str) -> str:
 
     families = (up, last_success, duration, original, dedup, outcomes, queue)
     return "\n".join(line for family in families for line in family.render()) + "\n"
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    from bot.api.tokens import team_for_token
-
-    header = request.headers.get("Authorization", "")
-    team_id = await team_for_token(header.removeprefix("Bearer ").strip()) if header.startswith("Bearer ") else None
-    if team_id is None:
-        return web.Response(
-            status=401,
-            text="Send a workspace API token as `Authorization: Bearer …` (create one with "
-            "`backup-bot api-token --team <team id>`); the metrics are that workspace's.\n",
-            headers={"WWW-Authenticate": 'Bearer realm="backupbot"'},
-        )
-    try:
-        body = await render_metrics(team_id)
-    except Exception as exc:  # a scrape must not take the bot down; Prometheus records the failed scrape
-        log.error("metrics failed: %s", type(exc).__name__)
-        log.debug("metrics error detail", exc_info=exc)
-        return web.Response(status=503, text="metrics unavailable\n")
-    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
-
-
-def add_metrics_route(web_app: web.Application) -> None:
-    web_app.router.add_get("/metrics", metrics_handler)
 
 
 # --------------------------------------------------------------------------------------------- pings

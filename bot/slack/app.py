@@ -26,10 +26,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import NoDirectory
+from bot.api.metrics import add_metrics_route
 from bot.api.routes import add_routes
 from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
-from bot.monitoring import add_metrics_route
 from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
 from bot.slack import actions, approvals, commands, events, prompt_ack, reports

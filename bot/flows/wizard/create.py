@@ -31,9 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tortoise.exceptions import BaseORMException, IntegrityError
-from tortoise.transactions import in_transaction
-
 from bot.backup.repository import (
     NAME,
     RepositorySetup,
@@ -77,6 +74,7 @@ from storage.models import (
     StoragePool,
     WizardSession,
 )
+from storage.orm import BaseORMException, IntegrityError, in_transaction
 from storage.tenancy import Tenant
 
 SETUP_KEY = "setup"
