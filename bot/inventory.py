@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from pydantic import SecretStr
+
 from bot.alerts import Alert, AlertBus
 from bot.probes.base import ProbeContext
 from bot.probes.capabilities import Capabilities, ProbeSpec, gather
+from bot.probes.dbcheck import DbCredential
 from bot.transport import SSHPool, SSHTarget
 from bot.transport.hostkeys import HostKeyInfo, fetch_host_key, fingerprint
-from storage.models import AuditLog, Server, ServerStatus
+from storage.models import AuditLog, AuthMethod, DatabaseCredential, Server, ServerStatus
 
-__all__ = ["HostKeyInfo", "fetch_host_key", "pin_host_key", "refresh_capabilities", "ssh_target"]
+__all__ = ["HostKeyInfo", "db_credential", "fetch_host_key", "pin_host_key", "refresh_capabilities", "ssh_target"]
 
 
 class FingerprintMismatch(Exception):
@@ -26,6 +29,15 @@ class FingerprintMismatch(Exception):
 
 def ssh_target(server: Server) -> SSHTarget:
     return SSHTarget(host=server.host, port=server.port, username=server.username, host_key=server.host_key)
+
+
+def db_credential(row: DatabaseCredential) -> DbCredential:
+    """A stored database login as the probes take it: the password decrypted only here, into a SecretStr."""
+    socket_auth = row.auth_method == AuthMethod.SOCKET
+    password = None if socket_auth or row.password is None else row.password.reveal()
+    return DbCredential(engine=str(row.db_type.value), host=row.host, port=row.port, user=row.username,
+                        password=SecretStr(password) if password else None,
+                        auth_method="socket" if socket_auth else "password")  # fmt: skip
 
 
 async def pin_host_key(server: Server, key_line: str, confirmed_fingerprint: str, *, actor: str) -> Server:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.access import Directory, NoDirectory
 from bot.alerts import AlertBus
 from bot.config import Settings
 from bot.identity import load_private_key
@@ -19,6 +20,7 @@ class Runtime:
     settings: Settings
     pool: SSHPool
     alerts: AlertBus = field(default_factory=AlertBus)
+    directory: Directory = field(default_factory=NoDirectory)  # Slack's answers on admins and groups, when connected
 
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:

@@ -14,7 +14,7 @@ from bot.inventory import fetch_host_key, pin_host_key
 from bot.runtime import Runtime
 from bot.slack.app import serve_http
 from bot.transport import SSHPool
-from storage.models import DatabaseCredential, Server, TestStatus
+from storage.models import DatabaseCredential, Role, RoleGrant, Server, TestStatus
 from storage.tenancy import Tenant
 
 PASSWORD = "Very-Recognisable-Pw-42"
@@ -38,7 +38,8 @@ async def api(sqlite_db: str, make_sshd) -> AsyncIterator[tuple[Api, Server, obj
     runtime = Runtime(settings=None, pool=SSHPool([asyncssh.read_private_key(host.client_key_path)]))
     runner = await serve_http(None, "127.0.0.1", 0, runtime)
     address, port = runner.addresses[0][:2]
-    token = await create_token("T0001")
+    await Tenant("T0001").create(RoleGrant, role=Role.ADMIN, subject="U0ADMIN", granted_by="cli")
+    token = await create_token("T0001", "U0ADMIN")
     async with aiohttp.ClientSession() as session:
         yield Api(f"http://{address}:{port}/api/backup-wizard", session, token), server, host
     await runner.cleanup()
@@ -50,9 +51,28 @@ async def test_tokens_are_required_and_scope_the_workspace(api) -> None:
     for token in ("", "bwapi_wrong", "xoxb-not-ours"):
         status, body, _ = await client.call("GET", f"/capabilities/{server.id}", token=token)
         assert status == 401 and "Authorization: Bearer" in body["error"]
-    other = await create_token("T0002")
+    other = await create_token("T0002", "U0ADMIN")
     status, body, _ = await client.call("GET", f"/capabilities/{server.id}", token=other)
     assert status == 404 and "no server" in body["error"]
+
+
+async def test_a_token_acts_with_its_users_roles_and_a_member_touches_no_server(api) -> None:
+    client, server, host = api
+    info = await fetch_host_key(server.host, server.port)
+    await pin_host_key(server, info.key_line, info.fingerprint, actor="U0ADMIN")
+    seen = host.log().count("Connection from")
+    member, userless = await create_token("T0001", "U0MEMBER"), await create_token("T0001")
+    login = {"server_id": server.id, "engine": "mysql", "host": "127.0.0.1", "port": 3306, "user": "root"}
+    for token in (member, userless):
+        status, body, _ = await client.call("GET", f"/capabilities/{server.id}?refresh=1", token=token)
+        assert status == 403 and body["error"].startswith("You have no access to the server db1")
+        status, body, _ = await client.call("POST", "/test-connection", json=login, token=token)
+        assert status == 403 and "an admin has to grant it to you" in body["error"]
+    assert "names no user" in body["error"]  # the userless token is told how to get one that acts as someone
+    assert host.log().count("Connection from") == seen  # not one connection to the server
+    await Tenant("T0001").create(RoleGrant, role=Role.OPERATOR, subject="U0MEMBER", server=server, granted_by="cli")
+    status, body, _ = await client.call("GET", f"/capabilities/{server.id}", token=member)
+    assert status == 200 and body["status"] == "ok"
 
 
 async def test_capabilities_need_a_confirmed_key_then_are_cached(api) -> None:

@@ -109,6 +109,7 @@ async def _serve_holding(
     """Serve Slack, schedule and execute runs, deliver reports until ``stop`` or ``lost`` is set."""
     reporting = await reports.install(runtime.alerts, client)  # reports, alerts and approvals → channels
     app = build_app(settings, client=client, wizard=controller, outbox=reporting.outbox)
+    runtime.directory = controller.services.directory  # the API asks Slack about admins as the listeners do
     handler = await start_socket_mode(app, settings) if settings.socket_mode else None
     runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
     where = f"{settings.http_host}:{settings.http_port}"

@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from bot.access import Actor, Refused, authz
+from bot.access import Actor, NotFound, Refused, authz
 from bot.access.audit import record
 from bot.alerts import Alert, AlertBus
-from bot.inventory import FingerprintMismatch, fetch_host_key, pin_host_key
+from bot.inventory import (
+    FingerprintMismatch,
+    cached_capabilities,
+    db_credential,
+    fetch_host_key,
+    pin_host_key,
+    refresh_capabilities,
+    ssh_target,
+)
+from bot.probes.base import ProbeContext
+from bot.probes.capabilities import Capabilities
+from bot.probes.dbcheck import CheckResult, DbCredential, check
+from bot.probes.registry import default_specs
+from bot.transport import SSHPool
 from bot.transport.hostkeys import HostKeyInfo, fingerprint
-from storage.models import Server, ServerStatus
+from storage.models import DatabaseCredential, Server, ServerStatus, TestStatus
 from storage.orm import IntegrityError
 
 ADMIN_NOTICE = "admin_notice"  # an Alert kind: told to the workspace's admins (bot.slack.notices)
@@ -104,3 +118,52 @@ async def confirm_key(actor: Actor, server: Server, key_line: str, typed: str, *
                                    details={"server_id": server.id, "fingerprint": presented,
                                             "previous": previous, "actor": actor.user_id}))  # fmt: skip
     return server
+
+
+# -- using a server (the HTTP API; the wizard's steps check the same way) ----------------------------------------
+
+
+async def usable(actor: Actor, server_id: object) -> Server:
+    """Given an actor and a server id, return the server once the actor may use it and its key is pinned."""
+    text = str(server_id)
+    server = await actor.tenant.get_or_none(Server, id=int(text)) if text.isdigit() else None
+    if server is None:
+        raise NotFound(f"There is no server {text[:20]} in this workspace.")
+    await authz.require_server(actor, server)
+    if not server.host_key:
+        raise Refused(f"Server {server.name} has no confirmed host key yet: an admin has to confirm its fingerprint "
+                      "first.")  # fmt: skip
+    return server
+
+
+async def capabilities(actor: Actor, server_id: object, *, refresh: bool, max_age: timedelta, pool: SSHPool,
+                       alerts: AlertBus | None) -> tuple[Server, Capabilities]:  # fmt: skip
+    """The server's capabilities: cached on its row while younger than ``max_age``, else probed now (read-only)."""
+    server = await usable(actor, server_id)
+    caps = None if refresh else cached_capabilities(server, max_age=max_age)
+    if caps is None:
+        caps = await refresh_capabilities(server, pool, default_specs(), alerts=alerts)
+    return server, caps
+
+
+async def test_login(actor: Actor, server_id: object, *, credential_id: int | None, typed: DbCredential | None,
+                     pool: SSHPool) -> CheckResult:  # fmt: skip
+    """Connect to a database from the server with a stored login (its test status is recorded) or a typed one
+    (nothing is stored), and say what happened."""
+    server = await usable(actor, server_id)
+    stored = None
+    if credential_id is not None:
+        stored = await actor.tenant.get_or_none(DatabaseCredential, id=credential_id, server_id=server.id)
+        if stored is None:
+            raise NotFound(f"There is no credential {credential_id} on server {server.name}.")
+        credential = db_credential(stored)
+    elif typed is not None:
+        credential = typed
+    else:
+        raise Refused("Give credential_id, or engine (mysql, postgresql or mongodb) with host/port/user.")
+    result = await check(ProbeContext(pool.transport(ssh_target(server))), credential)
+    if stored is not None:
+        stored.test_status = TestStatus.SUCCESS if result.ok else TestStatus.FAILED
+        stored.last_test_at = datetime.now(UTC)
+        await stored.save(update_fields=["test_status", "last_test_at"])
+    return result

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import SecretStr
-
+from bot import inventory
 from bot.backup import snapshots, sources
 from bot.backup.jobs import ArchiveJob
 from bot.backup.repository import KEY_DIR, NAME, PoolAccess, RepoSpec
@@ -54,7 +53,6 @@ from bot.transport import LocalTransport
 from bot.transport.base import Transport, TransportError
 from storage.crypto import Secret
 from storage.models import (
-    AuthMethod,
     BackupChain,
     DatabaseCredential,
     PoolKind,
@@ -354,20 +352,12 @@ async def inputs_from_chain(chain: BackupChain) -> list[ChainInputs]:
 
 
 def db_credential(row: DatabaseCredential | None) -> DbCredential | None:
-    """A stored login, decrypted, as the probes' :class:`DbCredential`."""
+    """A stored login, decrypted, as the probes' :class:`DbCredential` (None without one)."""
     if row is None:
         return None
     if row.db_type.value not in ("mysql", "postgresql", "mongodb"):
         raise PlanProblem("source", f"{row.db_type.value} logins cannot be used for backups.")
-    socket_auth = row.auth_method == AuthMethod.SOCKET
-    return DbCredential(
-        engine=row.db_type.value,
-        host=row.host,
-        port=row.port,
-        user=row.username,
-        password=None if socket_auth else SecretStr(row.password.reveal()),
-        auth_method="socket" if socket_auth else "password",
-    )
+    return inventory.db_credential(row)
 
 
 async def swap_files(ctx: ProbeContext) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from bot.flows.wizard.steps.source_common import (
 )
 from bot.flows.wizard.steps.source_files import previous
 from bot.flows.wizard.store import keep_data
+from bot.inventory import db_credential
 from bot.probes import atomicity, dbcheck, disk, mongodb, mysql, postgresql, snapshots
 from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities
@@ -117,16 +118,6 @@ def datadir_of(engine: str, info: Any) -> str | None:
 async def stored_logins(ctx: WizardContext, server: Server, engine: str) -> list[DatabaseCredential]:
     rows = Tenant(ctx.team_id).query(DatabaseCredential).filter(server_id=server.id, db_type=engine)
     return list(await rows.order_by("-id").limit(MAX_STORED))
-
-
-def db_credential(row: DatabaseCredential) -> dbcheck.DbCredential:
-    """A stored row as the probes' login (the password decrypted only into a SecretStr)."""
-    password = row.password.reveal() if row.password is not None else ""
-    return dbcheck.DbCredential(
-        engine=str(row.db_type.value), host=row.host, port=row.port, user=row.username,
-        password=SecretStr(password) if password else None,
-        auth_method="socket" if row.auth_method == AuthMethod.SOCKET else "password",
-    )  # fmt: skip
 
 
 def _who(user: str, host: str, port: int) -> str:
