@@ -1,5 +1,5 @@
 """Benchmark: next-run preview for 1,000 chains (issue 6's goal: ≤ 100 ms), with the same function the wizard,
-`/backup list`, the App Home and `backup-bot schedule preview` use (`bot.runs.schedule.next_runs`).
+`/backup list`, the App Home and `backup-bot schedule preview` use (`bot.backup.schedule.next_runs`).
 
 The schedules are varied on purpose: fixed times and windows (some across midnight), 1–7 days a week, in a mix
 of time zones with and without DST, starting from an instant next to a DST change.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.runs.schedule import next_runs
+from bot.backup.schedule import next_runs
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/Sao_Paulo")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

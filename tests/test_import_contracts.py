@@ -60,6 +60,8 @@ VIOLATIONS = [
      "bot.runs._violation -> tortoise"),
     ("only-transport-imports-asyncssh", "bot/borg/_violation.py", "import asyncssh", "bot.borg._violation -> asyncssh"),
     ("engine-never-knows-slack", "bot/backup/_violation.py", "import slack_sdk", "bot.backup._violation -> slack_sdk"),
+    ("flows-and-services-on-top-of-runs", "bot/runs/_violation.py", "import bot.flows.wizard.create",
+     "bot.runs._violation -> bot.flows.wizard.create"),
 ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Schedule math (bot.runs.schedule) and `backup-bot schedule preview`: days, time or window, zones, DST exactly."""
+"""Schedule math (bot.backup.schedule) and `backup-bot schedule preview`: days, time or window, zones, DST exactly."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.runs import schedule as sched
-from bot.runs.schedule import ScheduleError, interval_hint, next_runs, next_slots, validate_schedule
+from bot.backup import schedule as sched
+from bot.backup.schedule import ScheduleError, interval_hint, next_runs, next_slots, validate_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERY_DAY = list(sched.DAYS)

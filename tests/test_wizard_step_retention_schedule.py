@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.backup.retention import Archive, Policy, decide
+from bot.backup.schedule import next_runs
 from bot.flows.wizard.controller import Screen
 from bot.flows.wizard.steps.base import StepView, WizardContext
 from bot.flows.wizard.steps.retention import PRESETS, RetentionStep, policy_of, preview
 from bot.flows.wizard.steps.schedule import ScheduleStep, search_zones
-from bot.runs.schedule import next_runs
 from bot.slack.emulator.limits import check_view
 from bot.slack.wizard_render import modal
 from storage.models import BackupTemplate

@@ -104,7 +104,7 @@ async def test_validation_runs_a_real_test_backup_then_create_writes_everything_
                      "test backup: clean up"):  # fmt: skip
         assert expected in names, names
     assert "identical" in next(s["detail"] for s in result["steps"] if s["name"] == "test backup: restore files")
-    assert len(result["next_runs"]) == 5  # from bot.runs.schedule.next_runs, the scheduler's own math
+    assert len(result["next_runs"]) == 5  # from bot.backup.schedule.next_runs, the scheduler's own math
     assert {datetime.fromisoformat(r).strftime("%a %H:%M") for r in result["next_runs"]} <= {
         "Mon 02:00", "Wed 02:00", "Fri 02:00"}  # fmt: skip
     render(await step.view(ctx), "validation")

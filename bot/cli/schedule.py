@@ -1,6 +1,6 @@
 """``backup-bot schedule preview``: the next start instants of a schedule, as the scheduler will compute them.
 
-Uses :func:`bot.runs.schedule.next_runs`, the same function as the wizard's "next 5 runs" and the scheduler.
+Uses :func:`bot.backup.schedule.next_runs`, the same function as the wizard's "next 5 runs" and the scheduler.
 Needs no database and no settings (``--env-file`` is ignored). Prints one ISO-8601 instant with its UTC offset per
 line; a bad option is refused with one sentence and exit status 2.
 """
@@ -11,7 +11,7 @@ import argparse
 import sys
 from datetime import datetime
 
-from bot.runs.schedule import DAYS, ScheduleError, next_runs
+from bot.backup.schedule import DAYS, ScheduleError, next_runs
 
 MAX_COUNT = 1000
 _OPTION = {"days": "--days", "at": "--at", "window": "--window", "timezone": "--tz", "priority": "--priority"}

@@ -24,14 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.alerts import Alert, AlertBus
+from bot.backup import plan as planning
+from bot.backup import schedule as sched
 from bot.backup.runner import ChainPlan, ChainResult, prune_repository, run_chain
 from bot.borg import check as borg_check
 from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
-from bot.flows.wizard import plan as planning
 from bot.monitoring import ping_chain
 from bot.runs import orphans
-from bot.runs import schedule as sched
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.transport.base import TransportError
 from storage.models import BackupChain, Repository, Run, RunKind, RunStatus

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.runs import schedule as sched
+from bot.backup import schedule as sched
 from storage.models import BackupChain, Repository
 
 DEFAULT_CHECK: dict[str, Any] = {"days": ["sun"], "at": "05:00", "verify_data": False}

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from bot.flows.wizard.plan import source_transport
+from bot.backup.plan import source_transport
 from bot.transport.base import REMOTE_STARTED, RemoteProcess, TransportError
 from storage.models import Run, Server
 

@@ -3,7 +3,7 @@
 What is scheduled: every *active* chain's backups (``chain.schedule``) and checks (``chain.schedule["check"]``, a
 schedule mapping plus optional ``verify_data`` / ``scope``), and the ``prune`` runs of every repository that has a
 ``prune_schedule`` and at least one active chain (a repository whose chains are all paused is left alone). Paused,
-pending, draft and rejected chains are never scheduled. The slot math is ``bot.runs.schedule``'s, the same as the
+pending, draft and rejected chains are never scheduled. The slot math is ``bot.backup.schedule``'s, the same as the
 wizard's preview.
 
 Why in memory: walking 10,000 chains every minute (slots, one existence query and one insert per slot) cannot
@@ -51,8 +51,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.alerts import AlertBus
+from bot.backup import schedule as sched
 from bot.runs import nudge
-from bot.runs import schedule as sched
 from bot.runs.execute import announce
 from bot.runs.queue import RunQueue, RunSpec
 from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus

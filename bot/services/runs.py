@@ -13,7 +13,7 @@ from typing import Literal
 
 from bot.access import Actor, Refused, authz
 from bot.access.audit import record
-from bot.runs import schedule as sched
+from bot.backup import schedule as sched
 from bot.runs.nudge import nudge
 from bot.runs.queue import RunSpec, insert_rows
 from storage.models import ChainStatus, Run, RunKind, RunStatus

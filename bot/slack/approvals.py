@@ -34,7 +34,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Refused
 from bot.alerts import Alert
-from bot.runs import schedule as sched
+from bot.backup import schedule as sched
 from bot.runs.outbox import DM, UPDATE, Outbox
 from bot.services import approvals
 from bot.services.approvals import ALERT_KIND, decision_line, rules_of

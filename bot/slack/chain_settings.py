@@ -19,9 +19,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bot.access import Actor, Forbidden, Refused
+from bot.backup import schedule as sched
 from bot.monitoring import ping_url_of
 from bot.runs import maintenance
-from bot.runs import schedule as sched
 from bot.services import chains
 from bot.slack import listing
 from storage.models import BackupChain, Repository

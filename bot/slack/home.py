@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Directory, NotFound, Refused, resolve_actor
-from bot.runs import schedule as sched
+from bot.backup import schedule as sched
 from bot.services import chains as chain_ops
 from bot.services import runs
 from bot.slack import listing

@@ -3,7 +3,7 @@
 Each returns Block Kit built with ``slack_sdk.models`` (≤ 50 blocks, the message limit) and a plain-text
 fallback, for an ephemeral ack like help's. Everything is read through the workspace's
 :class:`~storage.tenancy.Tenant`, so nothing of another workspace can appear. Next runs come from
-:func:`bot.runs.schedule.next_runs`, the scheduler's own function; times are shown in the chain's time zone.
+:func:`bot.backup.schedule.next_runs`, the scheduler's own function; times are shown in the chain's time zone.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.backup import schedule as sched
 from bot.backup.retention import policy_summary
 from bot.flows.wizard.steps.backup_type import LABELS as TYPE_LABELS
 from bot.flows.wizard.steps.retention import policy_of
 from bot.flows.wizard.steps.schedule import format_run
-from bot.runs import schedule as sched
 from bot.runs.maintenance import check_summary, prune_summary
 from storage.models import (
     BackupChain,

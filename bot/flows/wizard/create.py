@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.backup import plan as planning
+from bot.backup.plan import PlanProblem, human, reveal
 from bot.backup.repository import (
     NAME,
     RepositorySetup,
@@ -41,13 +43,12 @@ from bot.backup.repository import (
     tear_down_access,
 )
 from bot.backup.retention import Policy, policy_summary
+from bot.backup.schedule import summary as schedule_summary
 from bot.borg import init as borg_init
 from bot.borg import key as borg_key
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.borg.runner import BorgError
-from bot.flows.wizard import plan as planning
-from bot.flows.wizard.plan import PlanProblem, human, reveal
 from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.store import keep_data
 from bot.flows.wizard.templates import TemplateError, save_template
@@ -156,15 +157,7 @@ def describe_retention(retention: Mapping[str, Any] | None) -> str:
 def describe_schedule(schedule: Mapping[str, Any] | None) -> str:
     if not schedule:
         return "not chosen"
-    try:  # the runs layer's wording, when it is there (it validates too)
-        from bot.runs.schedule import summary
-    except ImportError:
-        pass
-    else:
-        return summary(schedule)
-    days = "/".join(d.capitalize() for d in schedule.get("days") or []) or "no days"
-    when = "between " + " and ".join(schedule["window"]) if schedule.get("window") else f"at {schedule.get('at')}"
-    return f"{days} {when} ({schedule.get('timezone') or 'UTC'})"
+    return schedule_summary(schedule)
 
 
 def priority_of(schedule: Mapping[str, Any] | None) -> int:

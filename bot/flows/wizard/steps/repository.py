@@ -20,15 +20,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bot.backup import plan as planning
+from bot.backup.plan import PlanProblem
 from bot.backup.repository import NAME
 from bot.borg import create as borg_create
 from bot.borg import info as borg_info
 from bot.borg.init import DEFAULT_ENCRYPTION, ENCRYPTIONS
 from bot.borg.repo import Repo
 from bot.borg.runner import BorgError
-from bot.flows.wizard import plan as planning
 from bot.flows.wizard.create import proposed_name
-from bot.flows.wizard.plan import PlanProblem
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
 from bot.transport.base import TransportError
 from storage.crypto import Secret

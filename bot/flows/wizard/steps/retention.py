@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.backup import schedule as sched
 from bot.backup.retention import (
     OLDEST_SUFFIX,
     RULE_ORDER,
@@ -33,7 +34,6 @@ from bot.backup.retention import (
     validate,
 )
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
-from bot.runs import schedule as sched
 from storage.models import BackupTemplate
 from storage.tenancy import Tenant
 

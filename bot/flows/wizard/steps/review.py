@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.access import Refused
+from bot.backup import plan as planning
+from bot.backup.plan import PlanProblem
 from bot.flows.wizard import access
 from bot.flows.wizard import create as creating
-from bot.flows.wizard import plan as planning
-from bot.flows.wizard.plan import PlanProblem
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
 from bot.flows.wizard.steps.validation import STEP_TITLES, fingerprint
 from bot.flows.wizard.templates import TemplateError, check_name

@@ -2,7 +2,7 @@
 
 The form starts from the saved answer, else the template's schedule, else every day at 02:00 in the person's
 own time zone (from Slack's ``users.info``). The next five runs are listed from
-:func:`bot.runs.schedule.next_runs` — the function the scheduler uses — so DST changes show as they will happen.
+:func:`bot.backup.schedule.next_runs` — the function the scheduler uses — so DST changes show as they will happen.
 Stored: ``data["schedule"] = {days, at, window, timezone, priority}`` with exactly one of ``at`` / ``window``
 set (see ``bot.flows.wizard.data``).
 """
@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.backup import schedule as sched
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
-from bot.runs import schedule as sched
 from storage.models import BackupTemplate
 from storage.tenancy import Tenant
 

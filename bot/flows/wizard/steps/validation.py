@@ -3,7 +3,7 @@
 What the submit does, in order (each line of the result names the wizard step to go back to when it fails):
 
 1. settings that need no server: source config, repository name/encryption/compression, retention (as borg prune
-   would judge it), schedule (and the first runs, from ``bot.runs.schedule.next_runs`` when the runs layer is
+   would judge it), schedule (and the first runs, from ``bot.backup.schedule.next_runs`` when the runs layer is
    there — imported lazily, the preview is simply left out without it);
 2. the server (exists, host key confirmed) and the pool (usable for this source, free space measured now against
    the projected size — see :mod:`bot.flows.wizard.steps.pool`);
@@ -11,7 +11,7 @@ What the submit does, in order (each line of the result names the wizard step to
    or adopting, key export, append-only push key). It is kept in ``data["setup"]`` (secrets sealed) so the review
    step only writes rows, and written to the session at once (a failing test backup must not lose it);
 4. the plan: facts probed on the source (databases, login, …) and the jobs the source type plans
-   (:mod:`bot.flows.wizard.plan`); the snapshot method asked whether it can freeze each path;
+   (:mod:`bot.backup.plan`); the snapshot method asked whether it can freeze each path;
 5. the engine's test backup (:func:`bot.backup.testbackup.run_test_backup`): connect, open the repository, push one
    sample per path and each dump's output, read one item back byte-identical, remove every test archive.
 
@@ -36,16 +36,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.access import Refused
+from bot.backup import plan as planning
 from bot.backup import snapshots, sources
+from bot.backup.plan import PlanProblem
 from bot.backup.repository import NAME
 from bot.backup.testbackup import run_test_backup
 from bot.borg import create as borg_create
 from bot.borg.init import ENCRYPTIONS
 from bot.flows.wizard import access
 from bot.flows.wizard import create as creating
-from bot.flows.wizard import plan as planning
 from bot.flows.wizard.create import discard_setup
-from bot.flows.wizard.plan import PlanProblem
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, StepView, WizardContext
 from bot.flows.wizard.steps.pool import assess
 from bot.flows.wizard.store import keep_data

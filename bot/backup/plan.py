@@ -39,6 +39,7 @@ from bot.backup.jobs import ArchiveJob
 from bot.backup.repository import KEY_DIR, NAME, PoolAccess, RepoSpec
 from bot.backup.retention import Policy
 from bot.backup.runner import ChainPlan
+from bot.backup.schedule import next_runs
 from bot.backup.sources import MongoDBFacts, MySQLFacts, PlanError, PostgreSQLFacts
 from bot.backup.sources.docker import DockerSourceFacts
 from bot.backup.sources.system import SystemFacts
@@ -497,14 +498,10 @@ def reveal(token: str | None) -> str | None:
 
 
 def next_runs_preview(schedule: Mapping[str, Any] | None, count: int = 5) -> list[datetime] | str | None:
-    """The next ``count`` runs of a schedule answer, from ``bot.runs.schedule.next_runs`` (the runs layer's, so the
-    preview matches the scheduler). None when that module is not there (yet); a string when it refuses the
-    schedule (the sentence says why)."""
+    """The next ``count`` runs of a schedule answer, from :func:`bot.backup.schedule.next_runs` (the scheduler's own
+    math, so the preview matches it). None without a schedule; a string when it refuses the schedule (the sentence
+    says why)."""
     if not schedule:
-        return None
-    try:
-        from bot.runs.schedule import next_runs  # type: ignore[import-not-found]
-    except ImportError:
         return None
     try:
         return list(next_runs(dict(schedule), count))
