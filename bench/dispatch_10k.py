@@ -161,7 +161,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def measure(url: str, expected: dict[str, int], last_due: float, args: argparse.Namespace) -> None:
-    from bot.backup.scheduler import Scheduler
+    from bot.runs.scheduler import Scheduler
 
     import bot.slack.app  # noqa: F401  (the bot process has the Slack app loaded too: count it in the RSS)
     from storage import db

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot.backup.scheduler import Scheduler
+from bot.runs.scheduler import Scheduler
 
 from bot.alerts import AlertBus
 from bot.backup.jobs import ArchiveJob, archive_name

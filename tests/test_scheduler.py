@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bot.backup.scheduler import Scheduler
+from bot.runs.scheduler import Scheduler
 
 from bot.runs import nudge
 from bot.runs.execute import Executor
