@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from bot.cli import apitoken, approvals, doctor, init, keys, migrate, retention, roles, run, schedule, worker
+from bot.cli import apitoken, approvals, audit, doctor, init, keys, migrate, retention, roles, run, schedule, worker
 from bot.config import ConfigError
 from storage.errors import StorageError
 
-MODULES = (init, migrate, run, worker, doctor, keys, apitoken, approvals, roles, retention, schedule)
+MODULES = (init, migrate, run, worker, doctor, keys, apitoken, approvals, roles, audit, retention, schedule)
 
 console = Console(stderr=True, highlight=False)
 

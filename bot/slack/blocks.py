@@ -41,6 +41,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("ping", "/backup ping <chain> [<url>|off]", "a URL pinged at each backup's start/success/fail", True),
     Subcommand("check", "/backup check <chain> [off|<days> <HH:MM> [verify]]", "when borg check verifies it", True),
     Subcommand("prune", "/backup prune <chain> [after-backup|<days> <HH:MM>]", "when old archives are pruned", True),
+    Subcommand("roles", "/backup roles", "who is an admin and who may use which server or pool (admins change it)",
+               True),
+    Subcommand("audit", "/backup audit [chain <name>|server <name>|user @someone] [page N]", "who did what, when",
+               True),
 )
 
 

@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard import templates
 from bot.flows.wizard.controller import WizardController
-from bot.slack import chain_settings, listing
+from bot.slack import audit, chain_settings, listing, roles
 from bot.slack.actors import actor_of
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
 from bot.slack.wizard import open_or_explain, open_wizard
@@ -39,10 +39,10 @@ def register(app: AsyncApp, controller: WizardController | None = None) -> None:
             found = await listing.answer(context["tenant"], command.get("text", ""))
             await ack(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
             return
-        if word in chain_settings.WORDS and context.get("tenant") is not None:
+        if word in ACTOR_ANSWERS and context.get("tenant") is not None:
             rest = (command.get("text") or "").strip().split(maxsplit=1)
             actor = await actor_of(context, client, command["user_id"])
-            found = await chain_settings.ANSWERS[word](actor, rest[1] if len(rest) > 1 else "")
+            found = await ACTOR_ANSWERS[word](actor, rest[1] if len(rest) > 1 else "")
             await ack(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
             return
         if controller is None or word not in WIZARD_WORDS:
@@ -89,3 +89,5 @@ async def _tell(client: AsyncWebClient, command: dict, text: str) -> None:
 
 
 WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel}
+ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS,
+                 **audit.ANSWERS}  # answers that act for the user: roles resolved first
