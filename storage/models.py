@@ -402,13 +402,17 @@ class Run(Model):
 
 
 class Approval(Model):
-    """A request for a person to approve a chain, decided exactly once, by compare-and-set on ``status``."""
+    """A request for a person to approve a chain, or a wizard's answers before anything is set up for them (then
+    ``chain`` is set once it is created), decided exactly once, by compare-and-set on ``status``."""
 
     id = fields.IntField(primary_key=True)
     team_id = fields.CharField(max_length=32, db_index=True)
-    chain: fields.ForeignKeyRelation[BackupChain] = fields.ForeignKeyField(
-        "models.BackupChain", related_name="approvals", on_delete=fields.CASCADE
+    chain: fields.ForeignKeyNullableRelation[BackupChain] = fields.ForeignKeyField(
+        "models.BackupChain", related_name="approvals", null=True, on_delete=fields.CASCADE
     )
+    session_id = fields.UUIDField(null=True, db_index=True)  # the wizard whose answers wait for this approval
+    fingerprint = fields.CharField(max_length=64, null=True)  # … exactly these answers
+    summary = fields.TextField(null=True)  # what the approver is shown (the wizard's review), for answers
     requested_by = fields.CharField(max_length=32)
     status = fields.CharEnumField(ApprovalStatus, max_length=16, default=ApprovalStatus.PENDING)
     decided_by = fields.CharField(max_length=32, null=True)

@@ -6,14 +6,9 @@ Each sshd's log (LogLevel VERBOSE) records every TCP connection ("Connection fro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import asyncssh
 import pytest
 
 from bot.access import Actor, Forbidden, StaticDirectory, authz, resolve_actor
-from bot.alerts import AlertBus
 from bot.flows.wizard.services import WizardServices
 from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.steps.server import ServerStep
@@ -22,7 +17,6 @@ from bot.flows.wizard.steps.source import SourceStep
 from bot.flows.wizard.steps.validation import validate
 from bot.inventory import fetch_host_key, pin_host_key, refresh_capabilities
 from bot.services import runs, servers
-from bot.transport import SSHPool
 from storage.models import (
     AuditLog,
     BackupChain,
@@ -36,7 +30,6 @@ from storage.models import (
     StoragePool,
 )
 from storage.tenancy import Tenant
-from tests.harness.sshd import generate_ed25519
 
 TEAM = "T0001"
 ADMIN, MEMBER, OPERATOR = "U0ADMIN", "U0MEMBER", "U0OPER"
@@ -47,19 +40,6 @@ def traffic(host) -> tuple[int, int]:
     """(TCP connections, command sessions) the sshd has seen so far."""
     log = host.log()
     return log.count("Connection from"), log.count("Starting session")
-
-
-@pytest.fixture
-def bot_key(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "bot_ed25519"
-    return path, generate_ed25519(path, "backup-bot")
-
-
-@pytest.fixture
-async def services(bot_key) -> AsyncIterator[WizardServices]:
-    pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
-    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=DIRECTORY)
-    await pool.close()
 
 
 def context(services: WizardServices, user: str, data: dict | None = None) -> WizardContext:
@@ -243,3 +223,141 @@ def test_typed_fingerprints_are_read_from_what_admins_paste() -> None:
     assert servers.typed_fingerprint(fp.removeprefix("SHA256:")) == fp
     assert servers.typed_fingerprint(f"256 {fp} root@host (ED25519)") == fp
     assert servers.typed_fingerprint("yes") is None and servers.typed_fingerprint("") is None
+
+
+# -- admin-only operations of the service layer ----------------------------------------------------------------
+
+
+async def test_pools_servers_logins_and_roles_are_changed_by_admins_only(sqlite_db) -> None:
+    from bot.services import credentials, pools, roles
+
+    tenant = Tenant(TEAM)
+    server = await tenant.create(Server, name="db1", host="db1.example.com", host_key="ssh-ed25519 AAAA",
+                                 host_key_fingerprint="SHA256:x")  # fmt: skip
+    member, admin = await resolve_actor(DIRECTORY, TEAM, MEMBER), await resolve_actor(DIRECTORY, TEAM, ADMIN)
+    refusals = [
+        pools.add_pool(member, "main", "/srv/borg"),
+        pools.remove_pool(member, "main"),
+        servers.remove(member, "db1"),
+        credentials.store_login(member, server, "mysql", host="localhost", port=3306, user="u", password="pw"),
+        roles.grant_admin(member, MEMBER),
+        roles.grant_operator(member, MEMBER, server="db1"),
+        roles.set_admin_channel(member, "C0ADMINS"),
+    ]
+    for attempt in refusals:
+        with pytest.raises(Forbidden, match=r"^Only admins can .* — ask a Slack workspace admin\.$"):
+            await attempt
+    assert await StoragePool.all().count() == 0 and await RoleGrant.all().count() == 0
+    assert await AuditLog.all().count() == 0
+
+    pool = await pools.add_pool(admin, "main", "/srv//borg/", server="db1", quota_bytes=10**12)
+    assert (pool.base_path, pool.kind, pool.server_id) == ("/srv/borg", PoolKind.SSH, server.id)
+    with pytest.raises(servers.Refused, match="not a usable pool directory"):
+        await pools.add_pool(admin, "bad", "relative/dir")
+    login = await credentials.store_login(admin, server, "mysql", host="localhost", port=3306, user="u",
+                                          password="Secret-Pw-1")  # fmt: skip
+    assert login.password.reveal() == "Secret-Pw-1"
+    grant = await roles.grant_operator(admin, "<@U0MEMBER|mia>", server="db1", paths=["/srv/app/", "/srv/app"],
+                                       databases=["shop"])  # fmt: skip
+    assert (grant.subject, grant.target, grant.paths, grant.databases) == (MEMBER, "server db1", ("/srv/app",),
+                                                                           ("shop",))  # fmt: skip
+    with pytest.raises(servers.Refused, match="not an absolute path"):
+        await roles.grant_operator(admin, MEMBER, server="db1", paths=["srv"])
+    mine = await roles.show(await resolve_actor(DIRECTORY, TEAM, MEMBER))
+    assert not mine.everything and [g.id for g in mine.grants] == [grant.id]
+    with pytest.raises(servers.Refused, match="holds a storage pool"):
+        await servers.remove(admin, "db1")
+    await pools.remove_pool(admin, "main")
+    await roles.revoke(admin, grant.id)
+    actions = await AuditLog.filter(team_id=TEAM).order_by("id").values_list("action", flat=True)
+    assert actions == ["pool.add", "credential.store", "role.grant", "pool.remove", "role.revoke"]
+    assert "Secret-Pw-1" not in str(await AuditLog.all().values_list("details", flat=True))
+
+
+async def test_roles_through_slack(sqlite_db, tmp_path) -> None:
+    """`/backup roles` through the emulator: an admin grants, a member sees their own roles and cannot grant."""
+    import json
+
+    from bot.config import load_settings
+    from bot.slack.app import build_app, serve_http
+    from bot.slack.emulator import DEFAULT_BOT_TOKEN, DEFAULT_USER, SlackDriver, SlackEmulator
+    from storage.crypto import generate_key
+
+    await Tenant(TEAM).create(Server, name="web 1", host="web1.example.com")
+    async with SlackEmulator() as slack:
+        slack.add_user(MEMBER, name="mia")
+        settings = load_settings(tmp_path / "none.env", SLACK_BOT_TOKEN=DEFAULT_BOT_TOKEN, SLACK_SIGNING_SECRET="s",
+                                 SLACK_API_URL=slack.api_url, BACKUPBOT_SECRET_KEYS=generate_key())  # fmt: skip
+        runner = await serve_http(build_app(settings), "127.0.0.1", 0)
+        host, port = runner.addresses[0][:2]
+        driver = SlackDriver.over_http(slack, f"http://{host}:{port}/slack/events", "s")
+        try:
+            async def say(text: str, user: str) -> str:
+                answered = await driver.slash_command("/backup", f"roles {text}".strip(), user=user)
+                return json.dumps(answered.json["blocks"])
+
+            refused = await say(f"grant <@{MEMBER}|mia> server web 1", MEMBER)
+            assert "Only admins can grant roles" in refused and await RoleGrant.all().count() == 0
+            granted = await say(f"grant <@{MEMBER}|mia> server web 1 paths /srv/www", DEFAULT_USER)  # a Slack admin
+            assert "operator of server web 1" in granted and "/srv/www" in granted
+            own = await say("", MEMBER)
+            assert "Your roles here" in own and "server web 1" in own and "ask" in own
+            everything = await say("", DEFAULT_USER)
+            assert "Roles in this workspace" in everything
+            grant = await RoleGrant.get(subject=MEMBER)
+            assert "Revoked" in await say(f"revoke {grant.id}", DEFAULT_USER) and await RoleGrant.all().count() == 0
+        finally:
+            await driver.aclose()
+            await runner.cleanup()
+
+
+async def test_disruptive_options_and_whole_server_backups_need_an_admin(sqlite_db) -> None:
+    """The wizard's gate on a source (no server is contacted to decide): table locks, stopping or pausing
+    containers and snapshots are an admin's; an operator's database limits hold; an operator limited to paths may
+    not back up the whole system or Docker."""
+    from bot.flows.wizard import access
+
+    tenant = Tenant(TEAM)
+    server = await tenant.create(Server, name="db1", host="db1.example.com", host_key="ssh-ed25519 AAAA")
+    await grant(OPERATOR, server=server)
+    await tenant.create(RoleGrant, role=Role.OPERATOR, subject="S0OPS", server=server, paths=["/srv"],
+                        databases=["shop"], granted_by=ADMIN)  # fmt: skip
+    operator = await resolve_actor(DIRECTORY, TEAM, OPERATOR)  # unlimited through their own grant
+    await access.check_source(operator, server, "mysql", {"databases": [], "lock_non_transactional": False})
+    for source, kind, words in (
+        ({"databases": ["shop"], "lock_non_transactional": True}, "mysql", "Only admins can lock tables"),
+        ({"volumes": ["v"], "policies": {"db": "stop"}}, "docker", "Only admins can stop containers"),
+    ):
+        with pytest.raises(Forbidden, match=words):
+            await access.check_source(operator, server, kind, source)
+    with pytest.raises(Forbidden, match="Only admins can take snapshots"):
+        await access.check_snapshot(operator, "lvm")
+    await RoleGrant.filter(subject=OPERATOR).delete()
+    limited = await resolve_actor(DIRECTORY, TEAM, OPERATOR)  # now only the group's limited grant
+    with pytest.raises(Forbidden, match="The database crm is outside"):
+        await access.check_source(limited, server, "postgresql", {"databases": ["shop", "crm"]})
+    with pytest.raises(Forbidden, match="choose them by name instead of all databases"):
+        await access.check_source(limited, server, "postgresql", {"databases": []})
+    with pytest.raises(Forbidden, match="A full-system backup reaches every file on db1"):
+        await access.check_source(limited, server, "system", {})
+    await access.check_source(limited, server, "files", {"paths": ["/srv/app"]})
+    admin = await resolve_actor(DIRECTORY, TEAM, ADMIN)
+    await access.check_source(admin, server, "docker", {"volumes": ["v"], "policies": {"db": "stop"}})
+
+
+async def test_a_member_sees_and_stores_into_granted_pools_only(sqlite_db, tmp_path, services) -> None:
+    from bot.flows.wizard.steps.pool import PoolStep
+
+    tenant = Tenant(TEAM)
+    mine = await tenant.create(StoragePool, name="mine", kind=PoolKind.LOCAL, base_path=str(tmp_path / "mine"))
+    theirs = await tenant.create(StoragePool, name="theirs", kind=PoolKind.LOCAL, base_path=str(tmp_path / "t"))
+    await grant(MEMBER, pool=mine)
+    step = PoolStep()
+    ctx = context(services, MEMBER, {"backup_type": "files", "source": {"paths": ["/etc"]}})
+    view = await step.view(ctx)
+    [field] = view.fields
+    assert [o.value for o in field.options] == [str(mine.id)]
+    refused = await step.submit(ctx, {"pool_id": str(theirs.id)})
+    assert refused["pool_id"].startswith("You have no access to the storage pool theirs")
+    nothing = await step.view(context(services, "U0NOBODY"))
+    assert "No storage pool is granted to you yet" in nothing.notes[0]

@@ -78,7 +78,8 @@ def buttons(message: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-async def start_env(tmp_path: Path, approvals: dict[str, Any] | None = None) -> AsyncIterator[Env]:
+async def start_env(tmp_path: Path, approvals: dict[str, Any] | None = None, *, wizard: Any = None,
+                    bus: AlertBus | None = None) -> AsyncIterator[Env]:  # fmt: skip
     slack = SlackEmulator(port=free_port())
     await slack.start()
     for user in PEOPLE:
@@ -96,10 +97,10 @@ async def start_env(tmp_path: Path, approvals: dict[str, Any] | None = None) -> 
         BACKUPBOT_SECRET_KEYS=generate_key(),
     )
     client = build_client(settings)
-    bus = AlertBus()
+    bus = bus or AlertBus()
     outbox = Outbox(slack_sender(client), base_delay=0.2, max_delay=0.5, poll_interval=0.1)
     reporting = await install(bus, client, outbox=outbox)
-    app = build_app(settings, client=client, outbox=outbox)
+    app = build_app(settings, client=client, outbox=outbox, wizard=wizard)
     runner = await serve_http(app, "127.0.0.1", 0)
     host, port = runner.addresses[0][:2]
     driver = SlackDriver.over_http(slack, f"http://{host}:{port}/slack/events", SECRET)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot.runs.scheduler import Scheduler
 
 from bot.alerts import AlertBus
 from bot.backup.jobs import ArchiveJob, archive_name
@@ -26,6 +25,7 @@ from bot.flows.wizard import create as creating
 from bot.runs.execute import Executor
 from bot.runs.notify import human_bytes, pruned_archives
 from bot.runs.queue import RunSpec, SqlQueue
+from bot.runs.scheduler import Scheduler
 from bot.runs.worker import Worker
 from storage.models import BackupChain, ChainStatus, PoolKind, Repository, Run, RunKind, RunStatus, StoragePool
 from tests.test_reports import REPORTS, Env, start_env, text_of

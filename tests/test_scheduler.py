@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bot.runs.scheduler import Scheduler
 
 from bot.runs import nudge
 from bot.runs.execute import Executor
 from bot.runs.queue import SqlQueue
+from bot.runs.scheduler import Scheduler
 from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus
 from tests.test_reports import REPORTS, Env, start_env, text_of
 from tests.test_reports import make_chain as reported_chain

@@ -28,7 +28,7 @@ from bot.transport import SSHPool
 from storage.models import PoolKind, Repository, Server, ServerStatus, StoragePool
 from tests.harness.ssh import target_of
 
-ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
+DIRECTORY = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
 
 TEAM = "T0001"
 MiB = 1024 * 1024
@@ -62,7 +62,7 @@ async def server_row(host: Any, name: str) -> Server:
 async def build_world(make_sshd: Any, tag: str) -> World:
     src = make_sshd(f"wsrc{tag}")
     pool_host = make_sshd(f"wpool{tag}", client_key=src.client_key_path)
-    services = WizardServices(pool=SSHPool([asyncssh.read_private_key(src.client_key_path)]), directory=ADMINS)
+    services = WizardServices(pool=SSHPool([asyncssh.read_private_key(src.client_key_path)]), directory=DIRECTORY)
     server = await server_row(src, "web1")
     pool_server = await server_row(pool_host, "vault")
     pool = await StoragePool.create(team_id=TEAM, name="vault-main", server=pool_server,

@@ -8,15 +8,9 @@ One bot key (``bot_key``) is shared by every host of a test, as the bot's single
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import asyncssh
-import pytest
 
 from bot.access import StaticDirectory
-from bot.alerts import AlertBus
 from bot.flows.wizard.controller import Screen, WizardController
 from bot.flows.wizard.services import WizardServices
 from bot.flows.wizard.steps.backup_type import BackupTypeStep
@@ -24,28 +18,13 @@ from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.steps.server import ServerStep
 from bot.inventory import fetch_host_key, pin_host_key, refresh_capabilities
 from bot.slack.wizard_render import modal
-from bot.transport import SSHPool
 from storage.models import AuditLog, Server, ServerStatus
 from storage.tenancy import Tenant
 from tests.harness.common import free_port
-from tests.harness.sshd import generate_ed25519
 
-ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
+DIRECTORY = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin (fixture services)
 
 TEAM = "T0001"
-
-
-@pytest.fixture
-def bot_key(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "bot_ed25519"
-    return path, generate_ed25519(path, "backup-bot")
-
-
-@pytest.fixture
-async def services(bot_key) -> AsyncIterator[WizardServices]:
-    pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
-    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=ADMINS)
-    await pool.close()
 
 
 def context(services: WizardServices, data: dict | None = None, team: str = TEAM) -> WizardContext:

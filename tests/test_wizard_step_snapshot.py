@@ -7,43 +7,25 @@ over real sshd.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 
 from bot.access import StaticDirectory
-from bot.alerts import AlertBus
 from bot.flows.wizard.controller import Screen, WizardController
-from bot.flows.wizard.services import WizardServices
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, StepView, WizardContext
 from bot.flows.wizard.steps.snapshot import SnapshotStep
 from bot.flows.wizard.steps.source import SourceStep
 from bot.inventory import fetch_host_key, pin_host_key, refresh_capabilities
 from bot.slack.wizard_render import modal
-from bot.transport import SSHPool
 from storage.models import Server
 from storage.tenancy import Tenant
-from tests.harness.sshd import generate_ed25519
 
-ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
+DIRECTORY = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin (fixture services)
 
 TEAM = "T0001"
-
-
-@pytest.fixture
-def bot_key(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "bot_ed25519"
-    return path, generate_ed25519(path, "backup-bot")
-
-
-@pytest.fixture
-async def services(bot_key) -> AsyncIterator[WizardServices]:
-    pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
-    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=ADMINS)
-    await pool.close()
 
 
 @pytest.fixture

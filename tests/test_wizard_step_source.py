@@ -13,16 +13,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncssh
-import pytest
 from tortoise import Tortoise
 
 from bot.access import StaticDirectory
-from bot.alerts import AlertBus
 from bot.backup import sources
 from bot.flows.wizard.controller import Screen, WizardController
 from bot.flows.wizard.services import WizardServices
@@ -35,28 +31,13 @@ from bot.inventory import fetch_host_key, pin_host_key, refresh_capabilities
 from bot.probes import docker_models, mongodb
 from bot.probes.capabilities import ProbeOutcome
 from bot.slack.wizard_render import modal
-from bot.transport import SSHPool
 from storage.models import DatabaseCredential, Server, TestStatus
 from storage.tenancy import Tenant
-from tests.harness.sshd import generate_ed25519
 from tests.test_wizard_step_snapshot import Answer
 
-ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
+DIRECTORY = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin (fixture services)
 
 TEAM = "T0001"
-
-
-@pytest.fixture
-def bot_key(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "bot_ed25519"
-    return path, generate_ed25519(path, "backup-bot")
-
-
-@pytest.fixture
-async def services(bot_key) -> AsyncIterator[WizardServices]:
-    pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
-    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=ADMINS)
-    await pool.close()
 
 
 async def probed_server(host, services: WizardServices) -> Server:

@@ -19,7 +19,7 @@ from storage.crypto import Secret
 from storage.models import AuditLog, BackupTemplate
 from storage.tenancy import Tenant
 
-ADMINS = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
+DIRECTORY = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
 
 TENANT = Tenant("T0001")
 
@@ -74,7 +74,7 @@ async def test_save_list_and_prefill_without_servers_or_secrets(sqlite_db: str) 
     # The prefilled answers reach the steps, which still check them: step 6 shows the template's compression and
     # proposes a name from the convention once a server is chosen.
     ctx = WizardContext(team_id="T0001", user_id="U1", session_id=str(uuid.uuid4()), data=filled,
-                        services=WizardServices(pool=SSHPool([]), directory=ADMINS))  # fmt: skip
+                        services=WizardServices(pool=SSHPool([]), directory=DIRECTORY))  # fmt: skip
     fields = {f.name: f for f in (await RepositoryStep().view(ctx)).fields}
     assert fields["compression"].initial == "zstd,6" and fields["encryption"].initial == "repokey"
     assert fields["mode"].initial == "new"

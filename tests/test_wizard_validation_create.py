@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from tortoise.exceptions import IntegrityError
 
+from bot.access import Actor
 from bot.alerts import Alert
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.flows.wizard import create as creating
 from bot.flows.wizard import store
+from bot.flows.wizard.approved import continue_after_approval
 from bot.flows.wizard.controller import WizardController
 from bot.flows.wizard.steps.pool import PoolStep
 from bot.flows.wizard.steps.repository import RepositoryStep
@@ -170,14 +172,12 @@ async def test_validation_runs_a_real_test_backup_then_create_writes_everything_
     assert await review.submit(ctx, values) == {} and await BackupChain.filter(name="web1-www").count() == 1
 
 
-async def test_through_the_controller_with_approval_required(world: World) -> None:
-    """Steps 5, 6, 9 and 10 through the wizard controller (machine, session row, done screen); the workspace
-    requires approval, so the chain waits for it and the approvals layer is asked."""
-    await Workspace.create(team_id=TEAM, settings={"approvals": {"required": True, "exempt": ["U0BOSS"]}})
-    seen: list[Alert] = []
-    world.services.alerts.subscribe(seen.append)
-    controller = WizardController(lambda: [PoolStep(), RepositoryStep(), ValidationStep(), ReviewStep()],
-                                  world.services)  # fmt: skip
+def sessions(*hosts: Any) -> int:
+    """Command sessions the hosts' sshd have seen (their logs: LogLevel VERBOSE)."""
+    return sum(host.log().count("Starting session") for host in hosts)
+
+
+async def through_to_review(controller: WizardController, world: World, name: str) -> str:
     tenant = Tenant(TEAM)
     prefill = {k: v for k, v in world.ctx(**ANSWERS, size_estimate={"total_bytes": 4096}).data.items()}
     screen = await controller.start(tenant, "U1", "C0CHAN", prefill=prefill)
@@ -186,31 +186,119 @@ async def test_through_the_controller_with_approval_required(world: World) -> No
     modal(screen)
     screen = await controller.submit(tenant, "U1", sid, {"pool_id": str(world.pool.id)})
     assert screen.step == "repository" and not screen.errors, screen.errors
-    modal(screen)
-    name = next(f for f in screen.view.fields if f.name == "name").initial
     values = {"mode": "new", "name": name, "encryption": "repokey-blake2", "compression": "auto,zstd,6"}
     screen = await controller.submit(tenant, "U1", sid, values)
     assert screen.step == "validation" and not screen.errors
     modal(screen)
+    return sid
+
+
+async def test_with_approval_required_nothing_touches_a_server_before_the_approval(world: World) -> None:
+    """Steps 5, 6, 9 and 10 through the wizard controller; the workspace requires approval for this person, so
+    validation checks only what needs no server, Create asks an approver, and only the approval sets up the
+    repository, runs the test backup and creates the chain (active) — for exactly the approved answers."""
+    await Workspace.create(team_id=TEAM, settings={"approvals": {"required": True, "exempt": ["U0BOSS"]}})
+    seen: list[Alert] = []
+    world.services.alerts.subscribe(seen.append)
+    controller = WizardController(lambda: [PoolStep(), RepositoryStep(), ValidationStep(), ReviewStep()],
+                                  world.services)  # fmt: skip
+    tenant = Tenant(TEAM)
+    sid = await through_to_review(controller, world, "needs-ok")
+    before = sessions(world.src, world.pool_host)
     screen = await controller.submit(tenant, "U1", sid, {})
     assert screen.step == "review" and not screen.errors, screen.errors
     modal(screen)
     assert any("requires approval" in note for note in screen.view.notes)
+    assert "before approval" in screen.view.notes[0]
     screen = await controller.submit(tenant, "U1", sid, {"name": "needs-ok", "options": ["run_now"]})
     assert screen.step == "done", screen.errors
     modal(screen)
-    assert "waiting for approval" in screen.view.heading and "No backup runs until" in screen.view.heading
-
-    chain = await BackupChain.get(name="needs-ok").prefetch_related("repository")
-    assert chain.status == ChainStatus.PENDING_APPROVAL and chain.repository.compression == "auto,zstd,6"
-    approval = await Approval.get(chain_id=chain.id)
-    assert approval.status == "pending" and approval.requested_by == "U1" and approval.channel_id == "C0CHAN"
+    assert "waiting for approval" in screen.view.heading and "Nothing was set up" in screen.view.heading
+    assert sessions(world.src, world.pool_host) == before  # no command on the source or the pool
+    assert not (world.pool_host.workdir / "repos" / "needs-ok").exists()
+    assert await counts() == (0, 0, 0) and await Run.all().count() == 0
+    approval = await Approval.get(session_id=sid)
+    assert (approval.status, approval.requested_by, approval.channel_id, approval.chain_id) == (
+        "pending", "U1", "C0CHAN", None)  # fmt: skip
+    assert "needs-ok" in approval.summary and "web1" in approval.summary
     assert [a.kind for a in seen] == ["approval_requested"] and seen[0].details["approval_id"] == approval.id
-    assert await Run.all().count() == 0  # nothing runs before the approval
-    assert await AuditLog.filter(action="approval.request", object_id=str(chain.id)).exists()
-    assert (world.pool_host.workdir / "repos" / name / "config").is_file()
+    assert await AuditLog.filter(action="approval.request", object_type="wizard", object_id=sid).exists()
+
+    boss = Actor(TEAM, "U0BOSS", is_admin=True)  # no approvers configured: admins decide
+    decided = await approvals.decide(boss, approval.id, approve=True)
+    assert decided.chain is None and sessions(world.src, world.pool_host) == before  # deciding runs nothing
+    outcome = await continue_after_approval(controller, tenant, sid)
+    assert outcome.created and "approved, validated and created" in outcome.sentence, outcome.sentence
+    assert sessions(world.src, world.pool_host) > before  # now the repository and the test backup were made
+    chain = await BackupChain.get(name="needs-ok").prefetch_related("repository")
+    assert chain.status == ChainStatus.ACTIVE and chain.repository.compression == "auto,zstd,6"
+    assert (world.pool_host.workdir / "repos" / "needs-ok" / "config").is_file()
+    assert (await Approval.get(id=approval.id)).chain_id == chain.id
+    assert (await Run.get(chain_id=chain.id)).requested_by == "U1"  # "Run a backup now" was kept for after
     row = await WizardSession.get(id=sid)
     assert row.state == "done" and row.data["chain_id"] == chain.id
+    assert (await continue_after_approval(controller, tenant, sid)).sentence == "*needs-ok* was already created."
+
+
+async def test_a_rejected_request_sets_up_nothing_and_changed_answers_need_a_new_approval(world: World) -> None:
+    await Workspace.create(team_id=TEAM, settings={"approvals": {"required": True}})
+    controller = WizardController(lambda: [PoolStep(), RepositoryStep(), ValidationStep(), ReviewStep()],
+                                  world.services)  # fmt: skip
+    tenant = Tenant(TEAM)
+    sid = await through_to_review(controller, world, "not-ok")
+    await controller.submit(tenant, "U1", sid, {})
+    await controller.submit(tenant, "U1", sid, {"name": "not-ok", "options": []})
+    approval = await Approval.get(session_id=sid)
+    await approvals.decide(Actor(TEAM, "U0BOSS", is_admin=True), approval.id, approve=False, reason="too big")
+    assert await approvals.approved_for(TEAM, sid, approval.fingerprint) is None
+    assert not (world.pool_host.workdir / "repos" / "not-ok").exists() and await counts() == (0, 0, 0)
+    # An approval holds for the answers it was given only: other answers are not approved by it.
+    await Approval.filter(id=approval.id).update(status="approved")
+    assert await approvals.approved_for(TEAM, sid, "another-fingerprint") is None
+
+
+async def test_approving_in_slack_validates_creates_and_tells_the_requester_and_the_thread(world: World,
+                                                                                         tmp_path) -> None:  # fmt: skip
+    """The same through Slack: the request message shows the answers, the approver's click runs the validation and
+    creates the chain, and the outcome reaches the requester (DM) and the request's thread."""
+    from tests.test_reports import APPROVALS, start_env
+
+    controller = WizardController(lambda: [PoolStep(), RepositoryStep(), ValidationStep(), ReviewStep()],
+                                  world.services)  # fmt: skip
+    rules = {"required": True, "approvers": ["U0LEAD"], "channel": APPROVALS}
+    envs = start_env(tmp_path, rules, wizard=controller, bus=world.services.alerts)
+    env = await anext(envs)
+    try:
+        await _approve_in_slack(env, controller, world)
+    finally:
+        await envs.aclose()
+
+
+async def _approve_in_slack(env: Any, controller: WizardController, world: World) -> None:
+    from tests.test_reports import APPROVALS, text_of, wait_for
+
+    env.slack.add_user("U1")
+    sid = await through_to_review(controller, world, "via-slack")
+    tenant = Tenant(TEAM)
+    assert (await controller.submit(tenant, "U1", sid, {})).step == "review"
+    assert (await controller.submit(tenant, "U1", sid, {"name": "via-slack", "options": []})).step == "done"
+    await wait_for(lambda: env.slack.messages(APPROVALS))
+    (request,) = env.slack.messages(APPROVALS)
+    assert "a new backup chain" in text_of(request) and "via-slack" in text_of(request)
+    assert not (world.pool_host.workdir / "repos" / "via-slack").exists()
+    await env.driver.click("approval_approve", user="U0LEAD", channel=APPROVALS, ts=request["ts"])
+    await wait_for(lambda: BackupChain.filter(name="via-slack", status=ChainStatus.ACTIVE).exists(), 60)
+
+    def replies() -> list[dict[str, Any]]:
+        return [m for m in env.slack.messages(APPROVALS) if m.get("thread_ts") == request["ts"]]
+
+    await wait_for(replies, 10)
+    (reply,) = replies()
+    assert "approved, validated and created" in reply["text"]
+    opened = [c for c in env.slack.calls_to("conversations.open") if c.params.get("users") == "U1" and c.ok]
+    dms = [m["text"] for m in env.slack.messages(opened[-1].response["channel"]["id"])]
+    assert any("approved, validated and created" in t for t in dms), dms
+    assert (world.pool_host.workdir / "repos" / "via-slack" / "config").is_file()
 
 
 async def test_changed_answers_undo_the_earlier_setup(world: World) -> None:

@@ -20,10 +20,13 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bot.access.actor import EVERYONE, GROUP_ID, USER_ID, Actor
 from bot.access.errors import Forbidden, NotFound
 from storage.models import BackupChain, BackupSource, Role, RoleGrant, Server, StoragePool
+
+M = TypeVar("M", Server, StoragePool, BackupChain)
 
 
 def mention(subject: str) -> str:
@@ -195,6 +198,16 @@ async def require_operate(actor: Actor, chain: BackupChain) -> None:
                       f"and admins may — {await who_can_allow(actor.team_id)}. Nothing was changed.")  # fmt: skip
 
 
+async def named(actor: Actor, model: type[M], name: object, what: str) -> M:
+    """Given an actor, a per-workspace model with a ``name`` and a name, return the actor's workspace's row of that
+    name; :class:`NotFound` ("There is no ``what`` named …") otherwise, also for another workspace's."""
+    text = str(name or "").strip()
+    row = await actor.tenant.query(model).filter(name=text).first() if text else None
+    if row is None:
+        raise NotFound(f"There is no {what} named {text[:100]!r} in this workspace.")
+    return row
+
+
 async def chain_of(actor: Actor, chain_id: object) -> BackupChain:
     """The actor's workspace's chain ``chain_id``; :class:`NotFound` for another workspace's, like a missing one."""
     text = str(chain_id or "")
@@ -204,6 +217,6 @@ async def chain_of(actor: Actor, chain_id: object) -> BackupChain:
     return chain
 
 
-__all__ = ["EVERYONE", "FULL", "Scope", "chain_of", "may_operate", "mention", "normal_path", "require_admin",
+__all__ = ["EVERYONE", "FULL", "Scope", "chain_of", "may_operate", "mention", "named", "normal_path", "require_admin",
            "require_databases", "require_operate", "require_paths", "require_pool", "require_server",
            "server_scope", "usable_pool_ids", "usable_server_ids", "who_can_allow", "within"]  # fmt: skip

@@ -155,8 +155,8 @@ async def start_runs(runtime, services, *, concurrency: int | None = None, grace
     this process, on the configured queue backend; returns the coroutine function that stops both (no new claims,
     running backups get ``grace`` seconds, then are marked interrupted for resume). ``hourly``: maintenance the
     scheduler runs at start and every hour (the stale-chain alerts)."""
-    from bot.runs.scheduler import Scheduler
     from bot.runs.backends import make_queue
+    from bot.runs.scheduler import Scheduler
 
     queue = queue or make_queue(runtime.settings)
     await queue.open()

@@ -148,6 +148,34 @@ async def announce(approval: Approval, chain: BackupChain, alerts: AlertBus | No
     )
 
 
+async def request_for_answers(actor: Actor, session_id: str, fingerprint: str, summary: str, *,
+                              channel_id: str | None, alerts: AlertBus | None) -> Approval:  # fmt: skip
+    """Ask for approval of a wizard's answers *before* anything is set up on a server: the approver sees
+    ``summary``; once approved, the requester's validation (repository, push key, test backup) runs for exactly
+    these answers (``fingerprint``). A request for the same answers that is still pending is reused."""
+    existing = await actor.tenant.query(Approval).filter(session_id=session_id, fingerprint=fingerprint,
+                                                         status=ApprovalStatus.PENDING).first()  # fmt: skip
+    if existing is not None:
+        return existing
+    channel = await approval_channel(actor.team_id) or channel_id
+    approval = await actor.tenant.create(Approval, chain=None, session_id=session_id, fingerprint=fingerprint,
+                                         summary=summary[:2900], requested_by=actor.user_id,
+                                         status=ApprovalStatus.PENDING, channel_id=channel)  # fmt: skip
+    await record(actor, "approval.request", "wizard", session_id, approval_id=approval.id, channel=channel)
+    if alerts is not None:
+        await alerts.publish(Alert(team_id=actor.team_id, kind=ALERT_KIND,
+                                   message=f"<@{actor.user_id}> asks for approval of a new backup chain.",
+                                   details={"approval_id": approval.id, "requested_by": actor.user_id,
+                                            "channel_id": channel}))  # fmt: skip
+    return approval
+
+
+async def approved_for(team_id: str, session_id: str, fingerprint: str) -> Approval | None:
+    """The approval that lets a wizard's answers (exactly these) be validated and created, if any."""
+    return await Tenant(team_id).query(Approval).filter(session_id=session_id, fingerprint=fingerprint,
+                                                        status=ApprovalStatus.APPROVED).first()  # fmt: skip
+
+
 async def request_approval(
     chain: BackupChain, requested_by: str, *, alerts: AlertBus | None = None, channel_id: str | None = None
 ) -> Approval:
@@ -187,7 +215,7 @@ def decision_line(approval: Approval) -> str:
 @dataclass(frozen=True)
 class Decided:
     approval: Approval
-    chain: BackupChain
+    chain: BackupChain | None  # None: an approval of a wizard's answers (the chain is created after it)
 
 
 async def pending_for(actor: Actor, approval_id: object) -> Approval:
@@ -220,14 +248,15 @@ async def decide(actor: Actor, approval_id: object, *, approve: bool, reason: st
         current = await actor.tenant.get(Approval, id=approval.id)
         if won != 1:
             raise Refused(f"Too late — {decision_line(current)}.")
-        await actor.tenant.query(BackupChain).filter(id=current.chain_id,  # type: ignore[attr-defined]
-                                                     status=ChainStatus.PENDING_APPROVAL).update(
-            status=ChainStatus.ACTIVE if approve else ChainStatus.REJECTED
-        )  # fmt: skip
-        await record(actor, "approval.approve" if approve else "approval.reject", "chain",
-                     current.chain_id,  # type: ignore[attr-defined]
+        chain_id = current.chain_id  # type: ignore[attr-defined]
+        if chain_id is not None:
+            await actor.tenant.query(BackupChain).filter(id=chain_id, status=ChainStatus.PENDING_APPROVAL).update(
+                status=ChainStatus.ACTIVE if approve else ChainStatus.REJECTED
+            )
+        target = ("chain", chain_id) if chain_id is not None else ("wizard", current.session_id)
+        await record(actor, "approval.approve" if approve else "approval.reject", *target,
                      approval_id=current.id, reason=reason, requested_by=current.requested_by)  # fmt: skip
-    chain = await actor.tenant.get(BackupChain, id=current.chain_id)  # type: ignore[attr-defined]
-    if approve:
+    chain = await actor.tenant.get(BackupChain, id=chain_id) if chain_id is not None else None
+    if approve and chain is not None:
         await schedule_changed(chain.id)  # active now: plan its slots
     return Decided(current, chain)

@@ -125,15 +125,10 @@ async def grant_operator(actor: Actor, subject: str, *, server: str | None = Non
         raise Refused("Name exactly one server or one storage pool to grant.")
     target: dict[str, object]
     if server is not None:
-        row = await actor.tenant.query(Server).filter(name=server.strip()).first()
-        if row is None:
-            raise NotFound(f"There is no server named {server.strip()[:100]!r} in this workspace.")
-        target = {"server": row}
+        target = {"server": await authz.named(actor, Server, server, "server")}
         limits = {"paths": _paths(paths), "databases": _databases(databases)}
     else:
-        found = await actor.tenant.query(StoragePool).filter(name=str(pool).strip()).first()
-        if found is None:
-            raise NotFound(f"There is no storage pool named {str(pool).strip()[:100]!r} in this workspace.")
+        found = await authz.named(actor, StoragePool, pool, "storage pool")
         if paths or databases:
             raise Refused("A pool grant has no path or database limits; those belong to a server grant.")
         target, limits = {"pool": found}, {"paths": [], "databases": []}

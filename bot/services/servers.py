@@ -31,7 +31,7 @@ from bot.probes.dbcheck import CheckResult, DbCredential, check
 from bot.probes.registry import default_specs
 from bot.transport import SSHPool
 from bot.transport.hostkeys import HostKeyInfo, fingerprint
-from storage.models import DatabaseCredential, Server, ServerStatus, TestStatus
+from storage.models import BackupSource, DatabaseCredential, Server, ServerStatus, StoragePool, TestStatus
 from storage.orm import IntegrityError
 
 ADMIN_NOTICE = "admin_notice"  # an Alert kind: told to the workspace's admins (bot.slack.notices)
@@ -167,3 +167,17 @@ async def test_login(actor: Actor, server_id: object, *, credential_id: int | No
         stored.last_test_at = datetime.now(UTC)
         await stored.save(update_fields=["test_status", "last_test_at"])
     return result
+
+
+async def remove(actor: Actor, name: str) -> None:
+    """Remove a server that no source and no pool uses (its grants go with it)."""
+    await authz.require_admin(actor, "remove servers")
+    server = await authz.named(actor, Server, name, "server")
+    if await actor.tenant.query(BackupSource).filter(server_id=server.id).exists():
+        raise Refused(f"Backups of {server.name} exist: retire their chains first.")
+    if await actor.tenant.query(StoragePool).filter(server_id=server.id).exists():
+        raise Refused(f"{server.name} holds a storage pool: remove the pool first.")
+    await server.delete()
+    await record(actor, "server.remove", "server", server.id, before={"name": server.name, "host": server.host,
+                                                                      "port": server.port,
+                                                                      "fingerprint": server.host_key_fingerprint})

@@ -87,7 +87,7 @@ def build_app(
     events.register(app)
     reports.register(app)  # Retry now / Pause chain on failure alerts
     if outbox is not None:  # approvals announce their decisions through the outbox (bot.slack.reports.install)
-        approvals.register(app, outbox)
+        approvals.register(app, outbox, wizard)
     if wizard is not None:
         wizard_listeners.register(app, wizard)
     app.error(_on_error)

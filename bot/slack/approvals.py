@@ -35,6 +35,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import Refused
 from bot.alerts import Alert
 from bot.backup import schedule as sched
+from bot.flows.wizard.approved import continue_after_approval
+from bot.flows.wizard.controller import WizardController
 from bot.runs.outbox import DM, UPDATE, Outbox
 from bot.services import approvals
 from bot.services.approvals import ALERT_KIND, decision_line, rules_of
@@ -76,8 +78,21 @@ async def summary_blocks(chain: BackupChain, requested_by: str) -> list[Block]:
     ]
 
 
-async def request_blocks(chain: BackupChain, approval: Approval) -> list[dict[str, Any]]:
-    blocks = await summary_blocks(chain, approval.requested_by)
+async def subject_of(approval: Approval) -> tuple[str, list[Block]]:
+    """(what is to be approved, in a few words of mrkdwn; the blocks that describe it): a chain, or a wizard's
+    answers."""
+    if approval.chain_id is None:  # type: ignore[attr-defined]
+        text = "\n".join([f"*Requested by:* <@{approval.requested_by}>", approval.summary or "",
+                          "_Nothing is set up on a server before approval: then the repository and a test backup are "
+                          "made and the chain is created._"])  # fmt: skip
+        return "a new backup chain", [HeaderBlock(text="Approval needed: a new backup chain"),
+                                      SectionBlock(text=MarkdownTextObject(text=text[:2900]))]  # fmt: skip
+    chain = await BackupChain.get(team_id=approval.team_id, id=approval.chain_id)  # type: ignore[attr-defined]
+    return f"backup chain *{_esc(chain.name)}*", await summary_blocks(chain, approval.requested_by)
+
+
+async def request_blocks(approval: Approval) -> list[dict[str, Any]]:
+    _, blocks = await subject_of(approval)
     value = str(approval.id)
     blocks.append(
         ActionsBlock(
@@ -91,13 +106,13 @@ async def request_blocks(chain: BackupChain, approval: Approval) -> list[dict[st
     return [b.to_dict() for b in blocks]
 
 
-async def decided_blocks(chain: BackupChain, approval: Approval) -> list[dict[str, Any]]:
-    blocks = await summary_blocks(chain, approval.requested_by)
+async def decided_blocks(approval: Approval) -> list[dict[str, Any]]:
+    _, blocks = await subject_of(approval)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=decision_line(approval)[:2900])]))
     return [b.to_dict() for b in blocks]
 
 
-def reject_view(approval: Approval, chain: BackupChain) -> View:
+def reject_view(approval: Approval, subject: str) -> View:
     return View(
         type="modal",
         callback_id=REJECT_VIEW,
@@ -106,7 +121,7 @@ def reject_view(approval: Approval, chain: BackupChain) -> View:
         submit="Reject",
         close="Cancel",
         blocks=[
-            SectionBlock(text=MarkdownTextObject(text=f"Reject *{_esc(chain.name)}*? The requester is told why.")),
+            SectionBlock(text=MarkdownTextObject(text=f"Reject {subject}? The requester is told why.")),
             InputBlock(
                 block_id=REASON_BLOCK,
                 label="Reason",
@@ -128,37 +143,49 @@ class ApprovalPoster:
         approval = await Approval.get_or_none(team_id=alert.team_id, id=alert.details.get("approval_id"))
         if approval is None or approval.status != ApprovalStatus.PENDING:
             return
-        chain = await BackupChain.get(team_id=alert.team_id, id=approval.chain_id)
+        chain = await BackupChain.get_or_none(team_id=alert.team_id, id=approval.chain_id)  # type: ignore[attr-defined]
         rules = await rules_of(alert.team_id)
-        channel = rules.get("channel") or approval.channel_id or chain.notify_channel
+        channel = rules.get("channel") or approval.channel_id or (chain.notify_channel if chain else None)
         if not channel:
             log.error("approval %s has no channel to be posted in", approval.id)
             return
-        payload = {
-            "text": f"Approval needed: backup chain {chain.name}",
-            "blocks": await request_blocks(chain, approval),
-        }
+        subject, _ = await subject_of(approval)
+        payload = {"text": f"Approval needed: {subject}", "blocks": await request_blocks(approval)}
         await self.outbox.enqueue(alert.team_id, channel, payload, ref=f"approval:{approval.id}")
 
     async def announce_decision(self, approval: Approval) -> None:
         """Queue the message update (who decided) and the requester's DM."""
-        chain = await BackupChain.get(team_id=approval.team_id, id=approval.chain_id)
+        subject, _ = await subject_of(approval)
         line = decision_line(approval)
+        channel, ts = await self.where_posted(approval)
+        if channel and ts:
+            payload = {"ts": ts, "text": f"{subject}: {line}", "blocks": await decided_blocks(approval)}
+            await self.outbox.enqueue(approval.team_id, channel, payload, method=UPDATE)
+        verdict = "approved" if approval.status == ApprovalStatus.APPROVED else "rejected"
+        text = f"Your {subject} was {verdict} by <@{approval.decided_by}>."
+        if approval.status == ApprovalStatus.REJECTED and approval.reason:
+            text += f"\n*Reason:* {_esc(approval.reason)}"
+        elif approval.status == ApprovalStatus.APPROVED and approval.chain_id is not None:  # type: ignore[attr-defined]
+            text += " It is active now and runs on its schedule."
+        elif approval.status == ApprovalStatus.APPROVED:
+            text += " The bot now creates the repository and runs the test backup; you are told how it went."
+        await self.outbox.enqueue(approval.team_id, approval.requested_by, {"text": text}, method=DM)
+
+    async def where_posted(self, approval: Approval) -> tuple[str | None, str | None]:
+        """(channel, ts) of the request message; it may still wait in the outbox, then it is found there."""
         channel, ts = approval.channel_id, approval.message_ts
-        if not ts:  # the request itself may still wait in the outbox: find where it went
+        if not ts:
             sent = await OutboxMessage.filter(ref=f"approval:{approval.id}").order_by("-id").first()
             channel = (sent.sent_channel or sent.channel) if sent else channel
             ts = sent.sent_ts if sent else None
-        if channel and ts:
-            payload = {"ts": ts, "text": f"{chain.name}: {line}", "blocks": await decided_blocks(chain, approval)}
-            await self.outbox.enqueue(approval.team_id, channel, payload, method=UPDATE)
-        verdict = "approved" if approval.status == ApprovalStatus.APPROVED else "rejected"
-        text = f"Your backup chain *{_esc(chain.name)}* was {verdict} by <@{approval.decided_by}>."
-        if approval.status == ApprovalStatus.REJECTED and approval.reason:
-            text += f"\n*Reason:* {_esc(approval.reason)}"
-        elif approval.status == ApprovalStatus.APPROVED:
-            text += " It is active now and runs on its schedule."
+        return channel, ts
+
+    async def tell_outcome(self, approval: Approval, text: str) -> None:
+        """What happened after an approval of answers: to the requester (DM) and in the request's thread."""
         await self.outbox.enqueue(approval.team_id, approval.requested_by, {"text": text}, method=DM)
+        channel, ts = await self.where_posted(approval)
+        if channel:
+            await self.outbox.enqueue(approval.team_id, channel, {"text": text, **({"thread_ts": ts} if ts else {})})
 
 
 async def remember_message(row: OutboxMessage) -> None:
@@ -172,7 +199,7 @@ async def remember_message(row: OutboxMessage) -> None:
 # -- listeners ---------------------------------------------------------------------------------------------------
 
 
-def register(app: AsyncApp, outbox: Outbox) -> None:
+def register(app: AsyncApp, outbox: Outbox, wizard: WizardController | None = None) -> None:
     """Approve / Reject buttons and the reason modal; the service layer decides (:func:`approvals.decide`), and
     decisions are announced through ``outbox``."""
     poster = ApprovalPoster(outbox)
@@ -192,6 +219,8 @@ def register(app: AsyncApp, outbox: Outbox) -> None:
             await _tell(respond, exc.sentence)
             return
         await poster.announce_decision(decided.approval)
+        if decided.chain is None and decided.approval.session_id is not None and wizard is not None:
+            await _after_approval(wizard, poster, actor.tenant, decided.approval)
 
     @app.action(REJECT)
     async def on_reject(
@@ -204,8 +233,8 @@ def register(app: AsyncApp, outbox: Outbox) -> None:
         except Refused as exc:
             await _tell(respond, exc.sentence)
             return
-        chain = await actor.tenant.get(BackupChain, id=approval.chain_id)  # type: ignore[attr-defined]
-        await client.views_open(trigger_id=body["trigger_id"], view=reject_view(approval, chain))
+        subject, _ = await subject_of(approval)
+        await client.views_open(trigger_id=body["trigger_id"], view=reject_view(approval, subject))
 
     @app.view(REJECT_VIEW)
     async def on_reject_reason(
@@ -223,3 +252,16 @@ def register(app: AsyncApp, outbox: Outbox) -> None:
             return
         await ack()
         await poster.announce_decision(decided.approval)
+
+
+async def _after_approval(wizard: WizardController, poster: ApprovalPoster, tenant: Tenant, approval: Approval) -> None:
+    """Validate and create what was approved, then tell the requester and the approval's thread."""
+    try:
+        outcome = await continue_after_approval(wizard, tenant, str(approval.session_id))
+        text = outcome.sentence
+    except Exception as exc:  # the requester must hear of it; the wizard stays as it was
+        log.error("validation after approval %s failed: %s", approval.id, type(exc).__name__)
+        log.debug("validation after approval detail", exc_info=exc)
+        text = (f":x: The approved answers could not be validated ({type(exc).__name__}); nothing was created. "
+                "`/backup resume` reopens the wizard.")  # fmt: skip
+    await poster.tell_outcome(approval, text)

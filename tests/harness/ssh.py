@@ -42,3 +42,26 @@ def ctx_for(pool_for: Callable[..., SSHPool]) -> Callable[..., ProbeContext]:
         return ProbeContext(pool_for(host).transport(target_of(host)), **options)
 
     return make
+
+
+@pytest.fixture
+def bot_key(tmp_path: Any) -> tuple[Any, str]:
+    """The bot's own SSH key pair for a test: (private key path, public key line)."""
+    from tests.harness.sshd import generate_ed25519
+
+    path = tmp_path / "bot_ed25519"
+    return path, generate_ed25519(path, "backup-bot")
+
+
+@pytest.fixture
+async def services(bot_key: tuple[Any, str], request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The wizard's services with the bot's key. Who is a Slack admin comes from the test module's ``DIRECTORY``
+    (a :class:`~bot.access.StaticDirectory`; without one, nobody is)."""
+    from bot.access import NoDirectory
+    from bot.alerts import AlertBus
+    from bot.flows.wizard.services import WizardServices
+
+    pool = SSHPool([asyncssh.read_private_key(bot_key[0])], connect_timeout=5)
+    directory = getattr(request.module, "DIRECTORY", None) or NoDirectory()
+    yield WizardServices(pool=pool, bot_public_key=bot_key[1], alerts=AlertBus(), directory=directory)
+    await pool.close()

@@ -54,6 +54,10 @@ class WizardController:
         self.services = services
         self.store = store.SessionStore(ttl)  # an untouched session expires after ``ttl``
 
+    def context_for(self, row) -> WizardContext:
+        """A step context for ``row``'s owner (used outside a click, e.g. once an approver approved)."""
+        return self._context(row)
+
     def _context(self, row, user_tz: str = "UTC") -> WizardContext:
         return WizardContext(team_id=row.team_id, user_id=row.user_id, session_id=str(row.id), data=row.data,
                              services=self.services, user_tz=row.data.get("_user_tz", user_tz))  # fmt: skip

@@ -54,6 +54,7 @@ from bot.flows.wizard.store import keep_data
 from bot.flows.wizard.templates import TemplateError, save_template
 from bot.runs import nudge
 from bot.runs.maintenance import DEFAULT_CHECK
+from bot.runs.queue import RunSpec, insert_rows
 from bot.services import approvals
 from bot.transport.base import Transport, TransportError
 from storage.crypto import Secret
@@ -69,7 +70,6 @@ from storage.models import (
     Repository,
     Run,
     RunKind,
-    RunStatus,
     Server,
     SnapshotMethod,
     StoragePool,
@@ -337,7 +337,8 @@ class Created:
         return self.chain.status == ChainStatus.PENDING_APPROVAL
 
 
-async def _channel(ctx: WizardContext) -> str | None:
+async def session_channel(ctx: WizardContext) -> str | None:
+    """The channel the wizard was started from (where reports go)."""
     try:
         key = uuid.UUID(str(ctx.session_id))
     except ValueError:
@@ -372,8 +373,10 @@ async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = N
     chain_schedule = {k: schedule[k] for k in ("days", "at", "window") if schedule.get(k) is not None}
     chain_schedule["timezone"] = timezone
     chain_schedule["check"] = dict(DEFAULT_CHECK)  # weekly borg check; `/backup check` changes it
-    pending = await approvals.requires_approval(ctx.team_id, ctx.user_id)
-    channel = await _channel(ctx)
+    approved = await approvals.approved_for(ctx.team_id, ctx.session_id, (data.get("validation") or {}).get(
+        "fingerprint") or "")  # these answers were approved before validation ran: the chain is active at once
+    pending = approved is None and await approvals.requires_approval(ctx.team_id, ctx.user_id)
+    channel = await session_channel(ctx)
     template_id = data.get("template_id")
     if template_id is not None and not await tenant.query(BackupTemplate).filter(id=template_id).exists():
         template_id = None
@@ -417,18 +420,13 @@ async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = N
             )
             await chain.sources.add(source)
             approval = await approvals.create_approval(chain, user, channel_id=channel) if pending else None
+            if approved is not None:
+                await tenant.query(Approval).filter(id=approved.id).update(chain_id=chain.id)
             run = None
             if run_now and not pending:
-                run = await tenant.create(
-                    Run,
-                    chain=chain,
-                    repository=repository,
-                    kind=RunKind.BACKUP,
-                    status=RunStatus.QUEUED,
-                    priority=chain.priority,
-                    requested_by=user,
-                    scheduled_for=datetime.now(UTC),
-                )
+                [run] = await insert_rows([RunSpec(team_id=ctx.team_id, kind=RunKind.BACKUP, chain_id=chain.id,
+                                                   repository_id=repository.id, priority=chain.priority,
+                                                   requested_by=user)])  # fmt: skip
             audit = _audit_rows(setup, pool, server, data, repository, source, chain, run)
             for action, kind, object_id, details in audit:
                 await AuditLog.create(

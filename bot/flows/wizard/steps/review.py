@@ -71,7 +71,10 @@ class ReviewStep(BaseStep):
         if runs:
             tz = (data.get("schedule") or {}).get("timezone")
             lines.append("*Next runs:* " + planning.format_runs([datetime.fromisoformat(r) for r in runs], tz))
-        if validation.get("ok") and validation.get("fingerprint") == fingerprint(data):
+        if validation.get("ok") and validation.get("fingerprint") == fingerprint(data) and validation.get("deferred"):
+            lines.append(":hourglass: *Checked what can be checked before approval*; the repository and the test "
+                         "backup are made once it is approved.")  # fmt: skip
+        elif validation.get("ok") and validation.get("fingerprint") == fingerprint(data):
             lines.append(
                 f":white_check_mark: *Validation passed* ({validation.get('at')}): test backup restored "
                 "identical data and was removed again."
@@ -82,10 +85,11 @@ class ReviewStep(BaseStep):
 
     async def view(self, ctx: WizardContext) -> StepView:
         notes = ["\n".join(await self._summary(ctx))]
-        if await approvals.requires_approval(ctx.team_id, ctx.user_id):
+        if (ctx.data.get("validation") or {}).get("deferred"):
             notes.append(
-                ":lock: This workspace requires approval: the chain is saved as *pending approval* and "
-                "an approver is asked; nothing runs before it is approved."
+                ":lock: This workspace requires approval: *Create* sends these answers to an approver. Nothing is set "
+                "up on a server before it is approved; then the repository and the test backup are made and the "
+                "chain is created, and you are told."
             )
         name = ctx.data.get("chain_name") or (ctx.data.get("repository") or {}).get("name")
         chosen = [o for o in (SAVE_TEMPLATE, RUN_NOW) if ctx.data.get(f"_{o}")]
@@ -116,6 +120,22 @@ class ReviewStep(BaseStep):
             submit_label="Create",
         )
 
+    async def _ask_approval(self, ctx: WizardContext) -> Errors:
+        """Answers that need an approver first: post them for approval and finish; nothing exists yet on a server
+        or in the chain list. Once approved, :func:`bot.flows.wizard.approved.continue_after_approval` validates
+        and creates the chain for the requester."""
+        summary = "\n".join([f"*Chain:* {ctx.data['chain_name']}", *await self._summary(ctx)][:-1])
+        approval = await approvals.request_for_answers(
+            await ctx.actor(), ctx.session_id, fingerprint(ctx.data), summary,
+            channel_id=await creating.session_channel(ctx), alerts=ctx.services.alerts)  # fmt: skip
+        ctx.data["approval_id"] = approval.id
+        ctx.data["_result"] = (
+            f":hourglass: *{ctx.data['chain_name']}* is waiting for approval. Nothing was set up on any server yet: "
+            "once an approver approves, the bot creates the repository, runs the test backup and creates the chain, "
+            "and tells you here in a DM (and in the approval's thread)."
+        )
+        return {}
+
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
         tenant = Tenant(ctx.team_id)
         data = ctx.data
@@ -145,6 +165,9 @@ class ReviewStep(BaseStep):
                 return {"template_name": str(exc)}
             if await tenant.query(BackupTemplate).filter(name=template_name).exists():
                 return {"template_name": f"A template named {template_name!r} already exists: choose another name."}
+        data["_template_name"] = template_name
+        if validation.get("deferred"):
+            return await self._ask_approval(ctx)
         try:
             await creating.create_chain(ctx, name=name, save_as=template_name, run_now=run_now)
         except creating.CreateError as exc:

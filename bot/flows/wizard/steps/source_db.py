@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.access import Refused, authz
+from bot.access import Refused
 from bot.backup import sources
 from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import Button, Errors, Field, Option, WizardContext
@@ -39,11 +39,12 @@ from bot.inventory import db_credential
 from bot.probes import atomicity, dbcheck, disk, mongodb, mysql, postgresql, snapshots
 from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities
+from bot.services import credentials
 from bot.transport.base import TransportError
 from bot.validation import InvalidInput
 from bot.validation import host as valid_host
 from bot.validation import port as valid_port
-from storage.models import AuthMethod, DatabaseCredential, DbType, Server, TestStatus
+from storage.models import DatabaseCredential, Server, TestStatus
 from storage.tenancy import Tenant
 
 NAMES = dbcheck.ENGINE_NAMES
@@ -284,19 +285,15 @@ def _typed_login(engine: str, values: Mapping[str, Any]) -> tuple[Errors, TypedL
 async def _save_login(
     ctx: WizardContext, server: Server, engine: str, values: Mapping[str, Any]
 ) -> tuple[Errors, DatabaseCredential | None]:
-    """Validate the typed login and save it encrypted (the same login typed twice is one row)."""
+    """Validate the typed login and store it encrypted through the service layer (an admin's act)."""
     errors, login = _typed_login(engine, values)
     if login is None:
         return errors, None
-    tenant = Tenant(ctx.team_id)
-    same = tenant.query(DatabaseCredential).filter(server_id=server.id, db_type=engine, host=login.host,
-                                                   port=login.port, username=login.user)  # fmt: skip
-    for row in await same:
-        if row.password is not None and row.password.reveal() == login.password.get_secret_value():
-            return {}, row
-    row = await tenant.create(DatabaseCredential, server=server, db_type=DbType(engine), host=login.host,
-                              port=login.port, username=login.user, password=login.password.get_secret_value(),
-                              auth_method=AuthMethod.PASSWORD)  # fmt: skip
+    try:
+        row = await credentials.store_login(await ctx.actor(), server, engine, host=login.host, port=login.port,
+                                            user=login.user, password=login.password.get_secret_value())  # fmt: skip
+    except Refused as exc:
+        return {"credential": exc.sentence}, None
     return {}, row
 
 
@@ -325,10 +322,6 @@ async def submit(ctx: WizardContext, server: Server, caps: Capabilities | None, 
     choice = str(values.get("credential") or _initial_choice(ctx, detected, await stored_logins(ctx, server, engine)))
     row: DatabaseCredential | None = None
     if choice == NEW:
-        try:
-            await authz.require_admin(await ctx.actor(), "store database logins (choose a saved login)")
-        except Refused as exc:
-            return {"credential": exc.sentence}
         errors, row = await _save_login(ctx, server, engine, values)
         if row is None:
             return errors

@@ -50,6 +50,7 @@ from bot.flows.wizard.steps.base import BaseStep, Button, Errors, StepView, Wiza
 from bot.flows.wizard.steps.pool import assess
 from bot.flows.wizard.store import keep_data
 from bot.probes.base import ProbeError
+from bot.services import approvals
 from bot.transport.base import TransportError
 from storage.tenancy import Tenant
 
@@ -189,6 +190,8 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
     except Refused as exc:
         await checks.add("permissions", False, exc.sentence, "server")
         return await _store(ctx, checks, next_runs)
+    if await waits_for_approval(ctx):
+        return await _deferred(ctx, checks, next_runs)
     server = pool = None
     try:
         server = await planning.load_server(tenant, data.get("server_id"))
@@ -275,13 +278,39 @@ async def _snapshot(checks: _Checks, built: planning.BuiltPlan, method: str) -> 
         await checks.add(f"snapshot of {path}", verdict.available, verdict.reason, "snapshot")
 
 
-async def _store(ctx: WizardContext, checks: _Checks, next_runs: list[str]) -> dict[str, Any]:
+async def waits_for_approval(ctx: WizardContext) -> bool:
+    """Whether this person's answers need an approver before anything is set up on a server (and these exact
+    answers were not approved yet)."""
+    if not await approvals.requires_approval(ctx.team_id, ctx.user_id):
+        return False
+    return await approvals.approved_for(ctx.team_id, ctx.session_id, fingerprint(ctx.data)) is None
+
+
+async def _deferred(ctx: WizardContext, checks: _Checks, next_runs: list[str]) -> dict[str, Any]:
+    """Validation before approval: what the database can tell (server, pool); no server is contacted."""
+    tenant = Tenant(ctx.team_id)
+    try:
+        server = await planning.load_server(tenant, ctx.data.get("server_id"))
+        await checks.add("server", True, f"{server.name} ({server.host})", "server")
+        pool = await planning.load_pool(tenant, ctx.data.get("pool_id"), server)
+        await checks.add("storage pool", True, pool.name, "pool")
+    except PlanProblem as exc:
+        await checks.add(exc.step, False, exc.message, exc.step)
+        return await _store(ctx, checks, next_runs)
+    await checks.add("repository and test backup", True, "after approval: the repository, its push key and a test "
+                     "backup are made only once an approver approved these answers", "repository")  # fmt: skip
+    return await _store(ctx, checks, next_runs, deferred=True)
+
+
+async def _store(ctx: WizardContext, checks: _Checks, next_runs: list[str], *,
+                 deferred: bool = False) -> dict[str, Any]:  # fmt: skip
     result = {
         "ok": checks.ok,
         "steps": checks.items,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "fingerprint": fingerprint(ctx.data),
         "next_runs": next_runs,
+        "deferred": deferred,  # passed what can be checked before approval; the rest runs once approved
     }
     ctx.data["validation"] = result
     await keep_data(ctx)
@@ -327,11 +356,11 @@ class ValidationStep(BaseStep):
             )
             buttons = tuple(Button("go_to", f"Fix: {STEP_TITLES.get(s, s)}", value=s) for s in failed[:5])
             return StepView(heading=heading, notes=tuple(notes), buttons=buttons, submit_label="Run again")
-        notes.insert(
-            0,
-            ":white_check_mark: *Everything works.* The repository exists on the pool; nothing is "
-            "scheduled until you create the chain on the next step.",
-        )
+        notes.insert(0, ":hourglass: *Ready to ask for approval.* Nothing was set up on a server: once an approver "
+                        "approves on the next step, the bot creates the repository and runs the test backup, and "
+                        "tells you." if result.get("deferred") else
+                        ":white_check_mark: *Everything works.* The repository exists on the pool; nothing is "
+                        "scheduled until you create the chain on the next step.")  # fmt: skip
         return StepView(heading=heading, notes=tuple(notes), submit_label="Next")
 
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
@@ -344,7 +373,7 @@ class ValidationStep(BaseStep):
             isinstance(previous, Mapping)
             and previous.get("ok")
             and previous.get("fingerprint") == fingerprint(ctx.data)
-            and creating.setup_matches(ctx.data)
+            and (creating.setup_matches(ctx.data) or (previous.get("deferred") and await waits_for_approval(ctx)))
         ):
             return {}
         result = await validate(ctx)

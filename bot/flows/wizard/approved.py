@@ -1,0 +1,62 @@
+"""After an approver approved a wizard's answers: validate them for real, as the requester, and create the chain.
+
+Until the approval nothing of these answers touched a server (validation ran in its deferred form, see
+:func:`bot.flows.wizard.steps.validation.waits_for_approval`). Now the requester's own roles are checked again
+(a grant withdrawn meanwhile stops it here), the repository is created on the pool, the push key installed and the
+test backup run — the same code as validation without approval — and the chain is created active. When the
+validation fails, the wizard is reopened at its Validation step, so the requester can fix what it says with
+``/backup resume``; the approval holds for these exact answers, so pressing Next with them needs no second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.access import Refused
+from bot.backup.plan import PlanProblem
+from bot.flows.wizard import create as creating
+from bot.flows.wizard.controller import WizardController
+from bot.flows.wizard.steps.validation import validate
+from storage.models import WizardSession
+from storage.tenancy import Tenant
+
+
+@dataclass(frozen=True)
+class AfterApproval:
+    created: bool
+    sentence: str  # for the requester and the approval's thread (Slack mrkdwn)
+
+
+async def continue_after_approval(controller: WizardController, tenant: Tenant, session_id: str) -> AfterApproval:
+    """Given the controller and an approved wizard session, run its validation and create its chain; say what
+    happened. Never raises for an outcome a person must hear about."""
+    row = await tenant.get_or_none(WizardSession, id=session_id)
+    if row is None:
+        return AfterApproval(False, "The wizard these answers came from no longer exists; start again with "
+                                    "`/backup new`.")  # fmt: skip
+    name = row.data.get("chain_name") or "the new chain"
+    if row.data.get("chain_id"):
+        return AfterApproval(True, f"*{name}* was already created.")
+    ctx = controller.context_for(row)
+    result = await validate(ctx)
+    if result["ok"] and not result.get("deferred"):
+        try:
+            await creating.create_chain(ctx, name=name, save_as=row.data.get("_template_name"),
+                                        run_now=bool(row.data.get("_run_now")))  # fmt: skip
+        except (creating.CreateError, PlanProblem, Refused) as exc:
+            problem = getattr(exc, "message", None) or getattr(exc, "sentence", None) or str(exc)
+            return await _reopen(controller, row, name, problem)
+        await controller.store.save(row)
+        return AfterApproval(True, f":white_check_mark: *{name}* was approved, validated and created: "
+                                   f"{row.data.get('_result', '')}"[:2900])  # fmt: skip
+    failed = [step for step in result["steps"] if not step["ok"]]
+    problem = f"{failed[0]['name']}: {failed[0]['detail']}" if failed else "the approval was not found any more"
+    return await _reopen(controller, row, name, problem)
+
+
+async def _reopen(controller: WizardController, row: WizardSession, name: str, problem: str) -> AfterApproval:
+    row.state = "validation"
+    await controller.store.save(row)  # open again (with the configured expiry) at the Validation step
+    return AfterApproval(False, f":x: *{name}* was approved, but its validation failed: {problem[:1500]}. "
+                                "Nothing was created. `/backup resume` reopens the wizard at Validation: fix it and "
+                                "run it again (these answers are still approved).")  # fmt: skip
