@@ -161,9 +161,8 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def measure(url: str, expected: dict[str, int], last_due: float, args: argparse.Namespace) -> None:
-    from bot.runs.scheduler import Scheduler
-
     import bot.slack.app  # noqa: F401  (the bot process has the Slack app loaded too: count it in the RSS)
+    from bot.runs.scheduler import Scheduler
     from storage import db
     from storage.crypto import Keyring, generate_key, install_keyring
     from storage.models import Run
