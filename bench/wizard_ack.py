@@ -115,14 +115,14 @@ class BenchStep(BaseStep):
         options = tuple(Option(v, f"{self.name} option {v.upper()}", f"about {v}") for v in "abcdefgh")
         return StepView(
             heading=f"*{self.title}*: pick one of the eight {self.name} options below.",
-            notes=(f"Answers so far: {', '.join(k for k in ctx.data if not k.startswith('_')) or 'none'}.",),
+            notes=(f"Answers so far: {', '.join(k[1:] for k in ctx.data if k not in ('_user_tz', GOTO)) or 'none'}.",),
             fields=(
-                Field(self.name, self.title, "select", options=options, initial=ctx.data.get(self.name)),
+                Field(self.name, self.title, "select", options=options, initial=ctx.data.get(f"_{self.name}")),
                 Field(
                     f"{self.name}_note",
                     "Note",
                     "text",
-                    initial=ctx.data.get(f"{self.name}_note"),
+                    initial=ctx.data.get(f"_{self.name}_note"),
                     optional=True,
                     hint="Anything to remember about this choice.",
                 ),
@@ -133,8 +133,10 @@ class BenchStep(BaseStep):
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
         if values.get(self.name) not in (None, *"abcdefgh"):  # None: a stale screen's answer (keeps cycles aligned)
             return {self.name: "Pick one of the options."}
-        ctx.data[self.name] = values.get(self.name)
-        ctx.data[f"{self.name}_note"] = values.get(f"{self.name}_note")
+        # Scratch keys (``_…``): the wizard's schema (bot.flows.wizard.data.SessionData) checks every save, as in the
+        # real wizard, and lets a step's own scratch values through.
+        ctx.data[f"_{self.name}"] = values.get(self.name)
+        ctx.data[f"_{self.name}_note"] = values.get(f"{self.name}_note")
         return {}
 
     async def act(self, ctx: WizardContext, action: str, value: str) -> str | None:

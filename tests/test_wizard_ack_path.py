@@ -50,7 +50,7 @@ def steps() -> list[Ask]:
 
 @pytest.fixture
 def controller(steps) -> WizardController:
-    return WizardController(lambda: steps, services=None)
+    return WizardController(lambda: steps, services=None, schema=None)
 
 
 async def _row(session_id: str) -> WizardSession:
@@ -78,7 +78,7 @@ async def test_a_refused_answer_is_saved_after_it_too(sqlite_db, controller) -> 
 
 
 async def test_finishing_saves_before_the_answer(sqlite_db) -> None:
-    controller = WizardController(lambda: [Ask("only")], services=None)
+    controller = WizardController(lambda: [Ask("only")], services=None, schema=None)
     start = await controller.start(TENANT, "U1", "C1")
     screen = await controller.submit(TENANT, "U1", start.session_id, {"only": "x"}, save_later=True)
     assert screen.step == "done" and screen.commit is None
@@ -139,9 +139,9 @@ def held_saves(monkeypatch) -> asyncio.Event:
     gate = asyncio.Event()
     write = store._write
 
-    async def slow_write(row, ttl):
+    async def slow_write(row, ttl, schema):
         await gate.wait()
-        await write(row, ttl)
+        await write(row, ttl, schema)
 
     monkeypatch.setattr(store, "_write", slow_write)
     return gate

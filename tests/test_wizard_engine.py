@@ -48,7 +48,7 @@ def steps():
 
 @pytest.fixture
 def controller() -> WizardController:
-    return WizardController(steps, services=None)
+    return WizardController(steps, services=None, schema=None)
 
 
 TENANT = Tenant("T0001")
@@ -74,10 +74,10 @@ async def test_inline_errors_keep_the_step(sqlite_db, controller) -> None:
 
 
 async def test_a_restarted_bot_continues_where_the_user_was(sqlite_db) -> None:
-    first = WizardController(steps, services=None)
+    first = WizardController(steps, services=None, schema=None)
     screen = await first.start(TENANT, "U1", "C1")
     await first.submit(TENANT, "U1", screen.session_id, {"kind": "files"})
-    restarted = WizardController(steps, services=None)  # nothing shared but the database
+    restarted = WizardController(steps, services=None, schema=None)  # nothing shared but the database
     now = await restarted.show(TENANT, "U1", screen.session_id)
     assert now.step == "snapshot"
     done = None
@@ -135,7 +135,7 @@ class Jumper(Ask):
 
 async def test_a_step_button_can_jump_back_to_an_earlier_step(sqlite_db) -> None:
     controller = WizardController(
-        lambda: [Ask("kind"), Ask("snapshot", only_if=("kind", "files")), Jumper("pool")], None
+        lambda: [Ask("kind"), Ask("snapshot", only_if=("kind", "files")), Jumper("pool")], None, schema=None
     )
     screen = await controller.start(TENANT, "U1", "C1")
     await controller.submit(TENANT, "U1", screen.session_id, {"kind": "db"})
@@ -155,3 +155,21 @@ async def test_sessions_are_released_from_the_shared_machine(sqlite_db, controll
     with pytest.raises(store.SessionGone):
         await controller.show(TENANT, "U2", screen.session_id)
     assert controller.flow.attached == 0 and len(controller.flow.machine.models) <= controller.flow.IDLE
+
+
+async def test_the_real_wizards_answers_are_checked_against_their_declared_shape(sqlite_db) -> None:
+    """With the wizard's schema (bot.flows.wizard.data.SessionData, the controller's default), a step that stores
+    an undeclared key or a value of the wrong type fails its save: nothing of it is written."""
+    from bot.flows.wizard.data import InvalidSession, SessionData
+
+    good = WizardController(lambda: [Ask("server_id"), Ask("pool_id")], None)
+    screen = await good.start(TENANT, "U1", "C1")
+    with pytest.raises(InvalidSession, match="server_id: Input should be a valid integer"):
+        await good.submit(TENANT, "U1", screen.session_id, {"server_id": "not a number"})
+    assert (await WizardSession.get(id=screen.session_id)).data == {"_user_tz": "UTC"}
+    typo = WizardController(lambda: [Ask("sever_id"), Ask("pool_id")], None)
+    screen = await typo.start(TENANT, "U1", "C1")
+    with pytest.raises(InvalidSession, match="undeclared session keys: sever_id"):
+        await typo.submit(TENANT, "U1", screen.session_id, {"sever_id": "3"})
+    ok = await good.submit(TENANT, "U1", (await good.start(TENANT, "U1", "C1")).session_id, {"server_id": "7"})
+    assert ok.step == "pool_id" and SessionData.of((await WizardSession.get(id=ok.session_id)).data).server_id == 7

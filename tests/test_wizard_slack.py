@@ -56,7 +56,7 @@ async def slack() -> AsyncIterator[SlackEmulator]:
 async def _driver(slack: SlackEmulator, tmp_path: Path, steps) -> AsyncIterator[SlackDriver]:
     settings = load_settings(tmp_path / "none.env", SLACK_BOT_TOKEN=DEFAULT_BOT_TOKEN, SLACK_SIGNING_SECRET=SECRET,
                              SLACK_API_URL=slack.api_url, BACKUPBOT_SECRET_KEYS=generate_key())  # fmt: skip
-    app = build_app(settings, wizard=WizardController(steps, services=None))
+    app = build_app(settings, wizard=WizardController(steps, services=None, schema=None))
     runner = await serve_http(app, "127.0.0.1", 0)
     host, port = runner.addresses[0][:2]
     driver = SlackDriver.over_http(slack, f"http://{host}:{port}/slack/events", SECRET)

@@ -42,7 +42,7 @@ def steps() -> list[Ask]:
 
 @pytest.fixture
 def controller() -> WizardController:
-    return WizardController(steps, services=None)
+    return WizardController(steps, services=None, schema=None)
 
 
 async def _row(session_id: str) -> WizardSession:
@@ -50,7 +50,8 @@ async def _row(session_id: str) -> WizardSession:
 
 
 async def test_a_click_after_another_process_saved_is_refused_then_goes_on_from_the_database(sqlite_db) -> None:
-    here, there = WizardController(steps, None), WizardController(steps, None)  # two bot processes, one database
+    # two bot processes, one database
+    here, there = WizardController(steps, None, schema=None), WizardController(steps, None, schema=None)
     start = await here.start(TENANT, "U1", "C1")
     await here.submit(TENANT, "U1", start.session_id, {"one": "here"})  # remembered by `here` at version 1
     moved = await there.submit(TENANT, "U1", start.session_id, {"two": "there"})
@@ -86,7 +87,7 @@ async def test_a_remembered_session_is_still_only_its_owners(sqlite_db, controll
 
 
 async def test_every_save_uses_the_configured_time_to_live(sqlite_db) -> None:
-    controller = WizardController(steps, None, ttl=timedelta(hours=3))
+    controller = WizardController(steps, None, schema=None, ttl=timedelta(hours=3))
     start = await controller.start(TENANT, "U1", "C1")
     await controller.submit(TENANT, "U1", start.session_id, {"one": "x"})
     await controller.back(TENANT, "U1", start.session_id)
@@ -95,7 +96,7 @@ async def test_every_save_uses_the_configured_time_to_live(sqlite_db) -> None:
 
 
 async def test_a_remembered_session_expires_too(sqlite_db) -> None:
-    controller = WizardController(steps, None, ttl=timedelta(milliseconds=200))
+    controller = WizardController(steps, None, schema=None, ttl=timedelta(milliseconds=200))
     start = await controller.start(TENANT, "U1", "C1")
     await asyncio.sleep(0.3)
     with pytest.raises(store.SessionGone, match="expired"):
@@ -116,7 +117,7 @@ async def test_the_compiled_update_writes_what_the_orm_would(database) -> None:
     """On each engine the save runs the statement compiled from Tortoise's own UPDATE (not the ORM fallback), and
     the row reads back exactly: data with non-ASCII text, view id, version, expiry, and the version check."""
     assert store._statement(WizardSession._meta.db) is not None
-    sessions = store.SessionStore(timedelta(hours=1))
+    sessions = store.SessionStore(timedelta(hours=1), schema=None)
     row = await sessions.create(TENANT, "U1", "C1", "one", {"a": [1, "é"], "n": None})
     loaded = await store.load(TENANT, str(row.id), "U1")
     loaded.state, loaded.view_id = "two", "V123"
@@ -136,7 +137,7 @@ async def test_the_compiled_update_writes_what_the_orm_would(database) -> None:
 
 
 async def test_the_store_forgets_closed_sessions_and_keeps_a_bounded_number(sqlite_db) -> None:
-    sessions = store.SessionStore(remember=3)
+    sessions = store.SessionStore(remember=3, schema=None)
     rows = [await sessions.create(TENANT, "U1", "C1", "one", {"i": i}) for i in range(5)]
     assert list(sessions._copies) == [r.id for r in rows[2:]]
     rows[4].state = "done"
@@ -153,7 +154,7 @@ async def test_the_store_forgets_closed_sessions_and_keeps_a_bounded_number(sqli
 async def test_saves_that_arrive_together_commit_together_each_with_its_own_answer(database) -> None:
     """Ten sessions saved at once, plus a stale save of one of them, go in one transaction: the ten land, the stale
     one alone is refused, and every session reads back as its own save wrote it."""
-    sessions = store.SessionStore()
+    sessions = store.SessionStore(schema=None)
     rows = [await sessions.create(TENANT, "U1", "C1", "one", {"i": i}) for i in range(10)]
     stale = await store.load(TENANT, str(rows[3].id), "U1")
     for row in rows:
@@ -166,7 +167,7 @@ async def test_saves_that_arrive_together_commit_together_each_with_its_own_answ
 
 
 async def test_a_failed_group_commit_fails_every_save_in_it_and_writes_none(sqlite_db) -> None:
-    sessions = store.SessionStore()
+    sessions = store.SessionStore(schema=None)
     rows = [await sessions.create(TENANT, "U1", "C1", "one", {"i": i}) for i in range(3)]
     rows[2].data["bad"] = {1, 2}  # not JSON: the transaction it is in fails
     results = await asyncio.gather(*(store.save(r) for r in rows), return_exceptions=True)

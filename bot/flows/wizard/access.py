@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot.access import Actor, Forbidden, authz
+from bot.access import Actor, Forbidden, Refused, authz
 from bot.access.authz import Scope
-from bot.flows.wizard.data import DATABASE_TYPES
+from bot.flows.wizard.data import DATABASE_TYPES, InvalidSession, SessionData
 from storage.models import Server, StoragePool
 
 WHOLE_SERVER_TYPES = ("system", "docker")
@@ -65,17 +65,18 @@ async def check_snapshot(actor: Actor, method: str | None) -> None:
 
 async def check_answers(actor: Actor, data: Mapping[str, Any]) -> None:
     """Check every answer the session holds, as at each step; raises the first refusal."""
+    try:
+        answers = SessionData.of(data)
+    except InvalidSession as exc:
+        raise Refused(f"{exc} Start again with `/backup new`.") from None
     tenant = actor.tenant
-    server_id = data.get("server_id")
-    server = await tenant.get_or_none(Server, id=server_id) if isinstance(server_id, int) else None
+    server = await tenant.get_or_none(Server, id=answers.server_id) if answers.server_id is not None else None
     if server is None:
         raise Forbidden("Choose a server you may use first (step 1).")
-    await check_source(actor, server, data.get("backup_type"), data.get("source") or {})
-    await check_snapshot(actor, (data.get("snapshot") or {}).get("method"))
-    for key in ("pre_backup_commands", "post_backup_commands"):
-        if data.get(key):
-            await authz.require_admin(actor, "run commands before or after a backup")
-    pool_id = data.get("pool_id")
-    pool = await tenant.get_or_none(StoragePool, id=pool_id) if isinstance(pool_id, int) else None
+    await check_source(actor, server, answers.backup_type, answers.source or {})
+    await check_snapshot(actor, answers.snapshot.method if answers.snapshot else None)
+    if any(str(key).endswith("_backup_commands") for key in data):  # pre/post commands: not offered yet
+        await authz.require_admin(actor, "run commands before or after a backup")
+    pool = await tenant.get_or_none(StoragePool, id=answers.pool_id) if answers.pool_id is not None else None
     if pool is not None:
         await authz.require_pool(actor, pool)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.flows.wizard import store
+from bot.flows.wizard.data import checked
 from bot.flows.wizard.machine import CANCELLED, DONE, Flow, Wizard
 from bot.flows.wizard.steps.base import Errors, Option, Step, StepView, WizardContext
 from storage.tenancy import Tenant
@@ -47,12 +48,15 @@ class Screen:
 
 class WizardController:
     def __init__(
-        self, steps: Callable[[], Sequence[Step]], services: Any, *, ttl: timedelta = store.DEFAULT_TTL
+        self, steps: Callable[[], Sequence[Step]], services: Any, *, ttl: timedelta = store.DEFAULT_TTL,
+        schema: store.Schema | None = checked,
     ) -> None:
+        """``schema`` checks the answers before every save (the wizard's :class:`~bot.flows.wizard.data.SessionData`;
+        None for a machine of other steps)."""
         self._steps = steps
         self._flow: Flow | None = None
         self.services = services
-        self.store = store.SessionStore(ttl)  # an untouched session expires after ``ttl``
+        self.store = store.SessionStore(ttl, schema=schema)  # an untouched session expires after ``ttl``
 
     def context_for(self, row) -> WizardContext:
         """A step context for ``row``'s owner (used outside a click, e.g. once an approver approved)."""

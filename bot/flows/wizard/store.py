@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bot.flows.wizard.data import checked
 from storage.models import WizardSession
 from storage.orm import in_transaction
 from storage.tenancy import Tenant
@@ -47,8 +48,15 @@ class SessionGone(Exception):
     """No open session with that id for this user (finished, cancelled, expired, or someone else's)."""
 
 
+Schema = Callable[[Any], object]
+"""Checks a session's answers before they are written (raises to refuse them): ``bot.flows.wizard.data.checked`` for
+the real wizard; None for a machine of other steps (tests of the engine)."""
+
+
 async def create(tenant: Tenant, user_id: str, channel_id: str | None, state: str, data: dict[str, Any], *,
-                 ttl: timedelta = DEFAULT_TTL) -> WizardSession:  # fmt: skip
+                 ttl: timedelta = DEFAULT_TTL, schema: Schema | None = None) -> WizardSession:  # fmt: skip
+    if schema is not None:
+        schema(data)
     return await tenant.create(
         WizardSession, id=uuid.uuid4(), user_id=user_id, channel_id=channel_id, state=state, data=data,
         expires_at=datetime.now(UTC) + ttl,
@@ -102,7 +110,7 @@ async def load(tenant: Tenant, session_id: str, user_id: str) -> WizardSession:
     return _usable(await tenant.get_or_none(WizardSession, id=key, user_id=user_id))
 
 
-async def save(row: WizardSession, *, ttl: timedelta = DEFAULT_TTL) -> None:
+async def save(row: WizardSession, *, ttl: timedelta = DEFAULT_TTL, schema: Schema | None = None) -> None:
     """Write state and data if nobody else saved since we loaded; bumps the version."""
     saves = _saves()
     before = saves.get(row.id)
@@ -111,14 +119,16 @@ async def save(row: WizardSession, *, ttl: timedelta = DEFAULT_TTL) -> None:
     try:
         if before is not None:  # two saves of one session: in the order they were asked for
             await asyncio.shield(before)
-        await _write(row, ttl)
+        await _write(row, ttl, schema)
     finally:
         done.set_result(None)
         if saves.get(row.id) is done:
             del saves[row.id]
 
 
-async def _write(row: WizardSession, ttl: timedelta) -> None:
+async def _write(row: WizardSession, ttl: timedelta, schema: Schema | None) -> None:
+    if schema is not None:
+        schema(row.data)  # the declared shape (bot.flows.wizard.data.SessionData), or nothing is written
     now = datetime.now(UTC)
     expires = now + ttl
     values = {"state": row.state, "data": row.data, "view_id": row.view_id, "version": row.version + 1,
@@ -310,14 +320,15 @@ class SessionStore:
     to the database. A restarted bot starts with an empty memory.
     """
 
-    def __init__(self, ttl: timedelta = DEFAULT_TTL, *, remember: int = 2000) -> None:
+    def __init__(self, ttl: timedelta = DEFAULT_TTL, *, remember: int = 2000, schema: Schema | None = checked) -> None:
         self.ttl = ttl
+        self.schema = schema
         self.remember = remember
         self._copies: OrderedDict[uuid.UUID, _Copy] = OrderedDict()
 
     async def create(self, tenant: Tenant, user_id: str, channel_id: str | None, state: str,
                      data: dict[str, Any]) -> WizardSession:  # fmt: skip
-        row = await create(tenant, user_id, channel_id, state, data, ttl=self.ttl)
+        row = await create(tenant, user_id, channel_id, state, data, ttl=self.ttl, schema=self.schema)
         self._keep(row)
         return row
 
@@ -340,7 +351,7 @@ class SessionStore:
     async def save(self, row: WizardSession) -> None:
         """:func:`save` with this store's time to live; the copy follows the database, or is dropped."""
         try:
-            await save(row, ttl=self.ttl)
+            await save(row, ttl=self.ttl, schema=self.schema)
         except BaseException:
             self.forget(row.id)
             raise
