@@ -1,5 +1,5 @@
-"""Who may do what: the acting user (:mod:`.actor`), the roles an admin stored (:mod:`.roles`) and the checks
-every operation makes before its first effect (:mod:`.authz`).
+"""Who may do what: the acting user and the roles they hold (:mod:`.actor`), the checks every operation makes
+before its first effect (:mod:`.authz`), the refusals (:mod:`.errors`) and the audit writer (:mod:`.audit`).
 
 Below both the wizard (:mod:`bot.flows`) and the service layer (:mod:`bot.services`), so either can check a role
 without importing the other; it imports only storage.

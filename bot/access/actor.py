@@ -4,7 +4,7 @@ An :class:`Actor` is resolved once per request from the stored role grants and a
 platform's answer to "is this user a workspace admin?" and "who is in user group S…?"), then handed to every check.
 Surfaces build it: Slack from the request's user with a directory backed by ``users.info`` and
 ``usergroups.users.list``; the CLI as the host's operator (:meth:`Actor.operator`), who holds the secret keys and
-so every power already; the scheduler as :meth:`Actor.system`.
+so every power already.
 """
 
 from __future__ import annotations
@@ -78,11 +78,6 @@ class Actor:
         """The person at the bot host's shell (``backup-bot`` commands): they hold the secret keys and the
         database, so no role could limit them; they act as admin and are audited as ``name``."""
         return cls(team_id=Tenant(team_id).team_id, user_id=name[:32], is_admin=True, via="cli")
-
-    @classmethod
-    def system(cls, team_id: str) -> Actor:
-        """The bot itself (scheduler, retries after a crash), acting on what a person already set up."""
-        return cls(team_id=Tenant(team_id).team_id, user_id="system", is_admin=True, via="system")
 
 
 async def named_groups(team_id: str) -> set[str]:

@@ -61,10 +61,6 @@ class Scope:
     paths: tuple[str, ...] | None = None
     databases: tuple[str, ...] | None = None
 
-    @property
-    def limited(self) -> bool:
-        return self.paths is not None or self.databases is not None
-
 
 FULL = Scope()
 
@@ -113,7 +109,7 @@ async def require_server(actor: Actor, server: Server) -> Scope:
     scope = await server_scope(actor, server.id)
     if scope is None:
         raise Forbidden(f"You have no access to the server {server.name}: an admin has to grant it to you — "
-                      f"{await who_can_allow(actor.team_id)}.")  # fmt: skip
+                        f"{await who_can_allow(actor.team_id)}.")  # fmt: skip
     return scope
 
 
@@ -123,7 +119,7 @@ async def require_pool(actor: Actor, pool: StoragePool) -> None:
         return
     if not await _grants(actor, pool_id=pool.id):
         raise Forbidden(f"You have no access to the storage pool {pool.name}: an admin has to grant it to you — "
-                      f"{await who_can_allow(actor.team_id)}.")  # fmt: skip
+                        f"{await who_can_allow(actor.team_id)}.")  # fmt: skip
 
 
 def normal_path(path: str) -> str | None:
@@ -155,7 +151,7 @@ async def require_paths(actor: Actor, server: Server, scope: Scope, paths: Itera
         if not within(path, scope.paths):
             allowed = ", ".join(scope.paths) or "no path"
             raise Forbidden(f"{str(path)[:200]} is outside what you may back up on {server.name} ({allowed}); "
-                          f"to widen your grant, {await who_can_allow(actor.team_id)}.")  # fmt: skip
+                            f"to widen your grant, {await who_can_allow(actor.team_id)}.")  # fmt: skip
 
 
 async def require_databases(actor: Actor, server: Server, scope: Scope, databases: Iterable[str]) -> None:
@@ -166,11 +162,11 @@ async def require_databases(actor: Actor, server: Server, scope: Scope, database
     allowed = ", ".join(scope.databases) or "none"
     if not chosen:
         raise Forbidden(f"You may back up only these databases on {server.name}: {allowed}; choose them by name "
-                      f"instead of all databases, or to widen your grant, {await who_can_allow(actor.team_id)}.")
+                        f"instead of all databases, or to widen your grant, {await who_can_allow(actor.team_id)}.")
     for name in chosen:
         if name not in scope.databases:
             raise Forbidden(f"The database {str(name)[:100]} is outside what you may back up on {server.name} "
-                          f"({allowed}); to widen your grant, {await who_can_allow(actor.team_id)}.")  # fmt: skip
+                            f"({allowed}); to widen your grant, {await who_can_allow(actor.team_id)}.")  # fmt: skip
 
 
 # -- chains ----------------------------------------------------------------------------------------------------
@@ -195,7 +191,7 @@ async def may_operate(actor: Actor, chain: BackupChain) -> bool:
 async def require_operate(actor: Actor, chain: BackupChain) -> None:
     if not await may_operate(actor, chain):
         raise Forbidden(f"You are not allowed to change {chain.name}: only its creator, the operators of its server "
-                      f"and admins may — {await who_can_allow(actor.team_id)}. Nothing was changed.")  # fmt: skip
+                        f"and admins may — {await who_can_allow(actor.team_id)}. Nothing was changed.")  # fmt: skip
 
 
 async def named(actor: Actor, model: type[M], name: object, what: str) -> M:
