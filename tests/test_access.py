@@ -361,3 +361,20 @@ async def test_a_member_sees_and_stores_into_granted_pools_only(sqlite_db, tmp_p
     assert refused["pool_id"].startswith("You have no access to the storage pool theirs")
     nothing = await step.view(context(services, "U0NOBODY"))
     assert "No storage pool is granted to you yet" in nothing.notes[0]
+
+
+async def test_the_repository_step_asks_the_pool_nothing_once_the_pool_grant_is_gone(sqlite_db, services) -> None:
+    """A session whose pool was granted when it was chosen, and no longer is: the Repository step refuses before it
+    looks on the pool (the pool's address does not even resolve: any attempt would be a different error)."""
+    from bot.flows.wizard.steps.repository import RepositoryStep
+
+    tenant = Tenant(TEAM)
+    source = await tenant.create(Server, name="src", host="src.invalid", host_key="ssh-ed25519 AAAA")
+    pool_host = await tenant.create(Server, name="poolhost", host="pool.invalid", host_key="ssh-ed25519 AAAA")
+    pool = await tenant.create(StoragePool, name="main", kind=PoolKind.SSH, server=pool_host, base_path="/srv/borg")
+    await grant(MEMBER, server=source)
+    ctx = context(services, MEMBER, {"server_id": source.id, "backup_type": "files", "pool_id": pool.id})
+    errors = await RepositoryStep().submit(ctx, {"mode": "new", "name": "src-files", "encryption": "repokey-blake2"})
+    assert errors == {"name": "You have no access to the storage pool main: an admin has to grant it to you — ask a "
+                              "Slack workspace admin."}  # fmt: skip
+    assert "repository" not in ctx.data

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bot.access import Refused, authz
 from bot.backup import plan as planning
 from bot.backup.plan import PlanProblem
 from bot.backup.repository import NAME
@@ -145,6 +146,10 @@ class RepositoryStep(BaseStep):
             pool = await planning.load_pool(tenant, ctx.data.get("pool_id"), server)
         except PlanProblem as exc:
             return {"name": f"{exc.message} (go back to the {exc.step} step)"}
+        try:  # the pool is asked about this name next: only while the actor may still store into it
+            await authz.require_pool(await ctx.actor(), pool)
+        except Refused as exc:
+            return {"name": exc.sentence}
         taken = await tenant.query(Repository).filter(pool_id=pool.id, name=name).first()
         if taken is not None:
             return {"name": f"The bot already manages a repository named {name} on {pool.name}: choose another name."}
