@@ -378,3 +378,36 @@ async def test_the_repository_step_asks_the_pool_nothing_once_the_pool_grant_is_
     assert errors == {"name": "You have no access to the storage pool main: an admin has to grant it to you — ask a "
                               "Slack workspace admin."}  # fmt: skip
     assert "repository" not in ctx.data
+
+
+async def test_host_key_pins_are_told_to_the_admins_in_slack(sqlite_db, tmp_path) -> None:
+    """The notice of a pin reaches Slack through the outbox: a DM to each admin named in the roles and to the admin
+    who pinned, or the admins' channel once one is set."""
+    from bot.alerts import Alert
+    from tests.test_reports import APPROVALS, start_env, wait_for
+
+    envs = start_env(tmp_path)
+    env = await anext(envs)
+    try:
+        env.slack.add_user(ADMIN)
+        await grant("U0LEAD", role=Role.ADMIN)
+        notice = Alert(team_id=TEAM, kind=servers.ADMIN_NOTICE, message=":key: <@U0ADMIN> re-pinned the host key",
+                       details={"actor": ADMIN})  # fmt: skip
+        await env.bus.publish(notice)
+
+        def dms_to(user: str) -> list[str]:
+            opened = [c for c in env.slack.calls_to("conversations.open") if c.params.get("users") == user and c.ok]
+            return [m["text"] for c in opened for m in env.slack.messages(c.response["channel"]["id"])]
+
+        await wait_for(lambda: dms_to("U0LEAD") and dms_to(ADMIN))
+        assert dms_to("U0LEAD") == [notice.message] and dms_to(ADMIN) == [notice.message]
+        admin = Actor(TEAM, ADMIN, is_admin=True)
+        from bot.services import roles
+
+        assert await roles.set_admin_channel(admin, f"<#{APPROVALS}|approvals>") == APPROVALS
+        await env.bus.publish(notice)
+        await wait_for(lambda: env.slack.messages(APPROVALS))
+        assert [m["text"] for m in env.slack.messages(APPROVALS)] == [notice.message]
+        assert len(dms_to("U0LEAD")) == 1  # the channel instead of DMs
+    finally:
+        await envs.aclose()
