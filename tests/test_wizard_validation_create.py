@@ -301,6 +301,17 @@ async def _approve_in_slack(env: Any, controller: WizardController, world: World
     assert (world.pool_host.workdir / "repos" / "via-slack" / "config").is_file()
 
 
+async def test_creating_checks_the_actors_roles_first_whoever_calls(world: World) -> None:
+    """create_chain itself refuses answers outside the actor's roles: nothing is set up on the pool, no row."""
+    ctx = world.ctx(**answers(world, name="not-mine"))
+    ctx.user_id = "U0MEMBER"  # no grant on the world's server or pool
+    before = sessions(world.src, world.pool_host)
+    with pytest.raises(creating.CreateError, match="You have no access to the server .* Nothing was created"):
+        await creating.create_chain(ctx, name="not-mine")
+    assert sessions(world.src, world.pool_host) == before and await counts() == (0, 0, 0)
+    assert not (world.pool_host.workdir / "repos" / "not-mine").exists()
+
+
 async def test_changed_answers_undo_the_earlier_setup(world: World) -> None:
     ctx = world.ctx(**answers(world, name="first-name"))
     first = await creating.ensure_remote_repository(ctx)

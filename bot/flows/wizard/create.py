@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.access import Refused
 from bot.backup import plan as planning
 from bot.backup.plan import PlanProblem, human, reveal
 from bot.backup.repository import (
@@ -49,6 +50,7 @@ from bot.borg import key as borg_key
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.borg.runner import BorgError
+from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.store import keep_data
 from bot.flows.wizard.templates import TemplateError, save_template
@@ -358,10 +360,15 @@ async def check_chain_name(tenant: Tenant, name: Any) -> str:
 
 async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = None, run_now: bool = False) -> Created:
     """Create the chain the session describes (see the module docstring); sets ``data["chain_id"]`` and
-    ``data["_result"]``. Raises :class:`CreateError` (nothing written) or PlanProblem (an answer must change)."""
+    ``data["_result"]``. The session's answers are checked against the actor's roles first, whoever calls. Raises
+    :class:`CreateError` (nothing written, nothing set up) or PlanProblem (an answer must change)."""
     tenant = Tenant(ctx.team_id)
     data = ctx.data
     name = (name or "").strip()
+    try:  # whoever calls this (the review step, an approval, a future API): the actor's roles decide first
+        await access.check_answers(await ctx.actor(), data)
+    except Refused as exc:
+        raise CreateError(f"{exc.sentence} Nothing was created.", "name") from None
     setup = await ensure_remote_repository(ctx)
     server = await planning.load_server(tenant, data.get("server_id"))
     pool = await planning.load_pool(tenant, data.get("pool_id"), server)
