@@ -306,7 +306,7 @@ async def test_creating_checks_the_actors_roles_first_whoever_calls(world: World
     ctx = world.ctx(**answers(world, name="not-mine"))
     ctx.user_id = "U0MEMBER"  # no grant on the world's server or pool
     before = sessions(world.src, world.pool_host)
-    with pytest.raises(creating.CreateError, match="You have no access to the server .* Nothing was created"):
+    with pytest.raises(creating.CreateError, match=r"You have no access to the server .* Nothing was created"):
         await creating.create_chain(ctx, name="not-mine")
     assert sessions(world.src, world.pool_host) == before and await counts() == (0, 0, 0)
     assert not (world.pool_host.workdir / "repos" / "not-mine").exists()
