@@ -301,6 +301,39 @@ async def _approve_in_slack(env: Any, controller: WizardController, world: World
     assert (world.pool_host.workdir / "repos" / "via-slack" / "config").is_file()
 
 
+async def test_a_validation_failing_after_approval_reopens_the_wizard_and_the_approval_still_holds(
+    world: World,
+) -> None:
+    await Workspace.create(team_id=TEAM, settings={"approvals": {"required": True}})
+    controller = WizardController(lambda: [PoolStep(), RepositoryStep(), ValidationStep(), ReviewStep()],
+                                  world.services)  # fmt: skip
+    tenant = Tenant(TEAM)
+    sid = await through_to_review(controller, world, "fix-after")
+    await controller.submit(tenant, "U1", sid, {})
+    await controller.submit(tenant, "U1", sid, {"name": "fix-after", "options": []})
+    approval = await Approval.get(session_id=sid)
+    await approvals.decide(Actor(TEAM, "U0BOSS", is_admin=True), approval.id, approve=True)
+    hidden = world.www.with_name("www-hidden")
+    world.www.rename(hidden)  # the source's files are gone when the approved validation runs
+    outcome = await continue_after_approval(controller, tenant, sid)
+    assert not outcome.created and "validation failed" in outcome.sentence and "/backup resume" in outcome.sentence
+    assert await BackupChain.filter(name="fix-after").count() == 0
+    screen = await controller.resume(tenant, "U1")
+    assert screen is not None and screen.step == "validation" and screen.session_id == sid
+    hidden.rename(world.www)  # fixed: the same answers, still approved, validate for real and create at once
+    screen = await controller.submit(tenant, "U1", sid, {})
+    assert screen.step == "review" and not screen.errors, screen.errors
+    assert not ctx_validation(await WizardSession.get(id=sid)).get("deferred")
+    screen = await controller.submit(tenant, "U1", sid, {"name": "fix-after", "options": []})
+    assert screen.step == "done", screen.errors
+    assert (await BackupChain.get(name="fix-after")).status == ChainStatus.ACTIVE
+    assert await Approval.filter(session_id=sid).count() == 1  # no second approval was needed
+
+
+def ctx_validation(row: WizardSession) -> dict[str, Any]:
+    return row.data.get("validation") or {}
+
+
 async def test_creating_checks_the_actors_roles_first_whoever_calls(world: World) -> None:
     """create_chain itself refuses answers outside the actor's roles: nothing is set up on the pool, no row."""
     ctx = world.ctx(**answers(world, name="not-mine"))

@@ -3,9 +3,11 @@
 Until the approval nothing of these answers touched a server (validation ran in its deferred form, see
 :func:`bot.flows.wizard.steps.validation.waits_for_approval`). Now the requester's own roles are checked again
 (a grant withdrawn meanwhile stops it here), the repository is created on the pool, the push key installed and the
-test backup run — the same code as validation without approval — and the chain is created active. When the
-validation fails, the wizard is reopened at its Validation step, so the requester can fix what it says with
-``/backup resume``; the approval holds for these exact answers, so pressing Next with them needs no second one.
+test backup run — the same code as validation without approval — and the chain is created active.
+
+The wizard is reopened at its Validation step *before* any of this runs, and closed again only once the chain
+exists: when the validation fails, or the bot stops half-way, ``/backup resume`` brings the requester back there,
+and since the approval holds for these exact answers, pressing Next with them runs the real validation at once.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ async def continue_after_approval(controller: WizardController, tenant: Tenant, 
     name = row.data.get("chain_name") or "the new chain"
     if row.data.get("chain_id"):
         return AfterApproval(True, f"*{name}* was already created.")
+    row.state = "validation"
+    await controller.store.save(row)  # resumable from here on (with the configured expiry) until the chain exists
     ctx = controller.context_for(row)
     result = await validate(ctx)
     if result["ok"] and not result.get("deferred"):
@@ -45,18 +49,18 @@ async def continue_after_approval(controller: WizardController, tenant: Tenant, 
                                         run_now=bool(row.data.get("_run_now")))  # fmt: skip
         except (creating.CreateError, PlanProblem, Refused) as exc:
             problem = getattr(exc, "message", None) or getattr(exc, "sentence", None) or str(exc)
-            return await _reopen(controller, row, name, problem)
+            return await _failed(controller, row, name, problem)
+        row.state = "done"
         await controller.store.save(row)
         return AfterApproval(True, f":white_check_mark: *{name}* was approved, validated and created: "
                                    f"{row.data.get('_result', '')}"[:2900])  # fmt: skip
     failed = [step for step in result["steps"] if not step["ok"]]
     problem = f"{failed[0]['name']}: {failed[0]['detail']}" if failed else "the approval was not found any more"
-    return await _reopen(controller, row, name, problem)
+    return await _failed(controller, row, name, problem)
 
 
-async def _reopen(controller: WizardController, row: WizardSession, name: str, problem: str) -> AfterApproval:
-    row.state = "validation"
-    await controller.store.save(row)  # open again (with the configured expiry) at the Validation step
+async def _failed(controller: WizardController, row: WizardSession, name: str, problem: str) -> AfterApproval:
+    await controller.store.save(row)  # the validation's result, kept for the Validation step the requester sees
     return AfterApproval(False, f":x: *{name}* was approved, but its validation failed: {problem[:1500]}. "
                                 "Nothing was created. `/backup resume` reopens the wizard at Validation: fix it and "
                                 "run it again (these answers are still approved).")  # fmt: skip
