@@ -6,9 +6,14 @@ open to nobody: it is decrypted only to hand it to the database client on the se
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bot.access import Actor, NotFound, Refused, authz
 from bot.access.audit import record
-from storage.models import AuthMethod, BackupSource, DatabaseCredential, DbType, Server
+from bot.inventory import db_credential
+from bot.probes.base import ProbeContext
+from bot.probes.dbcheck import CheckResult, check
+from storage.models import AuthMethod, BackupSource, DatabaseCredential, DbType, Server, TestStatus
 
 
 async def store_login(actor: Actor, server: Server, engine: str, *, host: str, port: int, user: str,
@@ -41,3 +46,12 @@ async def remove_login(actor: Actor, credential_id: object) -> None:
     await record(actor, "credential.remove", "server", row.server_id,  # type: ignore[attr-defined]
                  credential_id=row.id, before={"engine": row.db_type.value,
                                                "login": f"{row.username}@{row.host}:{row.port}"})  # fmt: skip
+
+
+async def test_stored(ctx: ProbeContext, row: DatabaseCredential, *, timeout: float = 10.0) -> CheckResult:
+    """Connect with a stored login from its server and record the outcome on the row (``test_status``)."""
+    result = await check(ctx, db_credential(row), timeout=timeout)
+    row.test_status = TestStatus.SUCCESS if result.ok else TestStatus.FAILED
+    row.last_test_at = datetime.now(UTC)
+    await row.save(update_fields=["test_status", "last_test_at"])
+    return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from bot.access import Actor, NotFound, Refused, authz
 from bot.access.audit import record
@@ -19,7 +19,6 @@ from bot.alerts import Alert, AlertBus
 from bot.inventory import (
     FingerprintMismatch,
     cached_capabilities,
-    db_credential,
     fetch_host_key,
     pin_host_key,
     refresh_capabilities,
@@ -29,9 +28,10 @@ from bot.probes.base import ProbeContext
 from bot.probes.capabilities import Capabilities
 from bot.probes.dbcheck import CheckResult, DbCredential, check
 from bot.probes.registry import default_specs
+from bot.services import credentials
 from bot.transport import SSHPool
 from bot.transport.hostkeys import HostKeyInfo, fingerprint
-from storage.models import BackupSource, DatabaseCredential, Server, ServerStatus, StoragePool, TestStatus
+from storage.models import BackupSource, DatabaseCredential, Server, ServerStatus, StoragePool
 from storage.orm import IntegrityError
 
 ADMIN_NOTICE = "admin_notice"  # an Alert kind: told to the workspace's admins (bot.slack.notices)
@@ -151,22 +151,15 @@ async def test_login(actor: Actor, server_id: object, *, credential_id: int | No
     """Connect to a database from the server with a stored login (its test status is recorded) or a typed one
     (nothing is stored), and say what happened."""
     server = await usable(actor, server_id)
-    stored = None
+    context = ProbeContext(pool.transport(ssh_target(server)))
     if credential_id is not None:
         stored = await actor.tenant.get_or_none(DatabaseCredential, id=credential_id, server_id=server.id)
         if stored is None:
             raise NotFound(f"There is no credential {credential_id} on server {server.name}.")
-        credential = db_credential(stored)
-    elif typed is not None:
-        credential = typed
-    else:
+        return await credentials.test_stored(context, stored)
+    if typed is None:
         raise Refused("Give credential_id, or engine (mysql, postgresql or mongodb) with host/port/user.")
-    result = await check(ProbeContext(pool.transport(ssh_target(server))), credential)
-    if stored is not None:
-        stored.test_status = TestStatus.SUCCESS if result.ok else TestStatus.FAILED
-        stored.last_test_at = datetime.now(UTC)
-        await stored.save(update_fields=["test_status", "last_test_at"])
-    return result
+    return await check(context, typed)
 
 
 async def remove(actor: Actor, name: str) -> None:

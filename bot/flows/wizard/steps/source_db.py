@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
@@ -44,7 +43,7 @@ from bot.transport.base import TransportError
 from bot.validation import InvalidInput
 from bot.validation import host as valid_host
 from bot.validation import port as valid_port
-from storage.models import DatabaseCredential, Server, TestStatus
+from storage.models import DatabaseCredential, Server
 from storage.tenancy import Tenant
 
 NAMES = dbcheck.ENGINE_NAMES
@@ -298,11 +297,7 @@ async def _save_login(
 
 
 async def _check(pctx: ProbeContext, row: DatabaseCredential) -> dbcheck.CheckResult:
-    result = await dbcheck.check(pctx, db_credential(row), timeout=CHECK_TIMEOUT)
-    row.test_status = TestStatus.SUCCESS if result.ok else TestStatus.FAILED
-    row.last_test_at = datetime.now(UTC)
-    await row.save(update_fields=["test_status", "last_test_at"])
-    return result
+    return await credentials.test_stored(pctx, row, timeout=CHECK_TIMEOUT)
 
 
 def _chosen_databases(value: Any) -> tuple[bool, list[str]]:
