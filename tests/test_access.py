@@ -411,3 +411,23 @@ async def test_host_key_pins_are_told_to_the_admins_in_slack(sqlite_db, tmp_path
         assert len(dms_to("U0LEAD")) == 1  # the channel instead of DMs
     finally:
         await envs.aclose()
+
+
+async def test_the_slack_directory_asks_once_and_never_makes_an_admin_of_a_failure() -> None:
+    """Through the emulator: concurrent questions about one user share one users.info; answers are remembered; an
+    admin of another workspace is not one here; Slack refusing the call (an unknown user) is a "no"."""
+    import asyncio
+
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.actors import SlackDirectory
+    from bot.slack.emulator import DEFAULT_BOT_TOKEN, DEFAULT_USER, SlackEmulator
+
+    async with SlackEmulator() as slack:
+        directory = SlackDirectory(AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=slack.api_url))
+        answers = await asyncio.gather(*(directory.is_workspace_admin(TEAM, DEFAULT_USER) for _ in range(5)))
+        assert answers == [True] * 5 and len(slack.calls_to("users.info")) == 1
+        assert await directory.user(DEFAULT_USER) and len(slack.calls_to("users.info")) == 1  # remembered
+        assert not await directory.is_workspace_admin("T0OTHER", DEFAULT_USER)  # their admin, not ours
+        assert not await directory.is_workspace_admin(TEAM, "U0NOSUCH")  # users.info refused: no
+        assert not await directory.is_workspace_admin(TEAM, "U0NOSUCH") and len(slack.calls_to("users.info")) == 3

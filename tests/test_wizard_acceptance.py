@@ -103,9 +103,12 @@ async def world(sqlite_db, make_sshd, tmp_path) -> AsyncIterator[tuple[Person, A
 
 
 async def add_server(person: Person, source) -> None:
+    asked = len(person.slack.calls_to("users.info"))
     await person.driver.slash_command("/backup", "new")
     await person.driver.wait_for_view(callback_id="wizard")
     await person.settle("Step 1")
+    # The time zone and the admin check of the first screen share one users.info (the directory remembers it).
+    assert len(person.slack.calls_to("users.info")) == asked + 1
     await person.next(source.host_key_fingerprint, host=source.host, port=str(source.port), username="root",
                       name="web-1")  # fmt: skip
     await person.fill(fingerprint=source.host_key_fingerprint)  # the admin pastes what the server itself shows

@@ -7,6 +7,7 @@ burst of clicks costs one Web API call. Any failure to ask is a "no": a Slack ou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -27,6 +28,7 @@ class SlackDirectory:
         self.client = client
         self.ttl = ttl
         self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._asking: dict[tuple[str, str, str], asyncio.Future[dict[str, Any] | None]] = {}
 
     def _get(self, key: tuple[str, str, str]) -> Any:
         hit = self._cache.get(key)
@@ -38,19 +40,32 @@ class SlackDirectory:
         self._cache[key] = (time.monotonic(), value)
         return value
 
-    async def is_workspace_admin(self, team_id: str, user_id: str) -> bool:
-        key = ("admin", team_id, user_id)
+    async def user(self, user_id: str) -> dict[str, Any] | None:
+        """``users.info``'s user, remembered for a minute; callers asking at the same moment share one request
+        (None when Slack could not be asked: not remembered)."""
+        key = ("user", "", user_id)
         cached = self._get(key)
         if cached is not None:
-            return bool(cached)
+            return cached
+        pending = self._asking.get(key)
+        if pending is None:
+            pending = self._asking[key] = asyncio.ensure_future(self._ask_user(user_id))
+            pending.add_done_callback(lambda _: self._asking.pop(key, None))
+        user = await asyncio.shield(pending)
+        return None if user is None else self._put(key, user)
+
+    async def _ask_user(self, user_id: str) -> dict[str, Any] | None:
         try:
-            user: dict[str, Any] = (await self.client.users_info(user=user_id)).get("user") or {}
+            return (await self.client.users_info(user=user_id)).get("user") or {}
         except (SlackApiError, SlackClientError, OSError) as exc:
-            log.warning("users.info failed while checking admin rights: %s", type(exc).__name__)
-            return False  # not cached: the next request asks again
-        if user.get("team_id") not in (None, team_id):  # an admin of another workspace is not one here
-            return self._put(key, False)
-        return self._put(key, bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner")))
+            log.warning("users.info failed: %s", type(exc).__name__)
+            return None
+
+    async def is_workspace_admin(self, team_id: str, user_id: str) -> bool:
+        user = await self.user(user_id)
+        if not user or user.get("team_id") not in (None, team_id):  # an admin of another workspace is not one here
+            return False
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     async def group_members(self, team_id: str, group_id: str) -> frozenset[str]:
         key = ("group", team_id, group_id)

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.flows.wizard.controller import Screen, WizardController
 from bot.flows.wizard.steps.base import StepView
 from bot.flows.wizard.store import SessionGone, StaleSession
+from bot.slack.actors import SlackDirectory, directory_of
 from bot.slack.wizard_render import ACT_PREFIX, BACK, CALLBACK_ID, modal, step_of, values_of, working
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,17 @@ def _gone(message: str) -> dict[str, Any]:
     return modal(Screen("-", "done", "Backup wizard", 0, 0, StepView(heading=message)))
 
 
-async def user_tz(client: AsyncWebClient, user_id: str) -> str:
-    try:
-        info = await client.users_info(user=user_id)
-        return info["user"].get("tz") or "UTC"
-    except (SlackApiError, KeyError):
-        return "UTC"
+async def user_tz(directory: SlackDirectory, user_id: str) -> str:
+    """The user's time zone from ``users.info`` (the directory remembers the answer: the wizard's first screen asks
+    the same user about admin rights right after)."""
+    user = await directory.user(user_id)
+    return str((user or {}).get("tz") or "UTC")
 
 
 async def open_wizard(controller: WizardController, client: AsyncWebClient, context: AsyncBoltContext,
                       trigger_id: str, user_id: str, channel_id: str | None, prefill=None) -> None:  # fmt: skip
     """Open a new wizard (trigger_id is valid 3 s: the first screen is built before anything slow)."""
-    tz_task = asyncio.create_task(user_tz(client, user_id))
+    tz_task = asyncio.create_task(user_tz(directory_of(context, client), user_id))
     try:
         tz = await asyncio.wait_for(asyncio.shield(tz_task), 1.0)
     except TimeoutError:
