@@ -29,6 +29,7 @@ from bot.access.actor import GROUP_ID, USER_ID
 from bot.access.audit import record
 from bot.access.authz import mention
 from bot.alerts import Alert, AlertBus
+from bot.mrkdwn import esc
 from bot.runs.nudge import schedule_changed
 from storage.models import Approval, ApprovalStatus, AuditLog, BackupChain, ChainStatus, Workspace
 from storage.orm import in_transaction
@@ -206,9 +207,7 @@ def decision_line(approval: Approval) -> str:
     if approval.status == ApprovalStatus.APPROVED:
         return f"✅ Approved by <@{approval.decided_by}>"
     if approval.status == ApprovalStatus.REJECTED:
-        reason = approval.reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") if approval.reason \
-            else ""
-        return f"❌ Rejected by <@{approval.decided_by}>" + (f": {reason}" if reason else "")
+        return f"❌ Rejected by <@{approval.decided_by}>" + (f": {esc(approval.reason)}" if approval.reason else "")
     return "Pending"
 
 

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from bot.access import Actor, Refused, authz
 from bot.access.audit import record
 from bot.monitoring import ping_url_of, set_ping_url
+from bot.mrkdwn import esc
 from bot.runs.nudge import schedule_changed
-from bot.services.runs import esc
 from storage.models import BackupChain, ChainStatus, Repository
 
 
@@ -57,7 +57,8 @@ async def set_paused(actor: Actor, chain_id: object, paused: bool) -> Changed:
     return Changed(True, f":large_green_circle: *{name}* is active again.")
 
 
-def _host(url: str | None) -> str | None:
+def url_host(url: str | None) -> str | None:
+    """The host of a ping URL: all that is ever shown or logged of it (its path is the check's secret)."""
     return None if url is None else urlsplit(url).hostname or "?"
 
 
@@ -70,8 +71,8 @@ async def set_ping(actor: Actor, chain_id: object, url: str | None) -> BackupCha
         await set_ping_url(actor.team_id, chain.id, url)
     except ValueError as exc:
         raise Refused(f"{exc} Nothing was changed.") from None
-    await record(actor, "chain.ping_url", "chain", chain.id, before={"host": _host(before)},
-                 after={"host": _host(url)}, **({"removed": True} if url is None else {"host": _host(url)}))
+    await record(actor, "chain.ping_url", "chain", chain.id, before={"host": url_host(before)},
+                 after={"host": url_host(url)}, **({"removed": True} if url is None else {"host": url_host(url)}))
     return chain
 
 

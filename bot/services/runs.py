@@ -14,6 +14,7 @@ from typing import Literal
 from bot.access import Actor, Refused, authz
 from bot.access.audit import record
 from bot.backup import schedule as sched
+from bot.mrkdwn import esc
 from bot.runs.nudge import nudge
 from bot.runs.queue import RunSpec, insert_rows
 from storage.models import ChainStatus, Run, RunKind, RunStatus
@@ -23,11 +24,6 @@ MANUAL_PRIORITY = max(sched.PRIORITY_RANGE)  # a person is waiting: before sched
 RUNNABLE = (ChainStatus.ACTIVE, ChainStatus.PAUSED)  # a manual run of a paused chain is allowed
 Reason = Literal["run_now", "retry"]
 ACTIONS: dict[str, str] = {"run_now": "chain.run_now", "retry": "run.retry_now"}
-
-
-def esc(text: object) -> str:
-    """Text for Slack mrkdwn: ``&``, ``<`` and ``>`` escaped (a chain name must not become a mention or a link)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from bot.alerts import Alert
 from bot.backup import schedule as sched
 from bot.flows.wizard.approved import continue_after_approval
 from bot.flows.wizard.controller import WizardController
+from bot.mrkdwn import esc as _esc
 from bot.runs.outbox import DM, UPDATE, Outbox
 from bot.services import approvals
 from bot.services.approvals import ALERT_KIND, decision_line, rules_of
@@ -53,10 +54,6 @@ REJECT_VIEW = "approval_reject_reason"
 ACTIONS_BLOCK = "approval_actions"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason_input"
-
-
-def _esc(text: Any) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 # -- messages ---------------------------------------------------------------------------------------------------

@@ -16,8 +16,6 @@ them: the same people who may run or pause the chain (its creator, the operators
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from bot.access import Actor, Forbidden, Refused
 from bot.backup import schedule as sched
 from bot.monitoring import ping_url_of
@@ -48,10 +46,6 @@ def split_arguments(rest: str) -> tuple[str, str | None]:
     return rest.strip().strip("`\"'"), None
 
 
-def _host(url: str) -> str:
-    return urlsplit(url).hostname or "?"
-
-
 def _answer(text: str) -> listing.Answer:
     return listing.Answer(text, [listing._section(text)])
 
@@ -66,7 +60,7 @@ async def ping_answer(actor: Actor, rest: str) -> listing.Answer:
         url = await ping_url_of(actor.team_id, chain.id)
         if url is None:
             return _answer(f"{label} has no ping URL. {USAGE}")
-        return _answer(f"{label} pings `{listing._esc(_host(url))}` at start, success and failure "
+        return _answer(f"{label} pings `{listing._esc(chains.url_host(url))}` at start, success and failure "
                        "(the URL's path is not shown: it is the check's secret).")  # fmt: skip
     url = None if argument.lower() in OFF else argument
     try:
@@ -75,7 +69,8 @@ async def ping_answer(actor: Actor, rest: str) -> listing.Answer:
         return _refused(exc, USAGE)
     if url is None:
         return _answer(f"{label} no longer pings anything.")
-    return _answer(f":white_check_mark: {label} now pings `{listing._esc(_host(url))}`: `/start` when a backup "
+    host = listing._esc(chains.url_host(url))
+    return _answer(f":white_check_mark: {label} now pings `{host}`: `/start` when a backup "
                    "starts, the URL itself on success, `/fail` on failure.")  # fmt: skip
 
 

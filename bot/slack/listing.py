@@ -29,6 +29,7 @@ from bot.backup.retention import policy_summary
 from bot.flows.wizard.steps.backup_type import LABELS as TYPE_LABELS
 from bot.flows.wizard.steps.retention import policy_of
 from bot.flows.wizard.steps.schedule import format_run
+from bot.mrkdwn import esc as _esc
 from bot.runs.maintenance import check_summary, prune_summary
 from storage.models import (
     BackupChain,
@@ -79,11 +80,6 @@ class Answer:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _esc(text: Any) -> str:
-    """Slack mrkdwn escaping of user-given text (names, paths, errors)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _section(text: str) -> SectionBlock:

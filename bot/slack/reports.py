@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Refused
 from bot.alerts import AlertBus
+from bot.mrkdwn import esc as _esc
 from bot.runs.notify import Notifier, Report
 from bot.runs.outbox import Outbox, PermanentDeliveryError, TransientDeliveryError
 from bot.services import chains, runs
@@ -42,10 +43,6 @@ RETRY = "report_retry_now"
 PAUSE = "report_pause_chain"
 ACTIONS_BLOCK = "report_actions"
 MAX_TEXT = 2900
-
-
-def _esc(text: Any) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _section(text: str) -> SectionBlock:
