@@ -60,7 +60,6 @@ class Actor:
     team_id: str
     user_id: str
     is_admin: bool = False
-    slack_admin: bool = False
     groups: frozenset[str] = field(default_factory=frozenset)
     via: str = "slack"
 
@@ -102,5 +101,5 @@ async def resolve_actor(directory: Directory, team_id: str, user_id: str, *, via
     )
     slack_admin = await directory.is_workspace_admin(team_id, user_id)
     granted = await tenant.query(RoleGrant).filter(role=Role.ADMIN, subject__in=[user_id, *groups]).exists()
-    return Actor(team_id=tenant.team_id, user_id=user_id, is_admin=slack_admin or granted, slack_admin=slack_admin,
-                 groups=groups, via=via)  # fmt: skip
+    return Actor(team_id=tenant.team_id, user_id=user_id, is_admin=slack_admin or granted, groups=groups,
+                 via=via)  # fmt: skip
