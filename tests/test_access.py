@@ -315,7 +315,7 @@ async def test_disruptive_options_and_whole_server_backups_need_an_admin(sqlite_
     """The wizard's gate on a source (no server is contacted to decide): table locks, stopping or pausing
     containers and snapshots are an admin's; an operator's database limits hold; an operator limited to paths may
     not back up the whole system or Docker."""
-    from bot.flows.wizard import access
+    from bot.services import gate
 
     tenant = Tenant(TEAM)
     server = await tenant.create(Server, name="db1", host="db1.example.com", host_key="ssh-ed25519 AAAA")
@@ -323,26 +323,26 @@ async def test_disruptive_options_and_whole_server_backups_need_an_admin(sqlite_
     await tenant.create(RoleGrant, role=Role.OPERATOR, subject="S0OPS", server=server, paths=["/srv"],
                         databases=["shop"], granted_by=ADMIN)  # fmt: skip
     operator = await resolve_actor(DIRECTORY, TEAM, OPERATOR)  # unlimited through their own grant
-    await access.check_source(operator, server, "mysql", {"databases": [], "lock_non_transactional": False})
+    await gate.check_source(operator, server, "mysql", {"databases": [], "lock_non_transactional": False})
     for source, kind, words in (
         ({"databases": ["shop"], "lock_non_transactional": True}, "mysql", "Only admins can lock tables"),
         ({"volumes": ["v"], "policies": {"db": "stop"}}, "docker", "Only admins can stop containers"),
     ):
         with pytest.raises(Forbidden, match=words):
-            await access.check_source(operator, server, kind, source)
+            await gate.check_source(operator, server, kind, source)
     with pytest.raises(Forbidden, match="Only admins can take snapshots"):
-        await access.check_snapshot(operator, "lvm")
+        await gate.check_snapshot(operator, "lvm")
     await RoleGrant.filter(subject=OPERATOR).delete()
     limited = await resolve_actor(DIRECTORY, TEAM, OPERATOR)  # now only the group's limited grant
     with pytest.raises(Forbidden, match="The database crm is outside"):
-        await access.check_source(limited, server, "postgresql", {"databases": ["shop", "crm"]})
+        await gate.check_source(limited, server, "postgresql", {"databases": ["shop", "crm"]})
     with pytest.raises(Forbidden, match="choose them by name instead of all databases"):
-        await access.check_source(limited, server, "postgresql", {"databases": []})
+        await gate.check_source(limited, server, "postgresql", {"databases": []})
     with pytest.raises(Forbidden, match="A full-system backup reaches every file on db1"):
-        await access.check_source(limited, server, "system", {})
-    await access.check_source(limited, server, "files", {"paths": ["/srv/app"]})
+        await gate.check_source(limited, server, "system", {})
+    await gate.check_source(limited, server, "files", {"paths": ["/srv/app"]})
     admin = await resolve_actor(DIRECTORY, TEAM, ADMIN)
-    await access.check_source(admin, server, "docker", {"volumes": ["v"], "policies": {"db": "stop"}})
+    await gate.check_source(admin, server, "docker", {"volumes": ["v"], "policies": {"db": "stop"}})
 
 
 async def test_a_member_sees_and_stores_into_granted_pools_only(sqlite_db, tmp_path, services) -> None:

@@ -26,7 +26,7 @@ async def env(sqlite_db: str, tmp_path: Path) -> AsyncIterator[Env]:
 
 async def _requested(env: Env) -> tuple[BackupChain, Approval, dict]:
     chain = await make_chain(status=ChainStatus.PENDING_APPROVAL)
-    approval = await request_approval(chain, "U0REQ", alerts=env.bus)
+    approval = await request_approval(chain, Actor(chain.team_id, "U0REQ"), alerts=env.bus)
     await env.outbox.wait_delivered()
     (message,) = env.slack.messages(APPROVALS)
     return chain, approval, message
@@ -139,7 +139,7 @@ async def _losers_told(env: Env, n: int) -> bool:
 
 async def test_compare_and_set_under_many_concurrent_deciders(env: Env) -> None:
     chain = await make_chain("other", status=ChainStatus.PENDING_APPROVAL)
-    approval = await request_approval(chain, "U0REQ")
+    approval = await request_approval(chain, Actor(chain.team_id, "U0REQ"))
     deciders = [Actor("T0001", f"U0X{i}", groups=frozenset({"S0OPS"})) for i in range(12)]  # approvers by group
     results = await asyncio.gather(
         *(decide(actor, approval.id, approve=i % 2 == 0, reason="r") for i, actor in enumerate(deciders)),

@@ -158,9 +158,9 @@ async def test_sessions_are_released_from_the_shared_machine(sqlite_db, controll
 
 
 async def test_the_real_wizards_answers_are_checked_against_their_declared_shape(sqlite_db) -> None:
-    """With the wizard's schema (bot.flows.wizard.data.SessionData, the controller's default), a step that stores
+    """With the wizard's schema (bot.services.answers.SessionData, the controller's default), a step that stores
     an undeclared key or a value of the wrong type fails its save: nothing of it is written."""
-    from bot.flows.wizard.data import InvalidSession, SessionData
+    from bot.services.answers import InvalidSession, SessionData
 
     good = WizardController(lambda: [Ask("server_id"), Ask("pool_id")], None)
     screen = await good.start(TENANT, "U1", "C1")

@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from bot.access import StaticDirectory
+from bot.access import Actor, StaticDirectory
 from bot.flows.wizard.services import WizardServices
 from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.steps.repository import RepositoryStep
-from bot.flows.wizard.templates import TemplateError, list_templates, prefill, save_template, summary
+from bot.services.templates import TemplateError, list_templates, prefill, save_template, summary
 from bot.transport import SSHPool
 from storage.crypto import Secret
 from storage.models import AuditLog, BackupTemplate
@@ -22,6 +22,7 @@ from storage.tenancy import Tenant
 DIRECTORY = StaticDirectory(admins=frozenset({"U1"}))  # the tests' user is a Slack admin
 
 TENANT = Tenant("T0001")
+MEMBER = Actor(TENANT.team_id, "U1")
 
 
 def session_data() -> dict:
@@ -43,7 +44,7 @@ def session_data() -> dict:
 
 async def test_save_list_and_prefill_without_servers_or_secrets(sqlite_db: str) -> None:
     data = session_data()
-    template = await save_template(TENANT, "  nightly pg ", data, "U1", description="shop database")
+    template = await save_template(MEMBER, "  nightly pg ", data, description="shop database")
     assert template.name == "nightly pg" and template.created_by == "U1"
     stored = json.dumps(await BackupTemplate.filter(id=template.id).values(), default=str)
     for secret_or_place in ("hunter2", "generated", "passphrase", "/srv/borg", "db1-postgresql-shop", "server_id",
@@ -51,7 +52,7 @@ async def test_save_list_and_prefill_without_servers_or_secrets(sqlite_db: str) 
         assert secret_or_place not in stored
     assert await AuditLog.filter(action="template.create", object_id=str(template.id)).exists()
 
-    await save_template(TENANT, "a files", {"backup_type": "files", "source": {"paths": ["/etc"]}}, "U2")
+    await save_template(Actor(TENANT.team_id, "U2"), "a files", {"backup_type": "files", "source": {"paths": ["/etc"]}})
     assert [t.name for t in await list_templates(TENANT)] == ["a files", "nightly pg"]
     assert await list_templates(Tenant("T0002")) == []  # another workspace sees none
     assert "nightly pg" in summary(template) and "mon/wed/fri 02:00" in summary(template)
@@ -82,17 +83,17 @@ async def test_save_list_and_prefill_without_servers_or_secrets(sqlite_db: str) 
 
 async def test_template_names_and_incomplete_answers_are_refused(sqlite_db: str) -> None:
     data = session_data()
-    await save_template(TENANT, "pg", data, "U1")
+    await save_template(MEMBER, "pg", data)
     with pytest.raises(TemplateError, match="already exists"):
-        await save_template(TENANT, "pg", data, "U1")
-    await save_template(Tenant("T0002"), "pg", data, "U9")  # names are per workspace
+        await save_template(MEMBER, "pg", data)
+    await save_template(Actor("T0002", "U9"), "pg", data)  # names are per workspace
     for bad in ("", "   ", "x" * 101, "two\nlines"):
         with pytest.raises(TemplateError):
-            await save_template(TENANT, bad, data, "U1")
+            await save_template(MEMBER, bad, data)
     with pytest.raises(TemplateError, match="backup type"):
-        await save_template(TENANT, "no type", {"source": {}}, "U1")
+        await save_template(MEMBER, "no type", {"source": {}})
     with pytest.raises(TemplateError, match="source settings"):
-        await save_template(TENANT, "bad source", {"backup_type": "files", "source": {"paths": ["relative"]}}, "U1")
+        await save_template(MEMBER, "bad source", {"backup_type": "files", "source": {"paths": ["relative"]}})
     with pytest.raises(TemplateError, match="compression"):
-        await save_template(TENANT, "bad comp", {**data, "repository": {"compression": "zstd,99"}}, "U1")
+        await save_template(MEMBER, "bad comp", {**data, "repository": {"compression": "zstd,99"}})
     assert await BackupTemplate.filter(team_id="T0001").count() == 1

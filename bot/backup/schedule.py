@@ -1,6 +1,6 @@
 """When a chain is due: days of the week, a time or a window, a time zone — daylight saving time exactly.
 
-A schedule is the mapping the wizard stores (``bot.flows.wizard.data``) and a chain keeps::
+A schedule is the mapping the wizard stores (``bot.services.answers``) and a chain keeps::
 
     {"days": ["mon", "wed", "fri"], "at": "02:00", "window": None, "timezone": "Europe/Paris", "priority": 5}
     {"days": ["sat"], "at": None, "window": ["23:00", "01:00"], "timezone": "UTC", "priority": 5}

@@ -31,7 +31,7 @@ from bot.access.authz import mention
 from bot.alerts import Alert, AlertBus
 from bot.mrkdwn import esc
 from bot.runs.nudge import schedule_changed
-from storage.models import Approval, ApprovalStatus, AuditLog, BackupChain, ChainStatus, Workspace
+from storage.models import Approval, ApprovalStatus, BackupChain, ChainStatus, Workspace
 from storage.orm import in_transaction
 from storage.tenancy import Tenant
 
@@ -112,20 +112,14 @@ async def approval_channel(workspace: Workspace | Tenant | str) -> str | None:
     return channel if isinstance(channel, str) and channel else None
 
 
-async def create_approval(chain: BackupChain, requested_by: str, *, channel_id: str | None = None) -> Approval:
-    """The pending Approval row (and its audit line) for ``chain``; safe inside a transaction."""
+async def create_approval(chain: BackupChain, actor: Actor, *, channel_id: str | None = None) -> Approval:
+    """The pending Approval row (and its audit line) for ``chain`` requested by ``actor``; safe inside a
+    transaction."""
     channel = await approval_channel(chain.team_id) or channel_id
     approval = await Tenant(chain.team_id).create(
-        Approval, chain=chain, requested_by=requested_by, status=ApprovalStatus.PENDING, channel_id=channel
+        Approval, chain=chain, requested_by=actor.user_id, status=ApprovalStatus.PENDING, channel_id=channel
     )
-    await AuditLog.create(
-        team_id=chain.team_id,
-        actor=requested_by,
-        action="approval.request",
-        object_type="chain",
-        object_id=str(chain.id),
-        details={"approval_id": approval.id, "channel": channel},
-    )
+    await record(actor, "approval.request", "chain", chain.id, approval_id=approval.id, channel=channel)
     return approval
 
 
@@ -178,14 +172,14 @@ async def approved_for(team_id: str, session_id: str, fingerprint: str) -> Appro
 
 
 async def request_approval(
-    chain: BackupChain, requested_by: str, *, alerts: AlertBus | None = None, channel_id: str | None = None
+    chain: BackupChain, actor: Actor, *, alerts: AlertBus | None = None, channel_id: str | None = None
 ) -> Approval:
     """Create the pending Approval row for ``chain`` and publish ``approval_requested`` on ``alerts``.
 
     The wizard creates the row inside its create transaction (:func:`create_approval`) and announces it after the
     commit (:func:`announce`), so no one is asked to approve a chain that was rolled back.
     """
-    approval = await create_approval(chain, requested_by, channel_id=channel_id)
+    approval = await create_approval(chain, actor, channel_id=channel_id)
     await announce(approval, chain, alerts)
     return approval
 

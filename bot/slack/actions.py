@@ -5,8 +5,8 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.flows.wizard import templates
 from bot.flows.wizard.controller import WizardController
+from bot.services import templates
 from bot.slack.actors import directory_of
 from bot.slack.home import chain_action, publish_help, publish_home
 from bot.slack.home_blocks import CHAIN_ACTIONS, HELP, PAGE, page_of

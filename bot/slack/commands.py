@@ -8,8 +8,8 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.flows.wizard import templates
 from bot.flows.wizard.controller import WizardController
+from bot.services import templates
 from bot.slack import audit, chain_settings, listing, roles
 from bot.slack.actors import actor_of
 from bot.slack.blocks import SUBCOMMANDS, help_blocks

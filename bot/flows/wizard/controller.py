@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.flows.wizard import store
-from bot.flows.wizard.data import checked
 from bot.flows.wizard.machine import CANCELLED, DONE, Flow, Wizard
 from bot.flows.wizard.steps.base import Errors, Option, Step, StepView, WizardContext
+from bot.services.answers import checked
 from storage.tenancy import Tenant
 
 GOTO = "_goto"  # set by a step's action to jump back to an earlier step (e.g. validation's "Fix: …")
@@ -51,7 +51,7 @@ class WizardController:
         self, steps: Callable[[], Sequence[Step]], services: Any, *, ttl: timedelta = store.DEFAULT_TTL,
         schema: store.Schema | None = checked,
     ) -> None:
-        """``schema`` checks the answers before every save (the wizard's :class:`~bot.flows.wizard.data.SessionData`;
+        """``schema`` checks the answers before every save (the wizard's :class:`~bot.services.answers.SessionData`;
         None for a machine of other steps)."""
         self._steps = steps
         self._flow: Flow | None = None

@@ -14,11 +14,8 @@ Order, and why:
    so the review step only writes rows. When the answers change afterwards (another pool or name), the old setup
    is undone (:func:`discard_setup`: push keys removed; a repository this wizard created — it only ever held the
    test archives, which the test backup removed — is deleted) and a new one made.
-2. **Rows**, in one transaction: Repository (passphrase, key export and push key encrypted at rest), BackupSource,
-   BackupChain (+ its source link), the template when asked, the Approval when the workspace requires one, the
-   queued Run for "run now", and AuditLog lines. Any failure rolls all of them back; the remote repository stays
-   (the next attempt reuses it) and the error says so.
-3. After the commit, an approval request is announced on the alert bus (never for a rolled-back chain).
+2. **Rows**: the service layer's :func:`bot.services.creation.create_chain` writes them in one transaction (and
+   checks the actor's roles again, whoever calls); the remote repository stays when that fails.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ import logging
 import secrets
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,48 +46,18 @@ from bot.borg import key as borg_key
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.borg.runner import BorgError
-from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import WizardContext
 from bot.flows.wizard.store import keep_data
-from bot.flows.wizard.templates import TemplateError, save_template
-from bot.runs import nudge
-from bot.runs.maintenance import DEFAULT_CHECK
-from bot.runs.queue import RunSpec, insert_rows
-from bot.services import approvals
+from bot.services import creation, gate
+from bot.services.creation import Created, CreateError, check_chain_name
 from bot.transport.base import Transport, TransportError
 from storage.crypto import Secret
-from storage.models import (
-    Approval,
-    AuditLog,
-    BackupChain,
-    BackupSource,
-    BackupTemplate,
-    BackupType,
-    ChainStatus,
-    PoolKind,
-    Repository,
-    Run,
-    RunKind,
-    Server,
-    SnapshotMethod,
-    StoragePool,
-    WizardSession,
-)
-from storage.orm import BaseORMException, IntegrityError, in_transaction
+from storage.models import PoolKind, Repository, Server, StoragePool, WizardSession
 from storage.tenancy import Tenant
 
 SETUP_KEY = "setup"
 log = logging.getLogger(__name__)
 PRIORITIES = {"low": 2, "normal": 5, "high": 8}
-
-
-class CreateError(Exception):
-    """Creating failed; nothing was written to the database. ``field`` is the review field to show it on."""
-
-    def __init__(self, message: str, field: str = "name") -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 # --- descriptions (review summary, done screen) ------------------------------------------------------------------
@@ -160,17 +126,6 @@ def describe_schedule(schedule: Mapping[str, Any] | None) -> str:
     if not schedule:
         return "not chosen"
     return schedule_summary(schedule)
-
-
-def priority_of(schedule: Mapping[str, Any] | None) -> int:
-    value = (schedule or {}).get("priority", 5)
-    if isinstance(value, bool):
-        return 5
-    if isinstance(value, int):
-        return max(1, min(10, value))
-    if isinstance(value, str) and value.strip().isdigit():
-        return max(1, min(10, int(value.strip())))
-    return PRIORITIES.get(str(value).lower(), 5)
 
 
 # --- the remote repository ---------------------------------------------------------------------------------------
@@ -321,22 +276,7 @@ async def remote_exists(pool: StoragePool, path: str, services: Any) -> bool:
     return result.ok
 
 
-# --- rows ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Created:
-    chain: BackupChain
-    repository: Repository
-    source: BackupSource
-    template: BackupTemplate | None
-    approval: Approval | None
-    run: Run | None
-    next_runs: list[datetime] | None
-
-    @property
-    def pending(self) -> bool:
-        return self.chain.status == ChainStatus.PENDING_APPROVAL
+# --- rows (the service layer writes them) --------------------------------------------------------------------
 
 
 async def session_channel(ctx: WizardContext) -> str | None:
@@ -349,120 +289,24 @@ async def session_channel(ctx: WizardContext) -> str | None:
     return row.channel_id if row else None
 
 
-async def check_chain_name(tenant: Tenant, name: Any) -> str:
-    text = (name or "").strip() if isinstance(name, str) else ""
-    if not text or len(text) > 100 or any(c in text for c in "\n\r\t\x00"):
-        raise CreateError("Give the chain a name: one line of at most 100 characters.", "name")
-    if await tenant.query(BackupChain).filter(name=text).exists():
-        raise CreateError(f"A backup chain named {text!r} already exists in this workspace: choose another name.")
-    return text
-
-
 async def create_chain(ctx: WizardContext, *, name: str, save_as: str | None = None, run_now: bool = False) -> Created:
-    """Create the chain the session describes (see the module docstring); sets ``data["chain_id"]`` and
-    ``data["_result"]``. The session's answers are checked against the actor's roles first, whoever calls. Raises
-    :class:`CreateError` (nothing written, nothing set up) or PlanProblem (an answer must change)."""
-    tenant = Tenant(ctx.team_id)
-    data = ctx.data
-    name = (name or "").strip()
-    try:  # whoever calls this (the review step, an approval, a future API): the actor's roles decide first
-        await access.check_answers(await ctx.actor(), data)
+    """Create the chain the session describes: the roles checked, the repository set up (or the one validation made
+    checked), then :func:`bot.services.creation.create_chain` writes the rows. Sets ``data["chain_id"]`` and
+    ``data["_result"]``. Raises :class:`CreateError` (nothing written) or PlanProblem (an answer must change)."""
+    actor = await ctx.actor()
+    try:  # before the repository is set up on the pool (the service checks again before writing)
+        await gate.check_answers(actor, ctx.data)
     except Refused as exc:
         raise CreateError(f"{exc.sentence} Nothing was created.", "name") from None
     setup = await ensure_remote_repository(ctx)
-    server = await planning.load_server(tenant, data.get("server_id"))
-    pool = await planning.load_pool(tenant, data.get("pool_id"), server)
+    pool = await planning.load_pool(Tenant(ctx.team_id), ctx.data.get("pool_id"))
     await _require_remote(ctx, pool, setup)
-    credential = await planning.credential_row(tenant, server, data.get("credential_id"))
-    repository_answer = data.get("repository") or {}
-    schedule = dict(data.get("schedule") or {})
-    timezone = schedule.get("timezone") or ctx.user_tz or "UTC"
-    chain_schedule = {k: schedule[k] for k in ("days", "at", "window") if schedule.get(k) is not None}
-    chain_schedule["timezone"] = timezone
-    chain_schedule["check"] = dict(DEFAULT_CHECK)  # weekly borg check; `/backup check` changes it
-    approved = await approvals.approved_for(ctx.team_id, ctx.session_id, (data.get("validation") or {}).get(
-        "fingerprint") or "")  # these answers were approved before validation ran: the chain is active at once
-    pending = approved is None and await approvals.requires_approval(ctx.team_id, ctx.user_id)
-    channel = await session_channel(ctx)
-    template_id = data.get("template_id")
-    if template_id is not None and not await tenant.query(BackupTemplate).filter(id=template_id).exists():
-        template_id = None
-    user = ctx.user_id
-    try:
-        async with in_transaction():
-            repository = await tenant.create(
-                Repository,
-                pool=pool,
-                name=setup["name"],
-                path=setup["path"],
-                encryption=repository_answer.get("encryption") or setup["encryption"],
-                compression=repository_answer.get("compression") or "lz4",
-                passphrase=reveal(setup["passphrase_token"]),
-                key_export=reveal(setup.get("key_export_token")),
-                client_key_public=setup.get("client_key_public"),
-                client_key_private=reveal(setup.get("client_key_private_token")),
-                retention=planning.retention_policy(data.get("retention")) or {},
-                snapshot_method=SnapshotMethod((data.get("snapshot") or {}).get("method") or "none"),
-            )
-            source = await tenant.create(
-                BackupSource,
-                server=server,
-                name=setup["name"],
-                type=BackupType(data["backup_type"]),
-                config=dict(data.get("source") or {}),
-                credential=credential,
-            )
-            template = await save_template(tenant, save_as, data, user) if save_as else None
-            chain = await tenant.create(
-                BackupChain,
-                name=name,
-                repository=repository,
-                schedule=chain_schedule,
-                timezone=timezone,
-                priority=priority_of(schedule),
-                status=ChainStatus.PENDING_APPROVAL if pending else ChainStatus.ACTIVE,
-                notify_channel=channel,
-                created_by=user,
-                template_id=template.id if template else template_id,
-            )
-            await chain.sources.add(source)
-            approval = await approvals.create_approval(chain, user, channel_id=channel) if pending else None
-            if approved is not None:
-                await tenant.query(Approval).filter(id=approved.id).update(chain_id=chain.id)
-            run = None
-            if run_now and not pending:
-                [run] = await insert_rows([RunSpec(team_id=ctx.team_id, kind=RunKind.BACKUP, chain_id=chain.id,
-                                                   repository_id=repository.id, priority=chain.priority,
-                                                   requested_by=user)])  # fmt: skip
-            audit = _audit_rows(setup, pool, server, data, repository, source, chain, run)
-            for action, kind, object_id, details in audit:
-                await AuditLog.create(
-                    team_id=ctx.team_id,
-                    actor=user,
-                    action=action,
-                    object_type=kind,
-                    object_id=str(object_id),
-                    details=details,
-                )
-    except TemplateError as exc:
-        raise CreateError(f"{exc} Nothing was created.", "template_name") from exc
-    except IntegrityError as exc:
-        raise CreateError(_integrity_sentence(exc, name) + _kept(setup), "name") from exc
-    except BaseORMException as exc:
-        raise CreateError(
-            f"The database refused the new rows ({type(exc).__name__}: {exc}); nothing was saved." + _kept(setup),
-            "name",
-        ) from exc
-    if approval is not None:
-        await approvals.announce(approval, chain, ctx.services.alerts)
-    else:
-        await nudge.schedule_changed(chain.id)  # committed: its first slot is planned now, not at the next resync
-    if run is not None:
-        nudge.nudge()
-    runs = planning.next_runs_preview(schedule)
-    created = Created(chain, repository, source, template, approval, run, runs if isinstance(runs, list) else None)
-    data["chain_id"] = chain.id
-    data["_result"] = result_text(created, data, pool.name)
+    new = creation.NewChain(name=name, answers=ctx.data, setup=setup, session_id=ctx.session_id,
+                            channel_id=await session_channel(ctx), timezone=ctx.user_tz or "UTC", save_as=save_as,
+                            run_now=run_now)  # fmt: skip
+    created = await creation.create_chain(actor, new, alerts=ctx.services.alerts)
+    ctx.data["chain_id"] = created.chain.id
+    ctx.data["_result"] = result_text(created, ctx.data, pool.name)
     return created
 
 
@@ -478,55 +322,6 @@ async def _require_remote(ctx: WizardContext, pool: Any, setup: Mapping[str, Any
             )
     except TransportError as exc:
         raise CreateError(f"The pool could not be reached to check the repository: {exc}", "name") from exc
-
-
-AuditRow = tuple[str, str, int, dict[str, Any]]
-
-
-def _audit_rows(setup: Mapping[str, Any], pool: Any, server: Any, data: Mapping[str, Any], repository: Repository,
-                source: BackupSource, chain: BackupChain, run: Run | None) -> list[AuditRow]:  # fmt: skip
-    """(action, object type, id, details) of everything one creation wrote, for the AuditLog."""
-    audit: list[AuditRow] = [
-        (
-            "repository.create" if setup.get("created") else "repository.adopt",
-            "repository",
-            repository.id,
-            {"name": repository.name, "path": repository.path, "pool": pool.name},
-        ),
-        ("source.create", "source", source.id, {"server": server.name, "type": data["backup_type"]}),
-        (
-            "chain.create",
-            "chain",
-            chain.id,
-            {
-                "name": chain.name,
-                "status": chain.status.value,
-                "schedule": chain.schedule,
-                "template_id": chain.template_id,
-            },
-        ),  # type: ignore[attr-defined]
-    ]
-    if run is not None:
-        audit.append(("run.request", "run", run.id, {"kind": "backup", "reason": "run now from the wizard"}))
-    return audit
-
-
-def _kept(setup: Mapping[str, Any]) -> str:
-    return f" The repository {setup.get('path')} on the pool is kept, so trying again reuses it."
-
-
-def _integrity_sentence(exc: Exception, name: str) -> str:
-    text = str(exc).lower()
-    if "backup_chain" in text or "chain" in text:
-        return (
-            f"A backup chain named {name!r} already exists in this workspace (nothing was saved): choose another name."
-        )
-    if "repository" in text:
-        return (
-            "A repository with this name is already registered on this pool (nothing was saved): go back to the "
-            "Repository step and choose another name."
-        )
-    return f"The database refused the new rows ({exc}); nothing was saved."
 
 
 def result_text(created: Created, data: Mapping[str, Any], pool_name: str) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.flows.wizard.data import checked
+from bot.services.answers import checked
 from storage.models import WizardSession
 from storage.orm import in_transaction
 from storage.tenancy import Tenant
@@ -49,7 +49,7 @@ class SessionGone(Exception):
 
 
 Schema = Callable[[Any], object]
-"""Checks a session's answers before they are written (raises to refuse them): ``bot.flows.wizard.data.checked`` for
+"""Checks a session's answers before they are written (raises to refuse them): ``bot.services.answers.checked`` for
 the real wizard; None for a machine of other steps (tests of the engine)."""
 
 
@@ -128,7 +128,7 @@ async def save(row: WizardSession, *, ttl: timedelta = DEFAULT_TTL, schema: Sche
 
 async def _write(row: WizardSession, ttl: timedelta, schema: Schema | None) -> None:
     if schema is not None:
-        schema(row.data)  # the declared shape (bot.flows.wizard.data.SessionData), or nothing is written
+        schema(row.data)  # the declared shape (bot.services.answers.SessionData), or nothing is written
     now = datetime.now(UTC)
     expires = now + ttl
     values = {"state": row.state, "data": row.data, "view_id": row.view_id, "version": row.version + 1,

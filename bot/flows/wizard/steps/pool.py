@@ -40,8 +40,8 @@ from typing import Any
 from bot.access import Refused, authz
 from bot.backup import plan as planning
 from bot.backup.plan import PlanProblem, human
-from bot.flows.wizard.data import DATABASE_TYPES
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
+from bot.services.answers import DATABASE_TYPES
 from storage.models import PoolKind, Repository, Server, StoragePool
 from storage.tenancy import Tenant
 

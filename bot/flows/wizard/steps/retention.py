@@ -8,7 +8,7 @@ the end of that year. Each preset's option shows its own one-year result, so cho
 The number fields are prefilled with the current policy. Changing a number without touching the preset makes the
 policy custom; choosing another preset without touching the numbers takes that preset; doing both is refused
 with a sentence, since the intent is unclear. Stored: ``data["retention"] = {"preset": …, **Policy fields in
-use}`` (see ``bot.flows.wizard.data``); :func:`policy_of` reads it (and a template's ``retention_policy``) back.
+use}`` (see ``bot.services.answers``); :func:`policy_of` reads it (and a template's ``retention_policy``) back.
 """
 
 from __future__ import annotations

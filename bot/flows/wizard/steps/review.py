@@ -16,12 +16,11 @@ from typing import Any
 from bot.access import Refused
 from bot.backup import plan as planning
 from bot.backup.plan import PlanProblem
-from bot.flows.wizard import access
 from bot.flows.wizard import create as creating
 from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
 from bot.flows.wizard.steps.validation import STEP_TITLES, fingerprint
-from bot.flows.wizard.templates import TemplateError, check_name
-from bot.services import approvals
+from bot.services import approvals, gate
+from bot.services.templates import TemplateError, check_name
 from storage.models import BackupChain, BackupTemplate, Server, StoragePool
 from storage.tenancy import Tenant
 
@@ -142,7 +141,7 @@ class ReviewStep(BaseStep):
         if data.get("chain_id") and await tenant.query(BackupChain).filter(id=data["chain_id"]).exists():
             return {}  # already created (a double click): finish
         try:  # the rows are written with the actor's answers: checked once more against their roles
-            await access.check_answers(await ctx.actor(), data)
+            await gate.check_answers(await ctx.actor(), data)
         except Refused as exc:
             return {"name": exc.sentence}
         validation = data.get("validation") or {}

@@ -4,7 +4,7 @@ The form starts from the saved answer, else the template's schedule, else every 
 own time zone (from Slack's ``users.info``). The next five runs are listed from
 :func:`bot.backup.schedule.next_runs` — the function the scheduler uses — so DST changes show as they will happen.
 Stored: ``data["schedule"] = {days, at, window, timezone, priority}`` with exactly one of ``at`` / ``window``
-set (see ``bot.flows.wizard.data``).
+set (see ``bot.services.answers``).
 """
 
 from __future__ import annotations

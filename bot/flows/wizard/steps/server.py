@@ -1,7 +1,7 @@
 """Step 1 — server: one of the workspace's servers (searched), or a new one added inline.
 
 Who sees what: an admin sees every server of the workspace and may add one; anyone else sees only the servers
-granted to them (with a confirmed key) and is told who can grant more (:mod:`bot.flows.wizard.access`).
+granted to them (with a confirmed key) and is told who can grant more (:mod:`bot.services.gate`).
 
 Adding a server never trusts its key by itself, and is an admin's act (:mod:`bot.services.servers`). Submitting a
 new host fetches the key it presents (no login happens), creates the Server row as ``unconfirmed`` and stores
@@ -24,14 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.access import Refused, authz
-from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
 from bot.flows.wizard.steps.source_common import SNAPSHOT_KEYS, SOURCE_KEYS, clip, forget, human_bytes
 from bot.flows.wizard.store import keep_data
 from bot.inventory import cached_capabilities, fetch_host_key, refresh_capabilities, ssh_target
 from bot.probes import borg, docker_models, mongodb, mysql, postgresql, snapshots, system
 from bot.probes.capabilities import Capabilities
-from bot.services import servers
+from bot.services import gate, servers
 from bot.services.servers import NewServer
 from bot.transport.base import TransportError
 from bot.transport.bootstrap import install_command, install_with_password
@@ -312,7 +311,7 @@ class ServerStep(BaseStep):
         services = ctx.services
         actor = await ctx.actor()
         try:
-            await access.check_server(actor, server)
+            await gate.check_server(actor, server)
             if password:
                 await authz.require_admin(actor, "install the bot's key on a server")
         except Refused as exc:

@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.access import Refused
-from bot.flows.wizard import access
-from bot.flows.wizard.data import DATABASE_TYPES, SNAPSHOT_TYPES
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
 from bot.flows.wizard.steps.source_common import capabilities_of, clip, current_server, probe_context
 from bot.flows.wizard.store import keep_data
 from bot.probes import docker_models, snapshots
 from bot.probes.base import ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities
+from bot.services import gate
+from bot.services.answers import DATABASE_TYPES, SNAPSHOT_TYPES
 from bot.transport.base import TransportError
 from storage.models import Server
 
@@ -181,7 +181,7 @@ class SnapshotStep(BaseStep):
         if method != "none" and method not in snapshots.PREFERENCE:
             return {"method": "Choose one of the snapshot methods shown, or no snapshot."}
         try:
-            await access.check_snapshot(await ctx.actor(), method)
+            await gate.check_snapshot(await ctx.actor(), method)
         except Refused as exc:
             return {"method": exc.sentence}
         if method != "none":
@@ -208,7 +208,7 @@ class SnapshotStep(BaseStep):
         if server is None:
             return "Choose the server first (go back to step 1)."
         try:
-            await access.check_server(await ctx.actor(), server)
+            await gate.check_server(await ctx.actor(), server)
         except Refused as exc:
             return f":no_entry: {exc.sentence}"
         try:

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.access import Refused
-from bot.flows.wizard import access
-from bot.flows.wizard.data import SNAPSHOT_TYPES
 from bot.flows.wizard.steps import snapshot, source_db, source_docker, source_files
 from bot.flows.wizard.steps.base import BaseStep, Errors, StepView, WizardContext
 from bot.flows.wizard.steps.source_common import SOURCE_KEYS, capabilities_of, current_server, forget
+from bot.services import gate
+from bot.services.answers import SNAPSHOT_TYPES
 
 HEADINGS = {
     "files": "*Which files and folders?*",
@@ -61,7 +61,7 @@ class SourceStep(BaseStep):
             return {"source": "Choose the server and the backup type first (go back)."}
         actor = await ctx.actor()
         try:
-            await access.check_kind(actor, server, kind)  # before the form's checks reach the server
+            await gate.check_kind(actor, server, kind)  # before the form's checks reach the server
         except Refused as exc:
             return {FIRST_FIELD.get(kind, "source"): exc.sentence}
         caps = capabilities_of(server)
@@ -70,7 +70,7 @@ class SourceStep(BaseStep):
         if errors:
             return errors
         try:
-            await access.check_source(actor, server, kind, ctx.data.get("source") or {})
+            await gate.check_source(actor, server, kind, ctx.data.get("source") or {})
         except Refused as exc:
             return {FIRST_FIELD.get(kind, "source"): exc.sentence}
         if kind not in ("mysql", "postgresql", "mongodb"):
@@ -91,7 +91,7 @@ class SourceStep(BaseStep):
         if server is None or ctx.data.get("backup_type") not in ("mysql", "postgresql", "mongodb"):
             return None
         try:
-            await access.check_server(await ctx.actor(), server)
+            await gate.check_server(await ctx.actor(), server)
         except Refused as exc:
             return f":no_entry: {exc.sentence}"
         return await source_db.act(ctx, server, capabilities_of(server), action, value)

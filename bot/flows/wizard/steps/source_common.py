@@ -1,7 +1,7 @@
 """What the server, source and snapshot steps share: the chosen server, a probe context on it, field errors
 from the sources' validation sentences, and keeping data that a refused submit must not lose.
 
-Data keys besides the contract in :mod:`bot.flows.wizard.data`, all JSON and secret-free:
+Data keys besides the contract in :mod:`bot.services.answers`, all JSON and secret-free:
 
     size_estimate: {total_bytes: int, complete: bool, summary: str, paths: [str]}   step 3 — the source's size
         (read by step 5 for the projected repository size; ``complete`` False = a lower bound or a rough figure)

@@ -22,7 +22,6 @@ from pydantic import SecretStr
 
 from bot.access import Refused
 from bot.backup import sources
-from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import Button, Errors, Field, Option, WizardContext
 from bot.flows.wizard.steps.source_common import (
     Part,
@@ -38,7 +37,7 @@ from bot.inventory import db_credential
 from bot.probes import atomicity, dbcheck, disk, mongodb, mysql, postgresql, snapshots
 from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities
-from bot.services import credentials
+from bot.services import credentials, gate
 from bot.transport.base import TransportError
 from bot.validation import InvalidInput
 from bot.validation import host as valid_host
@@ -358,7 +357,7 @@ async def submit(ctx: WizardContext, server: Server, caps: Capabilities | None, 
     if problems:
         return errors_from(problems, CONFIG_FIELDS, "databases")
     try:  # the databases within the grant, the table lock an admin's: before the server is asked anything more
-        await access.check_source(await ctx.actor(), server, engine, config)
+        await gate.check_source(await ctx.actor(), server, engine, config)
     except Refused as exc:
         return {"flags" if "lock tables" in exc.sentence else "databases": exc.sentence}
     try:

@@ -18,7 +18,6 @@ from typing import Any
 from bot.access import Refused
 from bot.backup import sources
 from bot.backup.sources.system import SKIPPED_DIRS, SystemFacts, other_filesystems
-from bot.flows.wizard import access
 from bot.flows.wizard.steps.base import Errors, Field, Option, WizardContext
 from bot.flows.wizard.steps.source_common import (
     Part,
@@ -32,6 +31,7 @@ from bot.flows.wizard.store import keep_data
 from bot.probes import disk
 from bot.probes.base import ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities
+from bot.services import gate
 from bot.transport.base import TransportError
 from bot.validation import InvalidInput, absolute_path
 from storage.models import Server
@@ -120,7 +120,7 @@ async def files_submit(
         return errors_from(problems, FILES_FIELDS, "paths")
     parsed = sources.load_config("files", config)
     try:  # no du outside the actor's grant
-        await access.check_source(await ctx.actor(), server, "files", {"paths": list(parsed.paths)})
+        await gate.check_source(await ctx.actor(), server, "files", {"paths": list(parsed.paths)})
     except Refused as exc:
         return {"paths": exc.sentence}
     try:

@@ -43,14 +43,13 @@ from bot.backup.repository import NAME
 from bot.backup.testbackup import run_test_backup
 from bot.borg import create as borg_create
 from bot.borg.init import ENCRYPTIONS
-from bot.flows.wizard import access
 from bot.flows.wizard import create as creating
 from bot.flows.wizard.create import discard_setup
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, StepView, WizardContext
 from bot.flows.wizard.steps.pool import assess
 from bot.flows.wizard.store import keep_data
 from bot.probes.base import ProbeError
-from bot.services import approvals
+from bot.services import approvals, gate
 from bot.transport.base import TransportError
 from storage.tenancy import Tenant
 
@@ -186,7 +185,7 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
     tenant = Tenant(ctx.team_id)
     next_runs = await _settings(checks, data)
     try:  # every answer within the actor's roles, before anything runs on a server
-        await access.check_answers(await ctx.actor(), data)
+        await gate.check_answers(await ctx.actor(), data)
     except Refused as exc:
         await checks.add("permissions", False, exc.sentence, "server")
         return await _store(ctx, checks, next_runs)
@@ -365,7 +364,7 @@ class ValidationStep(BaseStep):
 
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
         try:  # also when an earlier pass is re-used: a grant may have been withdrawn since
-            await access.check_answers(await ctx.actor(), ctx.data)
+            await gate.check_answers(await ctx.actor(), ctx.data)
         except Refused as exc:
             return {"validation": exc.sentence}
         previous = ctx.data.get("validation")

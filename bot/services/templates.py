@@ -4,7 +4,7 @@ A template never holds anything bound to one place or a secret: no server, pool,
 or passphrase. ``/backup new from:<name>`` starts the wizard with :func:`prefill`; every step still checks the
 prefilled answers on the chosen server (a path or database that does not exist there is refused by its step).
 
-The prefill is a partial session ``data`` dict (see :mod:`bot.flows.wizard.data`)::
+The prefill is a partial session ``data`` dict (see :mod:`bot.services.answers`)::
 
     backup_type, source, snapshot: {method}, retention, schedule, template_id,
     repository: {mode: "new", encryption, compression}     # no name: step 6 proposes one from the convention
@@ -16,10 +16,12 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from bot.access import Actor
+from bot.access.audit import record
 from bot.backup import sources
 from bot.borg import create as borg_create
 from bot.borg.init import ENCRYPTIONS
-from storage.models import AuditLog, BackupTemplate, BackupType
+from storage.models import BackupTemplate, BackupType
 from storage.orm import IntegrityError
 from storage.tenancy import Tenant
 
@@ -46,11 +48,9 @@ def _schedule(schedule: Any) -> dict[str, Any] | None:
     return {k: copy.deepcopy(schedule[k]) for k in _SCHEDULE_KEYS if k in schedule}
 
 
-async def save_template(
-    tenant: Tenant, name: str, data: Mapping[str, Any], user: str, *, description: str = ""
-) -> BackupTemplate:
-    """Save the reusable part of a session's answers as template ``name`` (unique in the workspace)."""
-    name = check_name(name)
+async def save_template(actor: Actor, name: str, data: Mapping[str, Any], *, description: str = "") -> BackupTemplate:
+    """Save the reusable part of a session's answers as template ``name`` (unique in the actor's workspace)."""
+    tenant, name = actor.tenant, check_name(name)
     backup_type = data.get("backup_type")
     if backup_type not in sources.SOURCES:
         raise TemplateError("Choose a backup type before saving a template.")
@@ -79,18 +79,11 @@ async def save_template(
             compression=compression,
             encryption=encryption,
             schedule=_schedule(data.get("schedule")),
-            created_by=user,
+            created_by=actor.user_id,
         )
     except IntegrityError:
         raise TemplateError(f"A template named {name!r} already exists: choose another name.") from None
-    await AuditLog.create(
-        team_id=tenant.team_id,
-        actor=user,
-        action="template.create",
-        object_type="template",
-        object_id=str(template.id),
-        details={"name": name, "type": backup_type},
-    )
+    await record(actor, "template.create", "template", template.id, name=name, type=backup_type)
     return template
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.access import Actor, Forbidden, Refused, authz
 from bot.access.authz import Scope
-from bot.flows.wizard.data import DATABASE_TYPES, InvalidSession, SessionData
+from bot.services.answers import DATABASE_TYPES, InvalidSession, SessionData
 from storage.models import Server, StoragePool
 
 WHOLE_SERVER_TYPES = ("system", "docker")
