@@ -137,7 +137,7 @@ class BenchStep(BaseStep):
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
         if values.get(self.name) not in (None, *"abcdefgh"):  # None: a stale screen's answer (keeps cycles aligned)
             return {self.name: "Pick one of the options."}
-        # Scratch keys (``_…``): the wizard's schema (bot.flows.wizard.data.SessionData) checks every save, as in the
+        # Scratch keys (``_…``): the wizard's schema (bot.services.answers.SessionData) checks every save, as in the
         # real wizard, and lets a step's own scratch values through.
         ctx.data[f"_{self.name}"] = values.get(self.name)
         ctx.data[f"_{self.name}_note"] = values.get(f"{self.name}_note")

@@ -233,6 +233,9 @@ class StoragePool(Model, TimestampedMixin):
     available_checked_at = fields.DatetimeField(null=True)
     quota_bytes = fields.BigIntField(null=True)
     alert_threshold_pct = fields.IntField(default=85)
+    # True while the pool is above its threshold and the alert for this crossing was posted (one per crossing)
+    alert_active = fields.BooleanField(default=False)
+    measure_error = fields.TextField(null=True)  # why the last measurement failed (the pool unreachable, …)
 
     class Meta:
         table = "storage_pool"
@@ -264,7 +267,8 @@ class Repository(Model, TimestampedMixin):
     test_mode = fields.BooleanField(default=False)
     last_prune_at = fields.DatetimeField(null=True)
     prune_schedule: dict | None = fields.JSONField(null=True)
-    size_bytes = fields.BigIntField(null=True)
+    size_bytes = fields.BigIntField(null=True)  # borg's deduplicated size of the whole repository (unique_csize)
+    size_checked_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "repository"

@@ -14,11 +14,27 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from bot.cli import apitoken, approvals, audit, doctor, init, keys, migrate, retention, roles, run, schedule, worker
+from bot.cli import (
+    apitoken,
+    approvals,
+    audit,
+    doctor,
+    init,
+    keys,
+    migrate,
+    pool,
+    retention,
+    roles,
+    run,
+    schedule,
+    server,
+    worker,
+)
 from bot.config import ConfigError
 from storage.errors import StorageError
 
-MODULES = (init, migrate, run, worker, doctor, keys, apitoken, approvals, roles, audit, retention, schedule)
+MODULES = (init, migrate, run, worker, doctor, keys, apitoken, approvals, roles, audit, pool, server, retention,
+           schedule)
 
 console = Console(stderr=True, highlight=False)
 

@@ -32,7 +32,7 @@ from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
 from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
-from bot.slack import actions, approvals, commands, events, prompt_ack, reports
+from bot.slack import actions, approvals, commands, events, pools, prompt_ack, reports, servers
 from bot.slack import wizard as wizard_listeners
 from bot.slack.actors import SlackDirectory
 from bot.slack.webclient import PooledWebClient
@@ -86,6 +86,8 @@ def build_app(
     actions.register(app, wizard)
     events.register(app)
     reports.register(app)  # Retry now / Pause chain on failure alerts
+    pools.register(app)  # /backup pools: Add pool, Edit, Remove
+    servers.register(app)  # /backup servers: Refresh, Remove
     if outbox is not None:  # approvals announce their decisions through the outbox (bot.slack.reports.install)
         approvals.register(app, outbox, wizard)
     if wizard is not None:

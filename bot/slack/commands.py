@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard.controller import WizardController
 from bot.services import templates
-from bot.slack import audit, chain_settings, listing, roles
+from bot.slack import audit, chain_settings, listing, pools, roles, servers
 from bot.slack.actors import actor_of
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
 from bot.slack.wizard import open_or_explain, open_wizard
@@ -89,5 +89,5 @@ async def _tell(client: AsyncWebClient, command: dict, text: str) -> None:
 
 
 WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel}
-ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS,
-                 **audit.ANSWERS}  # answers that act for the user: roles resolved first
+ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS, **audit.ANSWERS, **pools.ANSWERS,
+                 **servers.ANSWERS}  # answers that act for the user: roles resolved first
