@@ -22,6 +22,7 @@ from bot.cli import (
     init,
     keys,
     migrate,
+    playground,
     pool,
     retention,
     roles,
@@ -33,7 +34,7 @@ from bot.cli import (
 from bot.config import ConfigError
 from storage.errors import StorageError
 
-MODULES = (init, migrate, run, worker, doctor, keys, apitoken, approvals, roles, audit, pool, server, retention,
+MODULES = (init, migrate, run, playground, worker, doctor, keys, apitoken, approvals, roles, audit, pool, server, retention,
            schedule)
 
 console = Console(stderr=True, highlight=False)

@@ -1,0 +1,1 @@
+"""The playground: the bot against the bundled Slack emulator, shown in a browser (being built)."""
