@@ -34,8 +34,8 @@ from bot.cli import (
 from bot.config import ConfigError
 from storage.errors import StorageError
 
-MODULES = (init, migrate, run, playground, worker, doctor, keys, apitoken, approvals, roles, audit, pool, server, retention,
-           schedule)
+MODULES = (init, migrate, run, playground, worker, doctor, keys, apitoken, approvals, roles, audit, pool, server,
+           retention, schedule)
 
 console = Console(stderr=True, highlight=False)
 
