@@ -127,6 +127,15 @@ async def test_refresh_records_borg_and_the_probe_time_and_reports_a_changed_key
     assert "nothing was re-pinned" in changed.sentence and [a.kind for a in alerts] == ["host_key_changed"]
     assert changed.view.reachable is False
 
+    admin = await resolve_actor(DIRECTORY, TEAM, ADMIN)  # an expected change: re-pinned only with the new fingerprint
+    again = servers.NewServer(name="probed", host=host.host, port=host.port, username=host.user)
+    with pytest.raises(Refused, match="nothing was stored"):
+        await servers.add(admin, again, server.host_key_fingerprint, alerts=services.alerts)
+    await servers.add(admin, again, host.host_key_fingerprint, alerts=services.alerts)
+    row = await Server.get(id=server.id)
+    assert row.host_key_fingerprint == host.host_key_fingerprint and row.status == ServerStatus.OK
+    assert "re-pinned the host key of *probed*" in alerts[-1].message
+
 
 async def test_remove_is_refused_while_chains_or_pools_use_the_server_naming_them(sqlite_db) -> None:
     tenant = Tenant(TEAM)
@@ -271,3 +280,82 @@ def test_cli_help_describes_every_option(tmp_path: Path, action: str) -> None:
                    "remove": ["NAME"]}[action]:  # fmt: skip
         assert option in flat
     assert "Traceback" not in shown.stderr
+
+
+# -- Slack ---------------------------------------------------------------------------------------------------------
+
+
+def _shown(messages: list[dict]) -> str:
+    return "\n".join(json.dumps(m.get("blocks") or []) + m.get("text", "") for m in messages)
+
+
+def _buttons(message: dict) -> list[tuple[str, str, str]]:
+    from tests.test_reports import buttons
+
+    return buttons(message)
+
+
+async def test_servers_in_slack_refresh_remove_and_forged_buttons(sqlite_db, tmp_path, make_sshd) -> None:
+    """`/backup servers` through the emulator: an admin sees every server with Refresh and (when unused) Remove, and
+    a refresh over SSH answers after the ack; a member sees only their server, and their forged Remove or Refresh
+    of a server not theirs is refused with the sentence, changing nothing and opening no SSH session."""
+    from bot.identity import ensure_identity
+    from bot.slack import servers as slack_servers
+    from bot.slack.emulator import DEFAULT_USER
+    from bot.slack.emulator.messages import Ephemeral
+    from tests.test_reports import REPORTS, start_env, wait_for
+
+    identity = await ensure_identity()
+    web, other = make_sshd("web"), make_sshd("other")
+    for host in (web, other):
+        host.authorize(identity.public_key)
+    web_row, other_row = await pinned(web), await pinned(other)
+    pool = await Tenant(TEAM).create(StoragePool, name="main", kind=PoolKind.LOCAL, base_path="/srv/borg")
+    await chain_on(web_row, "nightly", pool)
+    bob = "U0BOB"  # a member of the emulated workspace (not a Slack admin)
+    await grant(bob, web_row)
+    envs = start_env(tmp_path)
+    env = await anext(envs)
+    try:
+        driver, slack = env.driver, env.slack
+
+        async def ask(user: str) -> dict:
+            answered = await driver.slash_command("/backup", "servers", user=user, channel=REPORTS)
+            assert answered.status == 200
+            return answered.json
+
+        admin_view = await ask(DEFAULT_USER)
+        text = _shown([admin_view])
+        assert "web" in text and "other" in text and "nightly" in text and "borg: unknown" in text
+        labels = [(label, value) for label, _, value in _buttons(admin_view)]
+        assert labels == [("Refresh", str(other_row.id)), ("Remove", str(other_row.id)), ("Refresh", str(web_row.id))]
+
+        before = traffic(web)
+        await driver.click(slack_servers.REFRESH, value=str(web_row.id), user=DEFAULT_USER)
+        await wait_for(lambda: f"borg {BORG_VERSION}" in _shown(slack.ephemerals(user=DEFAULT_USER)), within=60)
+        shown = _shown(slack.ephemerals(user=DEFAULT_USER))
+        assert "Probing web" in shown and "answered" in shown
+        row = await Server.get(id=web_row.id)
+        assert row.capabilities_detected_at is not None and traffic(web)[1] > before[1]
+
+        member_view = await ask(bob)
+        assert "other" not in _shown([member_view]) and "nightly" in _shown([member_view])
+        assert [(label, value) for label, _, value in _buttons(member_view)] == [("Refresh", str(web_row.id))]
+
+        # forged: the admin's listing replayed to the member, whose clicks name servers not theirs
+        slack.world.messages.ephemerals.append(Ephemeral(REPORTS, bob, admin_view | {"ts": "1.000001"}))
+        before = traffic(web), traffic(other)
+        await driver.click(slack_servers.REMOVE, value=str(other_row.id), user=bob)
+        await wait_for(lambda: "Only admins can remove servers" in _shown(slack.ephemerals(user=bob)))
+        await driver.click(slack_servers.REFRESH, value=str(other_row.id), user=bob)
+        await wait_for(lambda: "You have no access to the server other" in _shown(slack.ephemerals(user=bob)))
+        assert (traffic(web), traffic(other)) == before  # no connection, no session
+        assert await Server.exists(id=other_row.id) and await AuditLog.filter(actor=bob).count() == 0
+
+        await ask(DEFAULT_USER)
+        await driver.click(slack_servers.REMOVE, value=str(other_row.id), user=DEFAULT_USER)
+        await wait_for(lambda: "Removed other" in _shown(slack.ephemerals(user=DEFAULT_USER)))
+        assert not await Server.exists(id=other_row.id)
+        assert await AuditLog.filter(action="server.remove", actor=DEFAULT_USER).count() == 1
+    finally:
+        await envs.aclose()
