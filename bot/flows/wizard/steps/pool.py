@@ -259,8 +259,8 @@ class PoolStep(BaseStep):
                 f"\nThe source is about {human(plan.source_bytes)}; with deduplication and {plan.archives} "
                 f"archives kept the repository is projected at {human(plan.projected_bytes)}."
             )
-        buttons = [Button("tier", f"{t} only" if t != tier else f"{t} (shown)", value=t) for t in tiers]
-        buttons = [*buttons, Button("tier", "all tiers", value="all")] if len(tiers) > 1 else []
+        buttons = [Button(f"tier_{t}", f"{t} only" if t != tier else f"{t} (shown)", value=t) for t in tiers]
+        buttons = [*buttons, Button("tier_all", "all tiers", value="all")] if len(tiers) > 1 else []
         if adding:
             notes.append(_add_note(bool(states)))
             fields.extend(_new_fields(ctx.data.get(DRAFT) or {}))
@@ -288,8 +288,9 @@ class PoolStep(BaseStep):
                      initial=str(chosen) if chosen is not None else None, optional=optional)  # fmt: skip
 
     async def act(self, ctx: WizardContext, action: str, value: str) -> str | None:
-        if action == "tier":
-            ctx.data[TIER] = value if value in pool_service.TIERS else None
+        if action.startswith("tier_"):  # one action id per button: Slack wants them unique within a block
+            wanted = action.removeprefix("tier_")
+            ctx.data[TIER] = wanted if wanted in pool_service.TIERS else None
             return None
         if action == "open_add":
             actor = await ctx.actor()
