@@ -26,11 +26,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import os
 import secrets
+import shutil
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bot import inventory
@@ -43,6 +47,7 @@ from bot.backup.schedule import next_runs
 from bot.backup.sources import MongoDBFacts, MySQLFacts, PlanError, PostgreSQLFacts
 from bot.backup.sources.docker import DockerSourceFacts
 from bot.backup.sources.system import SystemFacts
+from bot.borg.init import is_unencrypted
 from bot.borg.repo import Repo, rsh_command, ssh_url
 from bot.inventory import cached_capabilities, ssh_target
 from bot.probes import disk, docker, mongodb, mysql, postgresql
@@ -170,6 +175,19 @@ def pool_transport(pool: StoragePool, services: Any) -> Transport:
     return services.pool.transport(ssh_target(pool.server))
 
 
+def pool_borg(pool: StoragePool, services: Any) -> str:
+    """Given a pool, return the borg the bot's own access to it runs: on an SSH pool the configured name (found on
+    the pool login's PATH); on a ``local`` pool the bot's own borg — the one installed beside its interpreter when
+    there is one (a service's PATH rarely holds a virtualenv's bin directory), else the configured name on PATH."""
+    configured = getattr(services, "borg", "borg")
+    if pool.kind != PoolKind.LOCAL or "/" in configured:
+        return configured
+    beside = Path(sys.executable).with_name(configured)
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(configured) or configured
+
+
 def pool_access(pool: StoragePool, services: Any) -> PoolAccess:
     """How the bot and the source reach an ``ssh`` pool (see :class:`bot.backup.repository.PoolAccess`)."""
     server = pool.server
@@ -283,10 +301,17 @@ class ChainInputs:
     compression: str = "lz4"
     snapshot_method: str = "none"
     retention: Mapping[str, Any] | None = None
+    encryption: str = "repokey-blake2"
 
     @property
     def repo_path(self) -> str:
         return repo_path(self.pool, self.repo_name)
+
+    @property
+    def unencrypted(self) -> bool:
+        """borg asks each new client of an unencrypted (``none`` / ``authenticated``) repository to confirm it; the
+        bot's records saying so is that confirmation (see :meth:`bot.borg.repo.Repo.env`)."""
+        return is_unencrypted(self.encryption)
 
 
 async def credential_row(tenant: Tenant, server: Server, credential_id: Any) -> DatabaseCredential | None:
@@ -323,6 +348,7 @@ async def inputs_from_data(tenant: Tenant, data: Mapping[str, Any], passphrase: 
         compression=repository.get("compression") or "lz4",
         snapshot_method=(data.get("snapshot") or {}).get("method") or "none",
         retention=data.get("retention"),
+        encryption=repository.get("encryption") or "repokey-blake2",
     )
 
 
@@ -344,6 +370,7 @@ async def inputs_from_chain(chain: BackupChain) -> list[ChainInputs]:
                 compression=repository.compression,
                 snapshot_method=repository.snapshot_method.value,
                 retention=repository.retention,
+                encryption=repository.encryption,
             )
         )
     return found
@@ -452,19 +479,7 @@ async def build_plan(inputs: ChainInputs, services: Any, *, run_id: str | None =
         jobs = sources.get(inputs.backup_type).plan(config, facts)
     except PlanError as exc:
         raise PlanProblem("source", str(exc)) from None
-    path = inputs.repo_path
-    at_pool = Repo(url=path, passphrase=inputs.passphrase)
-    if inputs.pool.kind == PoolKind.LOCAL:
-        at_source = at_pool
-    else:
-        home = await login_home(ctx.transport)
-        key, known = key_files(inputs.repo_name)
-        server = inputs.pool.server
-        at_source = Repo(
-            url=ssh_url(server.username, server.host, server.port, path),
-            passphrase=inputs.passphrase,
-            rsh=rsh_command(f"{home}/{key}", f"{home}/{known}"),
-        )
+    at_source, at_pool = await repos_for(inputs, ctx.transport)
     snapshot = None
     if inputs.snapshot_method not in ("none", "", None):
         try:
@@ -484,9 +499,30 @@ async def build_plan(inputs: ChainInputs, services: Any, *, run_id: str | None =
         sudo=ctx.sudo,
         snapshot=snapshot,
         borg=services.borg,
-        pool_borg=services.borg,
+        pool_borg=pool_borg(inputs.pool, services),
     )
     return BuiltPlan(plan=plan, ctx=ctx, facts=facts)
+
+
+async def repos_for(inputs: ChainInputs, source: Transport) -> tuple[Repo, Repo]:
+    """Given a chain's inputs and the source's transport, return the repository as the source pushes to it and as
+    the bot opens it on the pool. Each is its own borg client with its own state (:meth:`Repo.command`), also when
+    source and pool are one host and one login: the pool side by path, the source by ``ssh://`` (or, for a
+    ``local`` pool, by path from the source's own login)."""
+    path = inputs.repo_path
+    at_pool = Repo(url=path, passphrase=inputs.passphrase, unencrypted=inputs.unencrypted)
+    if inputs.pool.kind == PoolKind.LOCAL:
+        return at_pool, at_pool
+    home = await login_home(source)
+    key, known = key_files(inputs.repo_name)
+    server = inputs.pool.server
+    at_source = Repo(
+        url=ssh_url(server.username, server.host, server.port, path),
+        passphrase=inputs.passphrase,
+        rsh=rsh_command(f"{home}/{key}", f"{home}/{known}"),
+        unencrypted=inputs.unencrypted,
+    )
+    return at_source, at_pool
 
 
 def reveal(token: str | None) -> str | None:

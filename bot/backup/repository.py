@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from bot.borg import init as borg_init
 from bot.borg import key as borg_key
 from bot.borg import list as borg_list
+from bot.borg.init import is_unencrypted
 from bot.borg.repo import Repo, rsh_command, ssh_url
 from bot.borg.runner import BorgError
 from bot.transport.base import Transport
@@ -91,13 +92,15 @@ class RepositorySetup:
     known_hosts_file: str
     created: bool  # False when an existing repository was adopted
 
-    def source_repo(self, pool: PoolAccess, home: str, *, base_dir: str | None = None) -> Repo:
+    def source_repo(self, pool: PoolAccess, home: str, *, base_dir: str | None = None,
+                    unencrypted: bool = False) -> Repo:  # fmt: skip
         """The Repo a source server pushes to (``home``: the source login's home directory)."""
         return Repo(
             url=ssh_url(pool.user, pool.host, pool.port, self.path),
             passphrase=self.passphrase,
             rsh=rsh_command(f"{home}/{self.key_file}", f"{home}/{self.known_hosts_file}"),
             base_dir=base_dir,
+            unencrypted=unencrypted,
         )
 
 
@@ -134,7 +137,7 @@ class _Undo:
 async def _prepare_pool(pool: PoolAccess, spec: RepoSpec, undo: _Undo) -> tuple[str, str | None, bool]:
     """Init (or verify) the repository; returns passphrase, key export, whether it was created here."""
     if spec.existing_passphrase is not None:
-        repo = Repo(url=spec.path, passphrase=spec.existing_passphrase)
+        repo = Repo(url=spec.path, passphrase=spec.existing_passphrase, unencrypted=is_unencrypted(spec.encryption))
         await borg_list.archives(pool.transport, repo)  # proves the path is a repository and the passphrase opens it
         return spec.existing_passphrase, await _key_export(pool, repo), False
     exists = await pool.transport.run(["test", "-e", spec.path])
@@ -144,7 +147,7 @@ async def _prepare_pool(pool: PoolAccess, spec: RepoSpec, undo: _Undo) -> tuple[
             "with its passphrase."
         )
     passphrase = secrets.token_urlsafe(32)
-    repo = Repo(url=spec.path, passphrase=passphrase)
+    repo = Repo(url=spec.path, passphrase=passphrase, unencrypted=is_unencrypted(spec.encryption))
     undo.add(
         f"the repository directory {spec.path} on the pool", lambda: pool.transport.run(["rm", "-rf", "--", spec.path])
     )

@@ -183,7 +183,9 @@ async def run_pipe(
     lengths = [str(len(stage)) for stage in stages]
     argv = ("sh", "-c", PIPE, "sh", *lengths, *(arg for stage in stages for arg in stage))
     secret_env = {**repo.secret_env(), **secrets}
-    return await transport.run(argv, env=repo.env(), secret_env=secret_env or None, timeout=timeout, sudo=sudo)
+    # repo.command: the extract stage keeps the same borg client state as every other borg call of this repository.
+    return await transport.run(repo.command(argv), env=repo.env(), secret_env=secret_env or None, timeout=timeout,
+                               sudo=sudo)  # fmt: skip
 
 
 def _broken_pipe(result: CommandResult, extract: int) -> bool:

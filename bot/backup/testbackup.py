@@ -38,6 +38,7 @@ class Step:
     ok: bool
     detail: str
     seconds: float = 0.0
+    kind: str | None = None  # the failure's kind (bot.borg.runner.KINDS, or a transport's) when it failed
 
 
 @dataclass
@@ -59,8 +60,8 @@ class _Steps:
     def __init__(self, report: TestBackupReport, on_step: StepHandler | None) -> None:
         self.report, self.on_step, self.started = report, on_step, time.monotonic()
 
-    def add(self, name: str, ok: bool, detail: str) -> bool:
-        step = Step(name, ok, detail, round(time.monotonic() - self.started, 2))
+    def add(self, name: str, ok: bool, detail: str, kind: str | None = None) -> bool:
+        step = Step(name, ok, detail, round(time.monotonic() - self.started, 2), None if ok else kind)
         self.report.steps.append(step)
         self.report.ok = self.report.ok and ok
         if self.on_step is not None:
@@ -111,10 +112,15 @@ async def _job(plan: ChainPlan, job: ArchiveJob, steps: _Steps, report: TestBack
         steps.add(f"back up {job.suffix}", True, f"the dump ran for {limit:g} s without error (too big to finish "
                                                  "in a test); the first real run completes it")  # fmt: skip
         return
-    if not steps.add(f"back up {job.suffix}", outcome.status != "failed", outcome.reason + " " + outcome.hint):
+    if not steps.add(f"back up {job.suffix}", outcome.status != "failed", outcome.reason + " " + outcome.hint,
+                     outcome.kind):  # fmt: skip
         return
     report.archives.append(name)
-    await _verify(plan, sample, job.suffix, outcome, steps)
+    try:
+        await _verify(plan, sample, job.suffix, outcome, steps)
+    except (BorgError, TransportError) as error:
+        steps.add(f"restore {job.suffix}", False, f"{error} {getattr(error, 'hint', '')}".strip(),
+                  getattr(error, "kind", None))  # fmt: skip
 
 
 async def _cleanup(plan: ChainPlan, steps: _Steps) -> None:
@@ -127,7 +133,7 @@ async def _cleanup(plan: ChainPlan, steps: _Steps) -> None:
             await compact.run(plan.pool, plan.repo_at_pool, borg=plan.pool_borg)
         left = [a.name for a in await borg_list.archives(plan.pool, plan.repo_at_pool, glob=glob, borg=plan.pool_borg)]
     except (BorgError, TransportError) as error:
-        steps.add("clean up", False, f"The test archives could not be removed: {error}")
+        steps.add("clean up", False, f"The test archives could not be removed: {error}", getattr(error, "kind", None))
         return
     steps.add("clean up", not left, "test archives removed" if not left else f"still listed: {', '.join(left)}")
 
@@ -144,7 +150,7 @@ async def run_test_backup(plan: ChainPlan, *, time_limit: float = 45.0,
         steps.add("open the repository on the pool", True, "the passphrase opens it")
     except (BorgError, TransportError) as error:
         steps.add("open the repository on the pool" if report.steps else "connect to the source", False,
-                  f"{error} {getattr(error, 'hint', '')}".strip())  # fmt: skip
+                  f"{error} {getattr(error, 'hint', '')}".strip(), getattr(error, "kind", None))  # fmt: skip
         return report
     try:
         for job in plan.jobs:

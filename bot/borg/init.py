@@ -18,6 +18,12 @@ ENCRYPTIONS = (
 DEFAULT_ENCRYPTION = "repokey-blake2"
 
 
+def is_unencrypted(encryption: str | None) -> bool:
+    """Given an encryption mode, return whether borg treats such a repository as unencrypted (``none`` and
+    ``authenticated*``: no confidentiality), so a new client of it must confirm its first access."""
+    return (encryption or "").startswith(("none", "authenticated"))
+
+
 def argv(repo: Repo, encryption: str = DEFAULT_ENCRYPTION, *, storage_quota: str | None = None) -> tuple[str, ...]:
     if encryption not in ENCRYPTIONS:
         raise ValueError(f"Unknown encryption {encryption!r}; choose one of {', '.join(ENCRYPTIONS)}.")

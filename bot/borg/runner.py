@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from bot.borg.repo import Repo
@@ -72,13 +72,41 @@ KINDS: dict[str, tuple[bool, str]] = {
     "error": (False, "borg failed; its own message says why."),
 }
 
-_CODE_KINDS: dict[int, str] = {
-    10: "repo_exists", 12: "integrity", 13: "repo_missing", 14: "disk_full", 15: "repo_missing",
-    18: "repo_missing", 19: "repo_exists", 20: "disk_full", 21: "permission", 30: "archive_exists",
-    31: "archive_missing", 50: "passphrase", 51: "passphrase", 52: "passphrase", 53: "passphrase",
-    61: "security", 62: "security", 63: "security", 64: "security", 70: "lock", 71: "lock", 72: "lock",
-    73: "lock", 80: "unreachable", 81: "unreachable", 83: "not_allowed", 87: "unreachable", 127: "borg_missing",
-}  # fmt: skip
+# One table of borg's failures: (modern exit code, --log-json msgid, kind). The code decides (BORG_EXIT_CODES=modern);
+# the msgid (the exception's qualified name in borg 1.4's log_message events) decides when the code is only the
+# generic 2 — a borg that ignores BORG_EXIT_CODES, or an error re-raised through ``borg serve``.
+BORG_ERRORS: tuple[tuple[int, str, str], ...] = (
+    (10, "Repository.AlreadyExists", "repo_exists"),
+    (12, "Repository.CheckNeeded", "integrity"),
+    (13, "Repository.DoesNotExist", "repo_missing"),
+    (14, "Repository.InsufficientFreeSpaceError", "disk_full"),
+    (15, "Repository.InvalidRepository", "repo_missing"),
+    (18, "Repository.ParentPathDoesNotExist", "repo_missing"),
+    (19, "Repository.PathAlreadyExists", "repo_exists"),
+    (20, "Repository.StorageQuotaExceeded", "disk_full"),
+    (21, "Repository.PathPermissionDenied", "permission"),
+    (30, "Archive.AlreadyExists", "archive_exists"),
+    (31, "Archive.DoesNotExist", "archive_missing"),
+    (50, "NoPassphraseFailure", "passphrase"),
+    (51, "PasscommandFailure", "passphrase"),
+    (52, "PassphraseWrong", "passphrase"),
+    (53, "PasswordRetriesExceeded", "passphrase"),
+    (61, "Cache.EncryptionMethodMismatch", "security"),
+    (62, "Cache.RepositoryAccessAborted", "security"),
+    (63, "Cache.RepositoryIDNotUnique", "security"),
+    (64, "Cache.RepositoryReplay", "security"),
+    (70, "LockError", "lock"),
+    (71, "LockErrorT", "lock"),
+    (72, "LockFailed", "lock"),
+    (73, "LockTimeout", "lock"),
+    (80, "ConnectionClosed", "unreachable"),
+    (81, "ConnectionClosedWithHint", "unreachable"),
+    (83, "PathNotAllowed", "not_allowed"),
+    (87, "ConnectionBrokenWithHint", "unreachable"),
+    (127, "", "borg_missing"),  # the shell's "command not found"
+)  # fmt: skip
+_CODE_KINDS: dict[int, str] = {code: kind for code, _, kind in BORG_ERRORS}
+_MSGID_KINDS: dict[str, str] = {msgid: kind for _, msgid, kind in BORG_ERRORS if msgid}
 
 
 @dataclass(frozen=True)
@@ -130,6 +158,9 @@ def _kind(code: int | None, messages: Sequence[dict[str, Any]], other: Sequence[
         return "killed"
     if code in _CODE_KINDS:
         return _CODE_KINDS[code]
+    for message in reversed(messages):
+        if message.get("msgid") in _MSGID_KINDS:
+            return _MSGID_KINDS[message["msgid"]]
     text = " ".join([*(m.get("message", "") for m in messages), *other]).lower()
     if "command not found" in text or "no such file or directory: 'borg'" in text:
         return "borg_missing"
@@ -181,7 +212,9 @@ async def run_borg(
     check: bool = True,
     sudo: bool = False,
 ) -> BorgResult:
-    """Run ``borg --log-json --lock-wait N <args>``; raise :class:`BorgError` on an error outcome if ``check``."""
+    """Run ``borg --log-json --lock-wait N <args>`` with the client state of ``repo`` (:meth:`Repo.command`: one
+    security and cache dir per host, login and repository URL); raise :class:`BorgError` on an error outcome if
+    ``check``. The result's ``argv`` is borg's own (without the state wrapper)."""
     argv = (borg, "--log-json", "--lock-wait", str(lock_wait), *args)
 
     def forward(line: str) -> None:
@@ -194,14 +227,14 @@ async def run_borg(
                 on_event(event)
 
     result = await transport.run(
-        argv,
+        repo.command(argv),
         env=repo.env(),
         secret_env=repo.secret_env() or None,
         timeout=timeout,
         sudo=sudo,
         on_stderr=forward if on_event is not None else None,
     )
-    outcome = outcome_of(result)
+    outcome = replace(outcome_of(result), argv=argv)
     if check and outcome.outcome == "error":
         raise BorgError(outcome)
     return outcome

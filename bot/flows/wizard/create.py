@@ -158,14 +158,15 @@ async def _set_up_local(transport: Transport, spec: RepoSpec, borg: str) -> Repo
     created = False
     try:
         if spec.existing_passphrase is not None:
-            repo = Repo(url=spec.path, passphrase=spec.existing_passphrase)
+            repo = Repo(url=spec.path, passphrase=spec.existing_passphrase,
+                        unencrypted=borg_init.is_unencrypted(spec.encryption))  # fmt: skip
             await borg_list.archives(transport, repo, borg=borg)
             passphrase = spec.existing_passphrase
         else:
             if (await transport.run(["test", "-e", spec.path])).ok:
                 raise RepositorySetupError(f"{spec.path} already exists on the pool: choose another repository name.")
             passphrase = secrets.token_urlsafe(32)
-            repo = Repo(url=spec.path, passphrase=passphrase)
+            repo = Repo(url=spec.path, passphrase=passphrase, unencrypted=borg_init.is_unencrypted(spec.encryption))
             created = True
             await borg_init.run(transport, repo, spec.encryption, borg=borg)
         try:
@@ -214,7 +215,8 @@ async def ensure_remote_repository(ctx: WizardContext) -> dict[str, Any]:
     spec = RepoSpec(name=name, base_path=pool.base_path, encryption=encryption, existing_passphrase=passphrase)
     try:
         if pool.kind == PoolKind.LOCAL:
-            result = await _set_up_local(planning.pool_transport(pool, ctx.services), spec, ctx.services.borg)
+            result = await _set_up_local(planning.pool_transport(pool, ctx.services), spec,
+                                         planning.pool_borg(pool, ctx.services))  # fmt: skip
         else:
             result = await set_up(
                 planning.source_transport(server, ctx.services), planning.pool_access(pool, ctx.services), spec

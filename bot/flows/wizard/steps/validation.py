@@ -83,18 +83,42 @@ def fingerprint(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def step_for(test_step: str, detail: str) -> str:
-    """Which wizard step to go back to for a failed test-backup step."""
+# The one table from a failure's kind (borg's, from its exit code or --log-json msgid, see
+# bot.borg.runner.BORG_ERRORS; or the transport's) to the wizard step whose answer fixes it. A repository that
+# differs from what the client saw before (security, exit 61-64) is the repository's business, never the source's.
+KIND_STEPS: dict[str, str] = {
+    "security": "repository", "repo_missing": "repository", "repo_exists": "repository",
+    "passphrase": "repository", "not_allowed": "repository", "integrity": "repository",
+    "archive_exists": "repository", "archive_missing": "repository", "lock": "repository", "phantom": "repository",
+    "disk_full": "pool", "permission": "pool", "unreachable": "pool",
+    "source": "source", "hook_failed": "source", "command_timeout": "source", "command": "source", "paths": "source",
+    "snapshot": "snapshot",
+}  # fmt: skip
+# Kinds that name the machine the failing command ran on: the source server, or the pool.
+SIDE_KINDS = frozenset({"borg_missing", "host_unreachable", "connect_timeout", "auth_failed", "host_key_changed",
+                        "host_key_unpinned", "transport"})  # fmt: skip
+POOL_SIDE_STEPS = ("open the repository on the pool", "clean up")
+
+
+def step_for(test_step: str, detail: str, kind: str | None = None) -> str:
+    """Given a failed test-backup step, its detail and its failure kind, return the wizard step to go back to:
+    :data:`KIND_STEPS` when the kind says it, the side the command ran on for :data:`SIDE_KINDS`, else the step's
+    own place, else what the message says (a borg without a specific exit code)."""
     if test_step == "connect to the source":
         return "server"
-    if test_step in ("open the repository on the pool", "clean up"):
+    if kind in KIND_STEPS:
+        return KIND_STEPS[kind]
+    if kind in SIDE_KINDS:
+        return "pool" if test_step in POOL_SIDE_STEPS else "server"
+    if test_step in POOL_SIDE_STEPS:
         return "repository"
     if test_step.startswith("read "):
         return "source"
     text = detail.lower()
     if "no space" in text or "quota" in text or "out of space" in text:
         return "pool"
-    if any(w in text for w in ("passphrase", "restrict-to-path", "not allowed", "repository does not exist")):
+    if any(w in text for w in ("passphrase", "restrict-to-path", "not allowed", "repository does not exist",
+                               "repository access aborted", "previously located")):  # fmt: skip
         return "repository"
     if any(w in text for w in ("connection", "host key", "ssh", "unreachable", "could not resolve")):
         return "pool"
@@ -251,7 +275,7 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
                 "name": f"test backup: {step.name}",
                 "ok": step.ok,
                 "detail": step.detail.strip()[:500],
-                "step": step_for(step.name, step.detail),
+                "step": step_for(step.name, step.detail, step.kind),
             }
         )
     return await _store(ctx, checks, next_runs)
