@@ -102,6 +102,26 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc).removeprefix("DATABASE_URL ")) from None
         return value or None
 
+    @field_validator("slack_api_url", mode="before")
+    @classmethod
+    def _api_url(cls, value: Any) -> Any:
+        """An http(s) URL with a host, ending in ``/`` (slack_sdk appends the method name to it), or None."""
+        if not isinstance(value, str) or not value.strip():
+            return None if isinstance(value, str) else value
+        text = value.strip()
+        parts = urlsplit(text)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            shown = "" if parts.password else f"{text!r} "
+            raise ValueError(
+                f"{shown}is not the http(s) URL of a Slack Web API, e.g. https://slack.com/api/ or the emulator's "
+                "http://127.0.0.1:PORT/api/; leave it unset to talk to Slack itself"
+            )
+        return text if text.endswith("/") else text + "/"
+
     @field_validator("queue_backend")
     @classmethod
     def _queue(cls, value: str, info: ValidationInfo) -> str:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate as tortoise_migrate
 
 from storage.errors import DatabaseUnavailable
+from storage.redact import mask
 
 APP_LABEL = "models"
 MODELS_MODULE = "storage.models"
@@ -68,10 +70,10 @@ def _unavailable(database_url: str, exc: BaseException) -> DatabaseUnavailable:
     kind = SUPPORTED_SCHEMES.get(urlsplit(database_url).scheme, "database")
     reason = type(exc).__name__
     detail = str(exc).splitlines()[0] if str(exc) else ""
-    # Driver messages may echo the DSN; strip the password if it is there.
+    # Driver messages may echo the DSN; mask the password (as written and URL-decoded) if it is there.
     password = urlsplit(database_url).password
     if password:
-        detail = detail.replace(password, "***")
+        detail = mask(detail, [password, unquote(password)])
     return DatabaseUnavailable(
         f"Cannot use the {kind} database at {describe(database_url)} ({reason}: {detail}). Check that the "
         "server is running and reachable, that the database exists and the user may use it, then fix "
@@ -79,9 +81,53 @@ def _unavailable(database_url: str, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
+def sqlite_file(database_url: str) -> str | None:
+    """The file a ``sqlite://`` URL names (relative or absolute), None for other engines and ``:memory:``."""
+    parts = urlsplit(database_url)
+    path = parts.netloc + parts.path
+    if parts.scheme != "sqlite" or not path or path == ":memory:":
+        return None
+    return path
+
+
+def check_sqlite_location(database_url: str) -> None:
+    """Given a ``sqlite://`` URL, prove its directory exists and takes new files, or say which path and what to do.
+
+    Why before connecting: Tortoise keeps a connection lock it never releases when SQLite cannot open the file, so
+    the next query (the migrations') would wait on it forever — a silent hang instead of this sentence. The
+    directory itself must be writable, not only the file: SQLite creates its journal (``-wal``, ``-shm``) next to it.
+    """
+    path = sqlite_file(database_url)
+    if path is None:
+        return
+    directory = os.path.dirname(path) or "."
+    fix = "or set BACKUPBOT_DATA_DIR (or DATABASE_URL) to a directory this user can write"
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise DatabaseUnavailable(f"Cannot use the SQLite database {path}: {directory} is a file, not a directory. "
+                                  f"Move that file away {fix}.")  # fmt: skip
+    if not os.path.isdir(directory):
+        raise DatabaseUnavailable(f"Cannot use the SQLite database {path}: the directory {directory} does not exist. "
+                                  f"Create it (mkdir -p {directory}) {fix}.")  # fmt: skip
+    if os.path.isdir(path):
+        raise DatabaseUnavailable(f"Cannot use the SQLite database {path}: it is a directory. Remove it {fix}.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+        if os.path.exists(path):
+            os.close(os.open(path, os.O_RDWR))
+    except OSError as exc:
+        who = f" (uid {os.geteuid()})" if hasattr(os, "geteuid") else ""
+        raise DatabaseUnavailable(
+            f"Cannot write the SQLite database {path}: {exc.strerror or type(exc).__name__} in {directory}"
+            f"{who}. SQLite needs to create files there: fix the permissions (chmod u+w; chattr -i if it is "
+            f"immutable) {fix}."
+        ) from None
+
+
 async def connect(database_url: str, *, migrate: bool = True) -> None:
     """Open the connection (and bring the schema up to date unless ``migrate=False``)."""
     check_url(database_url)
+    check_sqlite_location(database_url)
     # Tortoise caches INSERT/DELETE SQL per connection *name*; a process that reconnects "default" to
     # another engine (tests, the doctor) would reuse the previous dialect's SQL without this.
     EXECUTOR_CACHE.clear()
@@ -101,9 +147,8 @@ async def connect(database_url: str, *, migrate: bool = True) -> None:
 
 def _restrict_sqlite_file(database_url: str) -> None:
     """The SQLite file holds (encrypted) secrets and the whole inventory: owner-only, like the .env file."""
-    parts = urlsplit(database_url)
-    path = parts.netloc + parts.path
-    if parts.scheme == "sqlite" and path and path != ":memory:" and os.path.exists(path):
+    path = sqlite_file(database_url)
+    if path is not None and os.path.exists(path):
         os.chmod(path, 0o600)
 
 
@@ -140,6 +185,7 @@ async def pending_migrations(database_url: str) -> list[str]:
     from tortoise.connection import get_connection
     from tortoise.migrations.executor import MigrationExecutor
 
+    check_sqlite_location(database_url)
     config = tortoise_config(database_url)
     try:
         await Tortoise.init(config=config, init_connections=False)

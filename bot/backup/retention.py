@@ -115,10 +115,15 @@ class Decision:
 # --------------------------------------------------------------------------------------------- intervals
 
 
+MAX_INTERVAL_YEARS = 1000  # keep-within beyond this would reach before year 1 (see parse_interval)
+
+
 def parse_interval(text: str) -> timedelta:
     """A borg interval ("2d", "12H", "3m") as a duration, accepting exactly what borg 1.4.5 accepts.
 
-    Raises ValueError with a sentence for the operator otherwise (wrong unit, zero, negative, no number).
+    Raises ValueError with a sentence for the operator otherwise (wrong unit, zero, negative, no number), and for
+    an interval longer than :data:`MAX_INTERVAL_YEARS`: borg accepts "10000y" but then fails computing a date
+    before year 1 (Python's calendar starts there), so such a policy is refused here rather than crashing later.
     """
     unit = text[-1:] if text else ""
     if unit not in _INTERVAL_UNITS:
@@ -132,7 +137,13 @@ def parse_interval(text: str) -> timedelta:
         number = 0
     if number <= 0:
         raise ValueError(f"keep-within {text!r} needs a whole number greater than 0 before {unit!r}, e.g. 2{unit}.")
-    return timedelta(hours=number * _INTERVAL_UNITS[unit][0])
+    hours = number * _INTERVAL_UNITS[unit][0]
+    if hours > MAX_INTERVAL_YEARS * 365 * 24:
+        raise ValueError(
+            f"keep-within {text!r} reaches back more than {MAX_INTERVAL_YEARS} years, further than borg can compute "
+            "a date: use a shorter interval (e.g. 100y), or keep-yearly to keep one archive per year."
+        )
+    return timedelta(hours=hours)
 
 
 # --------------------------------------------------------------------------------------------- checks

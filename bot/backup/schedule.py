@@ -251,27 +251,42 @@ def _aware(moment: datetime | None, zone: ZoneInfo) -> datetime:
 
 
 def iter_slots(schedule: Mapping[str, Any] | Spec, start: datetime | None = None) -> Iterator[Slot]:
-    """Every scheduled run strictly after ``start`` (default: now), in order, without end.
+    """Every scheduled run strictly after ``start`` (default: now), in order, until the end of the calendar.
 
     A naive ``start`` is wall-clock time in the schedule's zone. Instants are in the schedule's zone; compare
     them through UTC (Python compares and subtracts datetimes sharing a tzinfo by wall clock, ignoring fold).
+    Python's calendar ends with the year 9999: the iteration stops there (a run that would fall, or whose window
+    would end, beyond it does not exist) instead of raising OverflowError, so callers get fewer runs, not a crash.
     """
     spec = schedule if isinstance(schedule, Spec) else parse(schedule)
-    local = _aware(start, spec.zone)
-    after = local.astimezone(UTC)
-    day = local.date() - timedelta(days=1)  # a gap may push yesterday's run past midnight
-    crosses = spec.end is not None and spec.end <= spec.start
+    try:
+        local = _aware(start, spec.zone)
+        after = local.astimezone(UTC)
+    except OverflowError:
+        return  # ``start`` itself is at the calendar's edge in this zone
+    day = max(local.date(), date.min + timedelta(days=1)) - timedelta(days=1)  # a gap may push yesterday's run
     while True:
-        if day.weekday() in spec.days:
-            begin = local_instant(day, spec.start, spec.zone)
-            if begin.astimezone(UTC) > after:
-                end = None
-                if spec.end is not None:
-                    end = local_instant(day + timedelta(days=1) if crosses else day, spec.end, spec.zone)
-                    if end.astimezone(UTC) < begin.astimezone(UTC):
-                        end = begin
-                yield Slot(begin, end)
-        day += timedelta(days=1)
+        try:
+            slot = _slot_on(spec, day)
+            if slot is not None and slot.start.astimezone(UTC) > after:
+                yield slot
+            day += timedelta(days=1)
+        except OverflowError:
+            return
+
+
+def _slot_on(spec: Spec, day: date) -> Slot | None:
+    """The run starting on ``day`` (local), with its window's end; None when ``day`` is not one of the days."""
+    if day.weekday() not in spec.days:
+        return None
+    begin = local_instant(day, spec.start, spec.zone)
+    end = None
+    if spec.end is not None:
+        crosses = spec.end <= spec.start
+        end = local_instant(day + timedelta(days=1) if crosses else day, spec.end, spec.zone)
+        if end.astimezone(UTC) < begin.astimezone(UTC):
+            end = begin
+    return Slot(begin, end)
 
 
 def next_slots(schedule: Mapping[str, Any], count: int, start: datetime | None = None) -> list[Slot]:

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from bot.access.actor import USER_ID
 from bot.api.tokens import create_token
-from bot.cli.util import load_for_command
+from bot.cli.util import command, load_for_command
 from storage import db
 from storage.tenancy import Tenant
 
@@ -21,7 +21,7 @@ console = Console(highlight=False)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("api-token", help="create a token for the HTTP API of one Slack workspace")
+    parser = command(sub, "api-token", __doc__, help="create a token for the HTTP API of one Slack workspace")
     parser.add_argument("--team", required=True, help="the Slack team id (T…) the token may act for")
     parser.add_argument("--user", metavar="U…", help="the Slack user the token acts as (their roles apply); without "
                         "it the token reads /metrics only")  # fmt: skip

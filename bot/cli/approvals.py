@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bot.cli.util import load_for_command
+from bot.cli.util import command, load_for_command
 from bot.services.approvals import RulesError, changed_rules, rules_of, save_rules
 from storage import db
 from storage.tenancy import Tenant
@@ -21,7 +21,7 @@ console = Console(highlight=False)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("approvals", help="show or change a workspace's approval rules for new chains")
+    parser = command(sub, "approvals", __doc__, help="show or change a workspace's approval rules for new chains")
     parser.add_argument("--team", required=True, help="the Slack team id (T…)")
     need = parser.add_mutually_exclusive_group()
     need.add_argument("--require", dest="required", action="store_true", default=None,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.access import Actor, Refused
-from bot.cli.util import load_for_command
+from bot.cli.util import command, load_for_command
 from bot.services import audit
 from storage import db
 from storage.tenancy import Tenant
@@ -26,7 +26,7 @@ UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("audit", help="read a workspace's audit log (who did what, when), newest first")
+    parser = command(sub, "audit", __doc__, help="read a workspace's audit log (who did what, when), newest first")
     parser.add_argument("--team", required=True, help="the Slack team id (T…)")
     parser.add_argument(
         "--since",

@@ -3,6 +3,10 @@
 Each check is independent and reports ``ok``/``problem`` with the fix; one failing check never hides the
 others (except that nothing can be checked without readable settings). Exit status 0 when all pass, 1 when
 any fails. The database is only read: doctor reports pending migrations but does not apply them.
+
+Checks what `backup-bot run` would use, from the settings (--env-file, default .env, and the environment): the
+data directory, the secret keys, the database and its stored secrets, the run queue, whether a bot process holds
+the lease, the Slack bot token and connection mode, borg and the ssh client. It has no options of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.cli.util import ensure_writable_dir, load_for_command
+from bot.cli.util import command, ensure_writable_dir, load_for_command
 from bot.config import ConfigError, Settings
 from bot.slack.app import build_client
 from bot.slack.auth import check_bot_token
@@ -47,7 +51,7 @@ Check = Callable[[Settings], Awaitable[str]]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("doctor", help="check settings, database, Slack, borg and ssh")
+    parser = command(sub, "doctor", __doc__, help="check settings, database, Slack, borg and ssh")
     parser.set_defaults(handler=handle)
 
 

@@ -4,6 +4,10 @@ Safe to run again: an existing key and identity are kept (a new key would orphan
 Order matters so that nothing is left half-done: the data directory and the ``.env`` location are checked
 first, the new ``.env`` is prepared beside the real one, the database work is done with it, and only then is
 it renamed into place. If the database step fails, the prepared file is removed and nothing has changed.
+
+Writes the file named by ``--env-file`` (default .env; created when missing) with BACKUPBOT_DATA_DIR and a new
+BACKUPBOT_SECRET_KEYS; uses DATABASE_URL when set, else SQLite in the data directory. Prints the bot's SSH public
+key and the next step.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from rich.console import Console
 
-from bot.cli.util import ensure_writable_dir, load_for_command
+from bot.cli.util import command, ensure_writable_dir, load_for_command
 from bot.config import Settings
 from bot.envfile import render_env, write_text_atomic
 from bot.identity import Identity, ensure_identity
@@ -37,9 +41,10 @@ SLACK_SIGNING_SECRET=
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("init", help="create the data directory, .env, database and the bot's SSH key")
-    parser.add_argument("--data-dir", type=Path, help="where the bot keeps its data (default: ./data)")
-    parser.set_defaults(handler=handle)
+    parser = command(sub, "init", __doc__, help="create the data directory, .env, database and the bot's SSH key")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="where the bot keeps its data (default: BACKUPBOT_DATA_DIR, else ./data)")  # fmt: skip
+    parser.set_defaults(handler=handle, env_file_may_be_missing=True)
 
 
 async def handle(args: argparse.Namespace) -> int:

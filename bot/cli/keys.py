@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from rich.console import Console
 
-from bot.cli.util import load_for_command
+from bot.cli.util import command, load_for_command
 from bot.config import ConfigError, Settings
 from bot.envfile import update_env
 from storage import db
@@ -28,7 +28,7 @@ VAR = "BACKUPBOT_SECRET_KEYS"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("rotate-key", help="re-encrypt all stored secrets under a new key")
+    parser = command(sub, "rotate-key", __doc__, help="re-encrypt all stored secrets under a new key")
     parser.add_argument(
         "--retire-old-keys",
         action="store_true",

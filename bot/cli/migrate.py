@@ -2,6 +2,9 @@
 
 With ``BACKUPBOT_QUEUE=procrastinate`` it also creates procrastinate's tables in the same database when they are
 missing. ``backup-bot worker`` never migrates (several workers starting at once would race): run this first.
+
+Reads DATABASE_URL (default: SQLite in BACKUPBOT_DATA_DIR, created when missing) and BACKUPBOT_QUEUE from the
+settings (--env-file, default .env, and the environment); it has no options of its own.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.cli.util import command, ensure_writable_dir, load_for_command
+from bot.config import ConfigError, Settings
 from storage import db
 from storage.errors import DatabaseUnavailable, StorageError
 
@@ -19,15 +23,15 @@ console = Console(highlight=False)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("migrate", help="apply pending database migrations")
+    parser = command(sub, "migrate", __doc__, help="apply pending database migrations")
     parser.set_defaults(handler=handle)
 
 
 async def handle(args: argparse.Namespace) -> int:
-    settings = load_settings(Path(args.env_file))
+    settings = load_for_command(Path(args.env_file))
     url = settings.resolved_database_url
-    if url.startswith("sqlite://"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if db.sqlite_file(url) is not None and settings.database_url is None:
+        ensure_writable_dir(settings.data_dir, "BACKUPBOT_DATA_DIR")
     with console.status(f"Applying migrations to {db.describe(url)} …"):
         async with db.database(url):
             pass

@@ -18,6 +18,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.backup.retention import Archive, Decision, Policy, decide, validate
+from bot.cli.util import command
 
 COUNT_OPTIONS = (
     "last",
@@ -50,7 +51,7 @@ a rule that could not fill its count keeps the oldest archive, "checkpoint" for 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("retention", help="preview what a retention policy keeps (borg prune semantics)")
+    parser = command(sub, "retention", __doc__, help="preview what a retention policy keeps (borg prune semantics)")
     actions = parser.add_subparsers(dest="retention_action", required=True, metavar="ACTION")
     preview = actions.add_parser(
         "preview",
@@ -63,17 +64,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         preview.add_argument(f"--keep-{option}", type=int, default=0, metavar="N", help=_COUNT_HELP.get(option))
     preview.add_argument("--tz", metavar="ZONE", help="IANA time zone for the periods (default: this machine's)")
     preview.add_argument("--archives", required=True, metavar="FILE|-", help="JSON lines file, or - for stdin")
-    preview.set_defaults(handler=handle_preview)
+    preview.set_defaults(handler=handle_preview, env_file_may_be_missing=True)
 
 
 def handle_preview(args: argparse.Namespace) -> int:
     policy = _policy(args)
     zone = _zone(args.tz)
     archives = _read_archives(args.archives, zone)
+    if not archives:
+        where = "standard input" if args.archives == "-" else args.archives
+        raise _usage(f'No archives in {where}: give one JSON object per line, e.g. {{"name": "web-2024-05-01", '
+                     '"time": "2024-05-01T03:00:00+02:00"} (borg list --json gives the names and times).')  # fmt: skip
     try:
         decisions = decide(archives, policy, zone)
     except ValueError as exc:
         raise _usage(str(exc)) from None
+    except OverflowError:
+        raise _usage(f"An archive time is so close to year 1 or 9999 that it cannot be placed in {zone}: "
+                     "check the input's times.") from None  # fmt: skip
     _write(decisions, sys.stdout)
     return 0
 
@@ -163,7 +171,12 @@ def _aware(moment: datetime, zone: tzinfo, number: int) -> datetime:
     if moment.utcoffset() is not None:
         return moment
     aware = moment.replace(tzinfo=zone)
-    if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != moment:
+    try:
+        round_trip = aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    except OverflowError:
+        raise _usage(f"Line {number}: {moment.isoformat()} in {zone} falls outside years 1–9999 in UTC; give the "
+                     "time with its UTC offset.") from None  # fmt: skip
+    if round_trip != moment:
         raise _usage(
             f"Line {number}: {moment.isoformat()} does not exist in {zone} (the clocks skip it); "
             "give the time with its UTC offset."

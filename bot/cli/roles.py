@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bot.access import Actor, Refused
-from bot.cli.util import load_for_command
+from bot.cli.util import command, load_for_command
 from bot.services import roles
 from storage import db
 from storage.tenancy import Tenant
@@ -23,7 +23,7 @@ console = Console(highlight=False)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("roles", help="show or change a workspace's admins and operators")
+    parser = command(sub, "roles", __doc__, help="show or change a workspace's admins and operators")
     parser.add_argument("--team", required=True, help="the Slack team id (T…)")
     change = parser.add_mutually_exclusive_group()
     change.add_argument("--admin", metavar="U…|S…", help="give the admin role to a user or user group")

@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
 
+from bot.cli.logs import settings_secrets, setup_logging
 from bot.cli.migrate import queue_schema
-from bot.cli.util import load_for_command, stop_event
+from bot.cli.util import Signals, ensure_writable_dir, load_for_command, supervise
 from bot.config import Settings
 from bot.flows.wizard.controller import WizardController
 from bot.flows.wizard.registry import build_steps
@@ -44,8 +46,26 @@ console = Console(highlight=False)
 LEASE_LOST = 3  # exit status after losing the lease
 
 
+_DESCRIPTION = """\
+Serve Slack, schedule and execute backup runs, deliver reports. Everything is read from the settings
+(--env-file, default .env, and the environment): Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode
+(Slack posts to BACKUPBOT_HTTP_HOST:BACKUPBOT_HTTP_PORT/slack/events, checked with SLACK_SIGNING_SECRET);
+the HTTP API, /healthz and /metrics listen there in both modes. The database (DATABASE_URL, default SQLite in
+BACKUPBOT_DATA_DIR) is migrated at start. BACKUPBOT_LOG_LEVEL=DEBUG shows the libraries' own logs.
+
+Start-up stops with one sentence when a setting, the database or a Slack token is wrong. SIGTERM or Ctrl-C
+stops the bot: at once while it is starting, cleanly once it serves (a second signal stops it at once).
+Exit status: 0 stopped, 2 a problem named on stderr, 3 lost its lease to another `backup-bot run`.
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("run", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
+    parser = sub.add_parser(
+        "run",
+        help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -53,30 +73,36 @@ async def handle(args: argparse.Namespace) -> int:
     settings = load_for_command(Path(args.env_file))
     settings.require_slack()
     install_keyring(settings.keyring())
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.resolved_database_url.startswith("sqlite://"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    setup_logging(settings.log_level, settings_secrets(settings))
+    signals = Signals.install()
+    return await supervise(_start(settings, signals), signals)
+
+
+async def _start(settings: Settings, signals: Signals) -> int:
+    """Connect the database (creating the default data directory), then serve until a signal or a lost lease."""
+    if db.sqlite_file(settings.resolved_database_url) is not None and settings.database_url is None:
+        ensure_writable_dir(settings.data_dir, "BACKUPBOT_DATA_DIR")
     async with db.database(settings.resolved_database_url):
         await queue_schema(settings)  # procrastinate's tables, when that backend is configured
         identity = await ensure_identity()
         runtime = await Runtime.create(settings)
         try:
-            return await _serve(settings, runtime, identity.public_key)
+            return await _serve(settings, runtime, identity.public_key, signals)
         finally:
             await runtime.close()
 
 
-async def _serve(settings: Settings, runtime: Runtime, public_key: str) -> int:
+async def _serve(settings: Settings, runtime: Runtime, public_key: str, signals: Signals) -> int:
     services = WizardServices(pool=runtime.pool, alerts=runtime.alerts, bot_public_key=public_key)
     controller = WizardController(build_steps, services, ttl=timedelta(hours=settings.wizard_ttl_hours))
     client = build_client(settings)
     try:
         who = await check_bot_token(client)
-        stop = stop_event()
+        stop = signals.stop
         async with lease.held(lease.RUN_LEASE, ttl=settings.run_lease_seconds, stop=stop, waiting=_waiting) as held:
             if held is None:
                 return 0  # stopped while waiting
-            await _serve_holding(settings, runtime, services, controller, client, who.team, stop, held.lost)
+            await _serve_holding(settings, runtime, services, controller, client, who.team, signals, held.lost)
             if held.lost.is_set():
                 console.print(
                     f"Stopped: this bot lost its lease on the database ({held.reason}), so that only one "
@@ -103,35 +129,62 @@ async def _serve_holding(
     controller: WizardController,
     client: PooledWebClient,
     team: str,
-    stop: asyncio.Event,
+    signals: Signals,
     lost: asyncio.Event,
 ) -> None:
-    """Serve Slack, schedule and execute runs, deliver reports until ``stop`` or ``lost`` is set."""
+    """Serve Slack, schedule and execute runs, deliver reports until a signal's ``stop`` or ``lost`` is set.
+
+    The HTTP listener starts first, so a port in use is refused before anything connects to Slack."""
     reporting = await reports.install(runtime.alerts, client)  # reports, alerts and approvals → channels
-    app = build_app(settings, client=client, wizard=controller, outbox=reporting.outbox)
-    runtime.directory = controller.services.directory  # the API asks Slack about admins as the listeners do
-    handler = await start_socket_mode(app, settings) if settings.socket_mode else None
-    runner = await serve_http(None if handler else app, settings.http_host, settings.http_port, runtime)
+    try:
+        app = build_app(settings, client=client, wizard=controller, outbox=reporting.outbox)
+        runtime.directory = controller.services.directory  # the API asks Slack about admins as the listeners do
+        runner = await serve_http(None if settings.socket_mode else app, settings.http_host, settings.http_port,
+                                  runtime)  # fmt: skip
+        try:
+            handler = await start_socket_mode(app, settings) if settings.socket_mode else None
+            try:
+                await _serve_started(settings, runtime, services, controller, team, signals, lost,
+                                     reporting.notifier.post_stale, socket_mode=handler is not None)  # fmt: skip
+            finally:
+                if handler:
+                    await handler.close_async()
+        finally:
+            await runner.cleanup()
+    finally:
+        await reporting.aclose()
+
+
+async def _serve_started(
+    settings: Settings,
+    runtime: Runtime,
+    services: WizardServices,
+    controller: WizardController,
+    team: str,
+    signals: Signals,
+    lost: asyncio.Event,
+    post_stale: Callable[[], Awaitable[object]],
+    *,
+    socket_mode: bool,
+) -> None:
+    """Connected: say so, start the scheduler, the local worker and the wizard janitor; wait for the end."""
     where = f"{settings.http_host}:{settings.http_port}"
-    if handler:
+    if socket_mode:
         console.print(f"Connected to Slack workspace {team} over Socket Mode; API and /healthz on {where}.")
     else:
         console.print(f"Serving workspace {team} over HTTP on {where}/slack/events. Ctrl-C stops.")
     janitor = asyncio.create_task(_expire_wizards(controller))
     # scheduler + local worker on the configured queue backend; hourly: alerts for chains with no recent success
-    stop_runs = await start_runs(runtime, services, hourly=[reporting.notifier.post_stale])
+    stop_runs = await start_runs(runtime, services, hourly=[post_stale])
+    signals.serving = True  # from now on the first signal stops cleanly
     try:
-        ending = [asyncio.create_task(event.wait()) for event in (stop, lost)]
+        ending = [asyncio.create_task(event.wait()) for event in (signals.stop, lost)]
         await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
         for task in ending:
             task.cancel()
     finally:
         janitor.cancel()
         await stop_runs()
-        if handler:
-            await handler.close_async()
-        await runner.cleanup()
-        await reporting.aclose()
 
 
 async def _expire_wizards(controller: WizardController, every: float = 3600) -> None:

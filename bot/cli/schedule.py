@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 
 from bot.backup.schedule import DAYS, ScheduleError, next_runs
+from bot.cli.util import command
 
 MAX_COUNT = 1000
 _OPTION = {"days": "--days", "at": "--at", "window": "--window", "timezone": "--tz", "priority": "--priority"}
@@ -25,7 +26,7 @@ change runs at the first instant after the gap; a local time that occurs twice r
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("schedule", help="preview when a schedule runs (days, time or window, time zone)")
+    parser = command(sub, "schedule", __doc__, help="preview when a schedule runs (days, time or window, time zone)")
     actions = parser.add_subparsers(dest="schedule_action", required=True, metavar="ACTION")
     preview = actions.add_parser(
         "preview",
@@ -39,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     preview.add_argument("--tz", metavar="ZONE", help="IANA time zone, e.g. Europe/Paris (required)")
     preview.add_argument("--from", dest="start", metavar="ISO-8601", help="list runs after this instant (default: now)")
     preview.add_argument("--count", default="5", metavar="N", help=f"how many runs, 1–{MAX_COUNT} (default 5)")
-    preview.set_defaults(handler=handle_preview)
+    preview.set_defaults(handler=handle_preview, env_file_may_be_missing=True)
 
 
 def _usage(message: str) -> Exception:
@@ -85,6 +86,10 @@ def handle_preview(args: argparse.Namespace) -> int:
         runs = next_runs(schedule, count, start)
     except ScheduleError as exc:
         raise _usage(" ".join(f"{_OPTION.get(name, name)}: {text}" for name, text in exc.errors.items())) from None
+    if len(runs) < count:
+        after = f"after {args.start}" if args.start else "from now"
+        raise _usage(f"Only {len(runs)} of the {count} runs asked for fall {after} before the calendar ends (the "
+                     "year 9999): give an earlier --from or a smaller --count.")  # fmt: skip
     sys.stdout.write("".join(moment.isoformat() + "\n" for moment in runs))
     sys.stdout.flush()
     return 0

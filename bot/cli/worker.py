@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from bot.cli.util import load_for_command, stop_event
-from bot.config import ConfigError
+from bot.cli.logs import settings_secrets, setup_logging
+from bot.cli.util import Signals, command, load_for_command, supervise
+from bot.config import ConfigError, Settings
 from bot.runs.outbox import Outbox, TransientDeliveryError
 from bot.runtime import Runtime
 from storage import db
@@ -38,7 +38,8 @@ MAX_CONCURRENCY = 64
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("worker", help="execute queued runs (BACKUPBOT_QUEUE=procrastinate); no Slack listener")
+    parser = command(sub, "worker", __doc__,
+                     help="execute queued runs (BACKUPBOT_QUEUE=procrastinate); no Slack listener")  # fmt: skip
     parser.add_argument("--concurrency", default="2", metavar="N",
                         help=f"runs this process executes at once, 1–{MAX_CONCURRENCY} (default 2)")  # fmt: skip
     parser.add_argument("--grace", default="300", metavar="SECONDS",
@@ -64,7 +65,13 @@ async def handle(args: argparse.Namespace) -> int:
         raise ConfigError("`backup-bot worker` needs BACKUPBOT_QUEUE=procrastinate (on PostgreSQL); with the embedded "
                           "queue `backup-bot run` executes the runs itself, so no worker is needed.")  # fmt: skip
     install_keyring(settings.keyring())
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings_secrets(settings))
+    signals = Signals.install()
+    return await supervise(_start(settings, concurrency, grace, signals), signals)
+
+
+async def _start(settings: Settings, concurrency: int, grace: int, signals: Signals) -> int:
+    """Check the schema, connect, and serve until a signal (the first one stops cleanly once serving)."""
     url = settings.resolved_database_url
     pending = await db.pending_migrations(url)
     if pending:
@@ -73,7 +80,7 @@ async def handle(args: argparse.Namespace) -> int:
     async with db.database(url, migrate=False):
         runtime = await _runtime(settings)
         try:
-            await serve(runtime, concurrency=concurrency, grace=grace, stop=stop_event())
+            await serve(runtime, concurrency=concurrency, grace=grace, stop=signals.stop, signals=signals)
         finally:
             await runtime.close()
     return 0
@@ -102,8 +109,11 @@ async def _not_here(method: str, params: dict[str, Any]) -> dict[str, Any]:
     raise TransientDeliveryError("worker processes do not post; `backup-bot run` delivers the outbox")
 
 
-async def serve(runtime: Runtime, *, concurrency: int, grace: float, stop: asyncio.Event) -> None:
-    """Run a worker on the configured queue until ``stop`` is set; then stop it gracefully."""
+async def serve(
+    runtime: Runtime, *, concurrency: int, grace: float, stop: asyncio.Event, signals: Signals | None = None
+) -> None:
+    """Run a worker on the configured queue until ``stop`` is set; then stop it gracefully (``signals``: told when
+    the worker serves, so that from then on the first signal stops cleanly)."""
     from bot.flows.wizard.services import WizardServices
     from bot.runs.backends import make_queue
     from bot.runs.worker import start_workers
@@ -119,6 +129,8 @@ async def serve(runtime: Runtime, *, concurrency: int, grace: float, stop: async
         console.print(f"Worker {worker.worker_id} executes up to {concurrency} run(s) at once from the "
                       f"procrastinate queue on {db.describe(runtime.settings.resolved_database_url)}. "
                       "SIGTERM stops it.")  # fmt: skip
+        if signals is not None:
+            signals.serving = True
         await stop.wait()
     finally:
         if worker is not None:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from bot.probes.base import Absent, Model, ProbeContext, ProbeError
 from bot.transport.base import CommandTimeout, TransportError
+from storage.redact import mask
 
 Engine = Literal["mysql", "postgresql", "mongodb"]
 FailureKind = Literal[
@@ -55,11 +56,12 @@ class ConnectFailure(ProbeError):
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every non-empty secret replaced by ``***`` (defence in depth for error messages)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every non-empty secret replaced by ``***`` (defence in depth for error messages).
+
+    Whole values only for short secrets (a one-letter password leaves "port" readable), everywhere for long ones:
+    the rule is :mod:`storage.redact`'s, the same as for the bot's own logs and database errors.
+    """
+    return mask(text, secrets)
 
 
 def last_line(text: str, limit: int = 300) -> str:

@@ -11,13 +11,16 @@ bolt's next poll.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -28,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import NoDirectory
 from bot.api.metrics import add_metrics_route
 from bot.api.routes import add_routes
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.flows.wizard.controller import WizardController
 from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
@@ -134,17 +137,73 @@ def http_app(app: AsyncApp | None, runtime: Runtime | None = None) -> web.Applic
 
 
 async def serve_http(app: AsyncApp | None, host: str, port: int, runtime: Runtime | None = None) -> web.AppRunner:
-    """Start the HTTP listener; the caller owns the returned runner and must ``cleanup()`` it."""
+    """Start the HTTP listener; the caller owns the returned runner and must ``cleanup()`` it.
+
+    A port that cannot be bound (in use, privileged, an address this machine does not have) is a ConfigError naming
+    the address and the two settings that choose it, not a traceback."""
     runner = web.AppRunner(http_app(app, runtime))
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = "it is already in use (another backup-bot run?)" if exc.errno == errno.EADDRINUSE else (
+            exc.strerror or type(exc).__name__).lower()  # fmt: skip
+        raise ConfigError(
+            f"Cannot listen on {host}:{port} for the HTTP API and /healthz: {reason}. Stop the other process or set "
+            "BACKUPBOT_HTTP_PORT (and BACKUPBOT_HTTP_HOST) to a free address."
+        ) from None
     return runner
 
 
+# apps.connections.open answers that mean "try again later"; any other error is the token's fault.
+_TRANSIENT = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+_APP_TOKEN_REASONS = {
+    "invalid_auth": "Slack does not accept it",
+    "not_authed": "no token was sent",
+    "not_allowed_token_type": "it is not an app-level token",
+    "missing_scope": "it lacks the connections:write scope",
+    "token_revoked": "it was revoked",
+    "token_expired": "it expired",
+    "account_inactive": "its app was deleted or uninstalled",
+}
+
+
+async def open_socket_url(client: AsyncWebClient, app_token: str) -> str | None:
+    """Given the app-level token, a Socket Mode URL from ``apps.connections.open``, or a ConfigError saying why the
+    token is refused; None when Slack answered a transient error (the Socket Mode client then retries).
+
+    Why up front: slack_sdk retries a refused token every 10 seconds forever, logging a traceback each time."""
+    try:
+        response = await client.apps_connections_open(app_token=app_token)
+    except SlackApiError as exc:
+        code = str(exc.response.get("error", "unknown_error"))
+        if code in _TRANSIENT:
+            log.warning("apps.connections.open answered %s; Socket Mode will retry", code)
+            return None
+        reason = _APP_TOKEN_REASONS.get(code, f"Slack answered {code}")
+        raise ConfigError(
+            f"SLACK_APP_TOKEN was refused: {reason} ({code}). Create an app-level token with the connections:write "
+            "scope (xapp-…) under Basic Information → App-Level Tokens, or remove SLACK_APP_TOKEN to use HTTP mode."
+        ) from None
+    except (SlackClientError, aiohttp.ClientError, OSError) as exc:
+        raise ConfigError(
+            f"Cannot reach the Slack Web API at {client.base_url} to open Socket Mode ({type(exc).__name__}). "
+            "Check the network, proxy settings and SLACK_API_URL."
+        ) from None
+    return str(response["url"])
+
+
 async def start_socket_mode(app: AsyncApp, settings: Settings) -> AsyncSocketModeHandler:
-    """Connect over Socket Mode (outbound WebSocket; no public URL needed)."""
+    """Connect over Socket Mode (outbound WebSocket; no public URL needed); a refused app token is a ConfigError."""
     assert settings.slack_app_token is not None
-    handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
-    await handler.connect_async()
+    token = settings.slack_app_token.get_secret_value()
+    url = await open_socket_url(app.client, token)
+    handler = AsyncSocketModeHandler(app, token)
+    handler.client.wss_uri = url  # the ticket just issued (None: the client asks for one itself)
+    try:
+        await handler.connect_async()
+    except BaseException:
+        await handler.close_async()
+        raise
     return handler
