@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -44,6 +45,15 @@ from storage.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
+
+
+def _not_the_token_warning(record: logging.LogRecord) -> bool:
+    """Bolt reads SLACK_BOT_TOKEN from the environment even when given a client, then warns at every start that
+    the token "will be unused" — the client *is* that token. The warning says nothing to act on: dropped."""
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_the_token_warning)
 
 
 def build_client(settings: Settings) -> PooledWebClient:
