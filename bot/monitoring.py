@@ -22,6 +22,15 @@ Per workspace: ``backupbot_queue_depth{team}`` — queued runs that are due (wai
 ahead of their slot or backing off before a retry). A fixed handful of grouped queries per scrape,
 whatever the number of chains.
 
+Per storage pool (labels ``team``, ``pool`` = the pool's name), the numbers of :mod:`bot.backup.capacity`:
+
+* ``backupbot_pool_free_bytes`` / ``backupbot_pool_total_bytes`` — the pool file system's free and total space at
+  its last measurement (after runs and hourly; absent until measured)
+* ``backupbot_pool_used_bytes`` — the sum of its repositories' deduplicated sizes (borg's ``unique_csize``)
+* ``backupbot_pool_quota_bytes`` — its quota (absent when it has none)
+* ``backupbot_pool_measured_timestamp_seconds`` — when its free space was last measured
+* ``backupbot_repository_size_bytes{team, pool, repository}`` — each measured repository's deduplicated size
+
 Pings
 -----
 An optional healthchecks.io-style URL per chain, kept in ``Workspace.settings["ping_urls"][str(chain_id)]``
@@ -42,7 +51,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from storage.models import BackupChain, ChainStatus, Run, RunKind, RunStatus, Workspace
+from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus, StoragePool, Workspace
 from storage.orm import Count, Max, Q
 
 log = logging.getLogger(__name__)
@@ -165,8 +174,36 @@ async def render_metrics(team_id: str) -> str:
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=datetime.now(UTC))
     queue.add(await Run.filter(due, team_id=team_id, status=RunStatus.QUEUED).count(), team=team_id)
 
-    families = (up, last_success, duration, original, dedup, outcomes, queue)
+    families = (up, last_success, duration, original, dedup, outcomes, queue, *await _pool_families(team_id))
     return "\n".join(line for family in families for line in family.render()) + "\n"
+
+
+async def _pool_families(team_id: str) -> tuple[_Family, ...]:
+    """Given a workspace, return its pools' gauges (two queries, whatever the number of pools)."""
+    free = _Family("backupbot_pool_free_bytes", "gauge", "Free space of the pool's file system, last measured.")
+    total = _Family("backupbot_pool_total_bytes", "gauge", "Size of the pool's file system, last measured.")
+    used = _Family("backupbot_pool_used_bytes", "gauge", "Sum of the pool's repositories' deduplicated sizes.")
+    quota = _Family("backupbot_pool_quota_bytes", "gauge", "The pool's quota for its repositories.")
+    measured = _Family("backupbot_pool_measured_timestamp_seconds", "gauge", "Unix time the pool was last measured.")
+    sizes = _Family("backupbot_repository_size_bytes", "gauge", "Deduplicated size of the repository (borg info).")
+    pools = await StoragePool.filter(team_id=team_id).order_by("name").values(
+        "id", "name", "available_bytes", "capacity_bytes", "quota_bytes", "available_checked_at"
+    )
+    names = {p["id"]: p["name"] for p in pools}
+    repositories = await Repository.filter(team_id=team_id).order_by("name").values("pool_id", "name", "size_bytes")
+    totals: dict[int, int] = dict.fromkeys(names, 0)
+    for repo in repositories:
+        if repo["pool_id"] in names and repo["size_bytes"] is not None:
+            totals[repo["pool_id"]] += int(repo["size_bytes"])
+            sizes.add(repo["size_bytes"], team=team_id, pool=names[repo["pool_id"]], repository=repo["name"])
+    for pool in pools:
+        labels = {"team": team_id, "pool": pool["name"]}
+        used.add(totals[pool["id"]], **labels)
+        for family, value in ((free, pool["available_bytes"]), (total, pool["capacity_bytes"]),
+                              (quota, pool["quota_bytes"]), (measured, _ts(pool["available_checked_at"]))):  # fmt: skip
+            if value is not None:
+                family.add(value, **labels)
+    return free, total, used, quota, measured, sizes
 
 
 # --------------------------------------------------------------------------------------------- pings

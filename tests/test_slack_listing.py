@@ -123,8 +123,9 @@ async def test_status_of_one_chain(rows) -> None:
         "*Schedule:* Mon, Wed, Fri at 02:00 in Europe/Paris · priority 5",
     ]
     assert repo.splitlines() == [
-        "*Repository:* repo-web-files · `/srv/borg/web-files` · repokey-blake2, compression lz4",
-        "*Pool:* pool-web-files (fast) · 5.0 GiB free",
+        "*Repository:* repo-web-files · `/srv/borg/web-files` · repokey-blake2, compression lz4 · size not measured "
+        "yet",
+        "*Pool:* pool-web-files (fast) · 5.0 GiB free · 1 repository, not measured yet",
         "*Retention:* 7 daily, 4 weekly, 6 monthly, 1 yearly",
         "*Prune + compact:* after each successful backup (`/backup prune`)",
         "*Integrity check:* no scheduled integrity check (`/backup check`)",

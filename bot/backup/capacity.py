@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.backup.plan import human
+from bot.backup.plan import PlanProblem, human, pool_space
 from storage.models import Repository, StoragePool
 
 
@@ -79,3 +79,63 @@ def free_refusal(pool: StoragePool, used: Usage, adding: int) -> str | None:
         return None
     return (f"Pool {pool.name} has {human(used.free_bytes)} free, less than the about {human(adding)} this backup "
             "needs. Free space on the pool or choose another pool.")  # fmt: skip
+
+
+# --- measuring ----------------------------------------------------------------------------------------------------
+
+CLEAR_MARGIN_PCT = 1.0  # the alert is re-armed only below threshold − this, so a pool hovering at it is told once
+
+
+def describe(pool: StoragePool, used: Usage) -> str:
+    """Given a pool and its usage, return one line of its numbers, the same on every surface:
+    "12.0 GiB free of 50.0 GiB · quota 3.0 GiB of 10.0 GiB used (30%)"."""
+    if used.free_bytes is None:
+        space = "free space not measured yet"
+    else:
+        space = f"{human(used.free_bytes)} free" + (f" of {human(used.total_bytes)}" if used.total_bytes else "")
+    if used.quota_bytes:
+        share = f"quota {human(used.used_bytes)} of {human(used.quota_bytes)} used ({used.quota_pct:.0f}%)"
+    elif used.repositories:
+        noun = "repository" if used.repositories == 1 else "repositories"
+        if used.unmeasured == used.repositories:
+            return f"{space} · {used.repositories} {noun}, not measured yet"
+        share = f"{human(used.used_bytes)} used by {used.repositories} {noun}"
+    else:
+        share = "no repositories yet"
+    if used.unmeasured:
+        share += f" ({used.unmeasured} not measured yet)"
+    return f"{space} · {share}"
+
+
+async def measure_pool(pool: StoragePool, services: object, *, timeout: float = 15.0) -> Usage:
+    """Given a pool (its ``server`` loaded) and the bot's services, measure its free and total space now (df on
+    the pool host through the pool's transport), store it (``available_*``, ``capacity_bytes``) and clear
+    ``measure_error``; when it cannot be measured, store why in ``measure_error`` and keep the old numbers. Returns
+    the pool's usage either way (a failed measurement must not hide the quota part of it)."""
+    try:
+        await pool_space(pool, services, timeout=timeout)
+        error = None
+    except PlanProblem as problem:
+        error = problem.message[:1000]
+    if error != pool.measure_error:
+        pool.measure_error = error
+        await StoragePool.filter(id=pool.id).update(measure_error=error)
+    return await usage(pool)
+
+
+async def threshold_crossed(pool: StoragePool, used: Usage) -> bool:
+    """Given a pool and its current usage, keep ``alert_active`` in step and return True exactly when the pool has
+    just crossed its threshold (the caller posts the one alert of this crossing). The flag flips with a conditional
+    update, so two runs measuring the same pool at once cannot both claim the crossing; it is cleared once the fill
+    is below the threshold by :data:`CLEAR_MARGIN_PCT`, so the next crossing alerts again."""
+    fill = used.fill_pct
+    if fill is None:
+        return False
+    if fill >= used.threshold_pct:
+        claimed = await StoragePool.filter(id=pool.id, alert_active=False).update(alert_active=True)
+        pool.alert_active = True
+        return bool(claimed)
+    if fill < used.threshold_pct - CLEAR_MARGIN_PCT:
+        await StoragePool.filter(id=pool.id, alert_active=True).update(alert_active=False)
+        pool.alert_active = False
+    return False

@@ -10,6 +10,11 @@
   ``borg compact`` (``prune_repository``); the run's stats have the after-backup prune's shape (``jobs[].pruned``,
   ``freed_bytes``), so the same prune report describes it. Repository-level: ``chain_id`` may be None.
 
+Storage (:mod:`bot.runs.accounting`): a backup whose repository's pool is over its quota fails before anything
+touches a server (kind ``quota``, the sentence with the numbers); after a backup or prune that changed the
+repository, its size (``borg info``) is stored and its pool's free space refreshed, with the run's own pool access,
+Repo and borg. Accounting never changes a run's outcome.
+
 Every final state (and every failure that will be retried) is published as an :class:`~bot.alerts.Alert`:
 ``run_succeeded``, ``run_failed``, ``run_skipped``, ``run_interrupted`` with the chain, the run and the result's
 kind, reason and hint in ``details``.
@@ -32,6 +37,7 @@ from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
 from bot.monitoring import ping_chain
 from bot.runs import orphans
+from bot.runs.accounting import QUOTA_HINT, Accounting, quota_problem
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.transport.base import TransportError
 from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
@@ -113,6 +119,11 @@ class Executor:
     alerts: AlertBus | None = None
     plan_hook: PlanHook | None = None  # tests: e.g. make a job slow
     on_progress: Callable[[Run, dict[str, Any]], None] | None = None
+    accounting: Accounting | None = None  # repository sizes and pool space after runs (default: on)
+
+    def __post_init__(self) -> None:
+        if self.accounting is None:
+            self.accounting = Accounting(self.services, self.alerts)
 
     async def __call__(self, run: Run) -> Run:
         pinged = await self._ping(run, "start")
@@ -158,6 +169,9 @@ class Executor:
         chain = await BackupChain.get_or_none(id=run.chain_id) if run.chain_id else None  # type: ignore[attr-defined]
         if chain is None:
             raise _Early(RunOutcome(status="failed", kind="plan", reason="The run's chain no longer exists."))
+        refusal = await quota_problem(chain.repository_id)  # type: ignore[attr-defined]
+        if refusal is not None:  # before anything touches a server: no borg create on a pool over its quota
+            raise _Early(RunOutcome(status="failed", kind="quota", reason=refusal, hint=QUOTA_HINT))
         try:
             inputs = await planning.inputs_from_chain(chain)
             if not inputs:
@@ -182,7 +196,19 @@ class Executor:
                 self.on_progress(run, event)
 
         results = [await run_chain(plan, on_progress=progress if self.on_progress else None) for plan in plans]
-        return merge(results)
+        merged = merge(results)
+        if any(job.status != "failed" for job in merged.jobs) or merged.freed_bytes:
+            # The same pool access and Repo the proof and prune/compact used (their borg state, their base dir).
+            await self._account(chain.repository_id, plans[0].pool, plans[0].repo_at_pool,  # type: ignore[attr-defined]
+                                borg=plans[0].pool_borg)
+        return merged
+
+    async def _account(self, repository_id: int | None, transport: Any, repo: Repo, *,
+                       borg: str | None = None) -> int | None:  # fmt: skip
+        """Store the repository's size and refresh its pool after a run changed it; never fails the run."""
+        if self.accounting is None:
+            return None
+        return (await self.accounting.after_run(repository_id, transport, repo, borg=borg)).size_bytes
 
     async def _check(self, run: Run) -> RunOutcome:
         started = datetime.now(UTC)
@@ -225,9 +251,11 @@ class Executor:
                                      "says which archives to keep, so none were pruned.")  # fmt: skip
         transport = planning.pool_transport(repository.pool, self.services)
         repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
-        result = await prune_repository(transport, repo, repository.name, policy,
-                                        borg=getattr(self.services, "borg", "borg"))  # fmt: skip
+        borg = getattr(self.services, "borg", "borg")
+        result = await prune_repository(transport, repo, repository.name, policy, borg=borg)
         stats = {**result.stats(), "repository": repository.name}
+        if result.status == "ok" or any(result.pruned.values()):  # the same access, Repo and borg as the prune
+            stats["repository_bytes"] = await self._account(repository.id, transport, repo, borg=borg)
         count = stats["archives_pruned"]
         log_line = f"borg prune of {len(result.pruned)} archive group(s): {count} archive(s) pruned"
         return RunOutcome(status=result.status, kind=result.kind, reason=result.reason, hint=result.hint,

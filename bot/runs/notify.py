@@ -40,6 +40,7 @@ from typing import Any
 
 from bot.alerts import Alert, AlertBus
 from bot.borg.runner import KINDS
+from bot.runs.accounting import QUOTA_HINT
 from bot.runs.outbox import Outbox
 from storage.models import AuditLog, BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus
 from storage.orm import Max
@@ -77,6 +78,7 @@ HINTS: dict[str, tuple[str, str]] = {
         "Confirm the host key fingerprint in the bot before backups can run.",
     ),
     "disk_full": ("The storage pool is out of space.", KINDS["disk_full"][1]),
+    "quota": ("The storage pool is over its quota, so the backup was not started.", QUOTA_HINT),
     "lock": ("The repository is locked by another borg process.", KINDS["lock"][1]),
     "source": (
         "The database dump (or the source command) failed.",
@@ -305,6 +307,8 @@ class Notifier:
             facts = [where, ("Archives pruned", str(len(pruned))),
                      ("Space freed", human_bytes(stats.get("freed_bytes"))),
                      ("Duration", human_duration(stats.get("duration")))]  # fmt: skip
+            if stats.get("repository_bytes") is not None:  # borg's deduplicated size after prune + compact
+                facts.append(("Repository size", human_bytes(stats["repository_bytes"])))
             shown = pruned[:20] + ([f"… and {len(pruned) - 20} more"] if len(pruned) > 20 else [])
             return [Report("prune", title=f"🧹 {what} of {name}", facts=facts, details=shown, **base)]
         if alert.kind == "run_failed":

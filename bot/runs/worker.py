@@ -154,7 +154,9 @@ async def start_runs(runtime, services, *, concurrency: int | None = None, grace
     """Start the scheduler and (unless ``concurrency`` — default ``BACKUPBOT_RUN_CONCURRENCY`` — is 0) a worker in
     this process, on the configured queue backend; returns the coroutine function that stops both (no new claims,
     running backups get ``grace`` seconds, then are marked interrupted for resume). ``hourly``: maintenance the
-    scheduler runs at start and every hour (the stale-chain alerts)."""
+    scheduler runs at start and every hour (the stale-chain alerts); every pool's free space is refreshed there
+    too (:meth:`bot.runs.accounting.Accounting.refresh_all`)."""
+    from bot.runs.accounting import Accounting
     from bot.runs.backends import make_queue
     from bot.runs.scheduler import Scheduler
 
@@ -164,6 +166,7 @@ async def start_runs(runtime, services, *, concurrency: int | None = None, grace
     worker = None
     if concurrency > 0:
         worker = await start_workers(runtime, services, queue, concurrency=concurrency, grace=grace)
+    hourly = (*hourly, Accounting(services, runtime.alerts).refresh_all)
     scheduler = Scheduler(queue, alerts=runtime.alerts, on_enqueued=worker.wake if worker else None, hourly=hourly)
     halt = asyncio.Event()
     ticking = asyncio.create_task(scheduler.run_forever(halt), name="run-scheduler")

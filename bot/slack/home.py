@@ -47,12 +47,11 @@ async def _last_success(tenant: Tenant, chain: BackupChain) -> Run | None:
 
 async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime) -> list[ChainRow]:
     """What the home tab shows for ``chains`` (one page: a few cheap queries per chain)."""
-    sizes = {
-        r["id"]: r["size_bytes"]
-        for r in await tenant.query(Repository)
-        .filter(id__in=[c.repository_id for c in chains])
-        .values("id", "size_bytes")
+    repositories = {
+        r.id: r for r in await tenant.query(Repository).filter(id__in=[c.repository_id for c in chains])
     }
+    pools = {p.id: p for p in await tenant.query(StoragePool).filter(id__in=[r.pool_id for r in repositories.values()])}
+    summaries = {ident: await listing.pool_summary(pool) for ident, pool in pools.items()}
     rows = []
     for chain in chains:
         schedule = listing.chain_schedule(chain)
@@ -60,7 +59,8 @@ async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime) -
         last = await listing._last_run(tenant, chain)
         success = await _last_success(tenant, chain)
         upcoming, why = listing.next_runs_of(chain, 1, now)
-        size = sizes.get(chain.repository_id)
+        repository = repositories.get(chain.repository_id)
+        pool = pools.get(repository.pool_id) if repository is not None else None
         rows.append(
             ChainRow(
                 id=chain.id,
@@ -71,7 +71,9 @@ async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime) -
                 last_success=listing._when(success.finished_at, zone) if success else "never",
                 next_run=listing._when(upcoming[0], zone) if upcoming else f"— ({why})",
                 schedule=listing._esc(sched.summary(schedule)),
-                size=listing._size(size) if size is not None else "unknown",
+                size=listing._size(repository.size_bytes) if repository and repository.size_bytes is not None
+                else "unknown",
+                pool=f"{listing._esc(pool.name)} · {summaries[pool.id]}" if pool is not None else "",
                 can_run=chain.status in RUNNABLE,
                 can_pause=chain.status == ChainStatus.ACTIVE,
                 can_resume=chain.status == ChainStatus.PAUSED,

@@ -1,4 +1,5 @@
-"""Block Kit of the App Home tab: the workspace's chains with their last result, next run, size and buttons.
+"""Block Kit of the App Home tab: the workspace's chains with their last result, next run, repository size, pool
+space and buttons.
 
 Pure builders over :class:`ChainRow` (what :mod:`bot.slack.home` reads from the database), built with
 ``slack_sdk.models`` so ``to_dict()`` checks Slack's limits. A home view holds at most 100 blocks: chains are
@@ -51,6 +52,7 @@ class ChainRow:
     can_run: bool
     can_pause: bool
     can_resume: bool
+    pool: str = ""  # "vault-main · 12.0 GiB free of 50.0 GiB · quota …" (escaped), "" when unknown
 
 
 def _mrkdwn(text: str) -> MarkdownTextObject:
@@ -73,7 +75,7 @@ def _chain_blocks(row: ChainRow) -> list[Block]:
         f"Last success: {row.last_success}\n"
         f"Next run: {row.next_run}\n"
         f"Schedule: {row.schedule} · Repository size: {row.size}"
-    )
+    ) + (f"\nPool: {row.pool}" if row.pool else "")
     blocks: list[Block] = [SectionBlock(block_id=f"home_chain_{row.id}", text=_mrkdwn(text))]
     buttons = []
     value = str(row.id)

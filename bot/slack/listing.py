@@ -24,6 +24,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.backup import capacity
 from bot.backup import schedule as sched
 from bot.backup.retention import policy_summary
 from bot.flows.wizard.steps.backup_type import LABELS as TYPE_LABELS
@@ -238,13 +239,13 @@ async def _repository_text(tenant: Tenant, chain: BackupChain) -> str:
     if repo is None:
         return "*Repository:* not found"
     pool = await tenant.get_or_none(StoragePool, id=repo.pool_id)
+    zone = _zone(chain_schedule(chain), chain.timezone)
     lines = [
         f"*Repository:* {_esc(repo.name)} · `{_esc(repo.path)}` · {_esc(repo.encryption)}, "
-        f"compression {_esc(repo.compression)}" + (f" · {_size(repo.size_bytes)}" if repo.size_bytes else "")
+        f"compression {_esc(repo.compression)} · {repository_size(repo, zone)}"
     ]
     if pool is not None:
-        free = f" · {_size(pool.available_bytes)} free" if pool.available_bytes is not None else ""
-        lines.append(f"*Pool:* {_esc(pool.name)} ({pool.tier.value}){free}")
+        lines.append(f"*Pool:* {_esc(pool.name)} ({pool.tier.value}) · {await pool_summary(pool, zone)}")
     try:
         retention = policy_summary(policy_of(repo.retention or {}))
     except (TypeError, ValueError):
@@ -253,6 +254,28 @@ async def _repository_text(tenant: Tenant, chain: BackupChain) -> str:
     lines.append(f"*Prune + compact:* {_esc(prune_summary(repo, chain.timezone))} (`/backup prune`)")
     lines.append(f"*Integrity check:* {_esc(check_summary(chain))} (`/backup check`)")
     return "\n".join(lines)
+
+
+def repository_size(repo: Repository, zone: ZoneInfo | None = None) -> str:
+    """Given a repository, return its deduplicated size as borg last measured it (after each backup, prune and
+    compact), or that it was not measured yet."""
+    if repo.size_bytes is None:
+        return "size not measured yet"
+    when = f" (measured {_when(repo.size_checked_at, zone)})" if zone is not None and repo.size_checked_at else ""
+    return f"{_size(repo.size_bytes)}{when}"
+
+
+async def pool_summary(pool: StoragePool, zone: ZoneInfo | None = None) -> str:
+    """Given a pool, return its free space, quota use, last measurement and any alert or measuring problem (the
+    numbers of :mod:`bot.backup.capacity`, as ``/backup pools`` and ``/metrics`` show them)."""
+    text = capacity.describe(pool, await capacity.usage(pool))
+    if zone is not None and pool.available_checked_at is not None:
+        text += f" · measured {_when(pool.available_checked_at, zone)}"
+    if pool.alert_active:
+        text += f" · :warning: above its {pool.alert_threshold_pct}% alert threshold"
+    if pool.measure_error:
+        text += f"\n      _Last measurement failed: {_esc(_first_line(pool.measure_error))}_"
+    return text
 
 
 async def _sources_text(tenant: Tenant, chain: BackupChain) -> str:

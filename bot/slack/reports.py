@@ -29,13 +29,16 @@ from slack_sdk.models.blocks import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Refused
-from bot.alerts import AlertBus
+from bot.alerts import Alert, AlertBus
 from bot.mrkdwn import esc as _esc
+from bot.runs.accounting import POOL_ALERT
 from bot.runs.notify import Notifier, Report
-from bot.runs.outbox import Outbox, PermanentDeliveryError, TransientDeliveryError
+from bot.runs.outbox import DM, Outbox, PermanentDeliveryError, TransientDeliveryError
 from bot.services import chains, runs
+from bot.services.roles import admin_recipients
 from bot.slack.actors import actor_of
 from bot.slack.notices import AdminNoticePoster
+from storage.models import BackupChain, ChainStatus
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,44 @@ def slack_sender(client: AsyncWebClient) -> SlackSender:
     return SlackSender(client)
 
 
+# -- a pool crossing its threshold --------------------------------------------------------------------------------
+
+
+def pool_alert_payload(alert: Alert) -> dict[str, Any]:
+    """The message for a :data:`~bot.runs.accounting.POOL_ALERT`: the sentence (escaped) and where to act."""
+    text = f":warning: {_esc(alert.message)}"
+    hint = "`/backup pools` shows every pool's free space, quota and threshold; `/backup prune` frees space now."
+    blocks = [_section(text), ContextBlock(elements=[MarkdownTextObject(text=hint)])]
+    return {"text": text[:MAX_TEXT], "blocks": [b.to_dict() for b in blocks]}
+
+
+async def pool_channels(team_id: str, pool_id: object) -> list[str]:
+    """The report channels of the chains whose repositories live in the pool (each once, oldest chain first)."""
+    rows = await BackupChain.filter(team_id=team_id, repository__pool_id=pool_id, notify_channel__isnull=False,
+                                    status__in=[ChainStatus.ACTIVE, ChainStatus.PAUSED]).order_by("id")  # fmt: skip
+    return list(dict.fromkeys(c.notify_channel for c in rows if c.notify_channel))
+
+
+class PoolAlertPoster:
+    """Posts a pool's threshold alert once: to the admins' channel when one is set, else to the channels of the
+    chains using the pool (the people whose backups will fail), else as a DM to each admin named in the roles."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    async def on_alert(self, alert: Alert) -> None:
+        if alert.kind != POOL_ALERT:
+            return
+        payload = pool_alert_payload(alert)
+        channel, users = await admin_recipients(alert.team_id)
+        targets = [channel] if channel else await pool_channels(alert.team_id, alert.details.get("pool_id"))
+        for target in targets:
+            await self.outbox.enqueue(alert.team_id, target, payload, ref="report:pool_threshold")
+        if not targets:
+            for user in users:
+                await self.outbox.enqueue(alert.team_id, user, payload, method=DM, ref="report:pool_threshold")
+
+
 @dataclass
 class Reporting:
     """Everything :func:`install` started: stop it with :meth:`aclose`."""
@@ -135,8 +176,8 @@ class Reporting:
 
 
 async def install(bus: AlertBus, client: AsyncWebClient, *, outbox: Outbox | None = None) -> Reporting:
-    """Subscribe the notifier, the approval poster and the admin notices to ``bus`` and start delivering the
-    outbox."""
+    """Subscribe the notifier, the approval poster, the admin notices and the pool alerts to ``bus`` and start
+    delivering the outbox."""
     from bot.slack import approvals
 
     outbox = outbox or Outbox(slack_sender(client))
@@ -144,7 +185,9 @@ async def install(bus: AlertBus, client: AsyncWebClient, *, outbox: Outbox | Non
     poster = approvals.ApprovalPoster(outbox)
     outbox.hooks["approval"] = approvals.remember_message
     notices = AdminNoticePoster(outbox)
-    unsubscribe = [notifier.subscribe(bus), bus.subscribe(poster.on_alert), bus.subscribe(notices.on_alert)]
+    pools = PoolAlertPoster(outbox)
+    unsubscribe = [notifier.subscribe(bus), bus.subscribe(poster.on_alert), bus.subscribe(notices.on_alert),
+                   bus.subscribe(pools.on_alert)]  # fmt: skip
     outbox.start()
     return Reporting(outbox, notifier, unsubscribe)
 
