@@ -21,6 +21,12 @@ def load_for_command(env_path: Path, **overrides: Any) -> Settings:
     """Settings for a subcommand: the env file is optional, but a directory in its place is a mistake."""
     if env_path.exists() and not env_path.is_file():
         raise ConfigError(f"{env_path} is not a file. Point --env-file at the settings file (default .env).")
+    if env_path.exists():
+        try:
+            env_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read the settings file {env_path}: {exc.strerror or type(exc).__name__}. Run "
+                              "as the user that owns it (it is private: mode 0600).") from None  # fmt: skip
     return load_settings(env_path, **overrides)
 
 
