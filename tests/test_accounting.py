@@ -31,17 +31,32 @@ from bot.borg.create import CreateOptions
 from bot.borg.repo import Repo
 from bot.flows.wizard import create as creating
 from bot.monitoring import render_metrics
-from bot.runs.accounting import POOL_ALERT, QUOTA_HINT, Accounting
+from bot.runs.accounting import POOL_ALERT, QUOTA_HINT, Accounting, alert_for
 from bot.runs.execute import Executor
 from bot.runs.queue import RunSpec, SqlQueue
 from bot.runs.worker import Worker, start_runs
+from bot.services.roles import ADMIN_CHANNEL
 from bot.slack import listing
 from bot.slack.home import chain_rows
 from bot.slack.home_blocks import home_chains_view
-from storage.models import BackupChain, PoolKind, Repository, Run, RunKind, RunStatus, Server, StoragePool
+from storage.models import (
+    BackupChain,
+    OutboxMessage,
+    PoolKind,
+    Repository,
+    Role,
+    RoleGrant,
+    Run,
+    RunKind,
+    RunStatus,
+    Server,
+    StoragePool,
+    Workspace,
+)
 from storage.tenancy import Tenant
 from tests.test_monitoring import parse
-from tests.test_reports import REPORTS, Env, start_env, text_of
+from tests.test_reports import APPROVALS, REPORTS, Env, start_env, text_of
+from tests.test_reports import make_chain as plain_chain
 from tests.test_wizard_step_pool_repo import TEAM, World, build_world
 from tests.test_wizard_validation_create import ANSWERS
 
@@ -302,6 +317,39 @@ async def test_the_threshold_alert_is_posted_once_per_crossing(world: World, run
     assert "99% full (quota)" in posted[1] and "alert threshold of 99%" in posted[1]
     assert f"quota {human(size)} of {human(just_full)} used" in posted[1]
     assert seen[1].details["used_bytes"] == size and seen[1].details["quota_bytes"] == just_full
+
+
+@pytest.fixture
+async def bare(sqlite_db: str, tmp_path: Path) -> AsyncIterator[Env]:
+    async for env in start_env(tmp_path):
+        yield env
+
+
+async def test_pool_alerts_go_to_the_admins_channel_else_the_chains_channels_else_admin_dms(bare: Env) -> None:
+    chain = await plain_chain("nightly")
+    pool = await StoragePool.get(repositories__id=chain.repository_id)
+    used = capacity.Usage(used_bytes=9 * 1024**3, repositories=1, unmeasured=0, quota_bytes=10 * 1024**3,
+                          free_bytes=None, total_bytes=None, threshold_pct=85)  # fmt: skip
+    alert = alert_for(pool, used)
+    assert alert.message.startswith("Storage pool pool1 is 90% full (quota), at or above its alert threshold of 85%")
+    assert "quota 9.0 GiB of 10.0 GiB used (90%)" in alert.message
+
+    await bare.bus.publish(alert)  # no admins' channel: the channel of the chain using the pool
+    await bare.outbox.wait_delivered()
+    assert [text_of(m).count("Storage pool pool1") for m in bare.slack.messages(REPORTS)] == [2]  # text + block
+
+    await Workspace.filter(team_id=TEAM).update(settings={ADMIN_CHANNEL: APPROVALS})
+    await bare.bus.publish(alert)  # the admins' channel only
+    await bare.outbox.wait_delivered()
+    assert len(bare.slack.messages(APPROVALS)) == 1 and len(bare.slack.messages(REPORTS)) == 1
+
+    await Workspace.filter(team_id=TEAM).update(settings={})
+    await BackupChain.filter(id=chain.id).update(notify_channel=None)
+    await RoleGrant.create(team_id=TEAM, role=Role.ADMIN, subject="U0LEAD")
+    await bare.bus.publish(alert)  # nobody's channel: each admin by DM
+    await bare.outbox.wait_delivered()
+    [dm] = await OutboxMessage.filter(method="dm")
+    assert dm.channel == "U0LEAD" and dm.sent_ts and "Storage pool pool1" in dm.payload["text"]
 
 
 # --------------------------------------------------------------------------------------------- surfaces
