@@ -33,6 +33,7 @@ from bot.flows.wizard import create as creating
 from bot.monitoring import render_metrics
 from bot.runs.accounting import POOL_ALERT, QUOTA_HINT, Accounting, alert_for
 from bot.runs.execute import Executor
+from bot.runs.notify import human_bytes
 from bot.runs.queue import RunSpec, SqlQueue
 from bot.runs.worker import Worker, start_runs
 from bot.services.roles import ADMIN_CHANNEL
@@ -141,7 +142,9 @@ async def old_archive(world: World, repository: Repository, day: int) -> str:
 # --------------------------------------------------------------------------------------------- sizes after runs
 
 
-async def test_size_and_free_space_are_written_after_backup_prune_and_compact(world: World, runner: Runner) -> None:
+async def test_size_and_free_space_are_written_after_backup_prune_and_compact(
+    world: World, runner: Runner, slack: Env
+) -> None:
     chain = await make_chain(world, "sized")
     repository = await Repository.get(id=chain.repository_id)
     assert repository.size_bytes is None
@@ -158,6 +161,8 @@ async def test_size_and_free_space_are_written_after_backup_prune_and_compact(wo
     assert pool.capacity_bytes == disk.f_blocks * disk.f_frsize  # df's total of the pool's file system
     assert pool.available_bytes is not None and 0 < pool.available_bytes <= pool.capacity_bytes
     assert pool.available_checked_at is not None and pool.measure_error is None
+    await slack.outbox.wait_delivered()  # the success report shows the size measured after this very backup
+    assert f"*Repository size*\\n{human_bytes(after_backup.unique_csize)}" in text_of(slack.slack.messages(REPORTS)[0])
 
     # Three old archives of noise, made behind the bot's back: the stored size is stale until the next run.
     olds = [await old_archive(world, repository, day) for day in (3, 2, 1)]

@@ -272,7 +272,10 @@ class Notifier:
         chain = await BackupChain.get_or_none(team_id=alert.team_id, id=details.get("chain_id"))
         if chain is None:
             return
+        sizes = await Repository.filter(id=chain.repository_id).values_list("size_bytes", flat=True)  # type: ignore[attr-defined]
         for report in self.reports_for(alert, chain, run):
+            if report.kind == "success" and sizes and sizes[0] is not None:  # measured after this very run
+                report.facts.append(("Repository size", human_bytes(sizes[0])))
             await self.post(chain, report)
 
     async def on_repository_alert(self, alert: Alert, run: Run | None) -> None:
