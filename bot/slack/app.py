@@ -99,8 +99,9 @@ def build_app(
     actions.register(app, wizard)
     events.register(app)
     reports.register(app)  # Retry now / Pause chain on failure alerts
-    pools.register(app)  # /backup pools: Add pool, Edit, Remove
-    servers.register(app)  # /backup servers: Refresh, Remove
+    shared = wizard.services if wizard is not None else None  # the bot's SSH pool, borg and alert bus
+    pools.register(app, shared)  # /backup pools: Add pool, Edit, Remove
+    servers.register(app, shared)  # /backup servers: Refresh, Remove
     if outbox is not None:  # approvals announce their decisions through the outbox (bot.slack.reports.install)
         approvals.register(app, outbox, wizard)
     if wizard is not None:
