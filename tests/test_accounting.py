@@ -18,18 +18,20 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import asyncssh
 import pytest
 
 from bot.alerts import AlertBus
 from bot.backup import capacity
 from bot.backup.jobs import archive_name
-from bot.backup.plan import human
+from bot.backup.plan import human, pool_borg
 from bot.borg import create as borg_create
 from bot.borg import info as borg_info
 from bot.borg import list as borg_list
 from bot.borg.create import CreateOptions
 from bot.borg.repo import Repo
 from bot.flows.wizard import create as creating
+from bot.flows.wizard.services import WizardServices
 from bot.monitoring import render_metrics
 from bot.runs.accounting import POOL_ALERT, QUOTA_HINT, Accounting, alert_for
 from bot.runs.execute import Executor
@@ -40,6 +42,7 @@ from bot.services.roles import ADMIN_CHANNEL
 from bot.slack import listing
 from bot.slack.home import chain_rows
 from bot.slack.home_blocks import home_chains_view
+from bot.transport import LocalTransport, SSHPool
 from storage.models import (
     BackupChain,
     OutboxMessage,
@@ -58,7 +61,7 @@ from storage.tenancy import Tenant
 from tests.test_monitoring import parse
 from tests.test_reports import APPROVALS, REPORTS, Env, start_env, text_of
 from tests.test_reports import make_chain as plain_chain
-from tests.test_wizard_step_pool_repo import TEAM, World, build_world
+from tests.test_wizard_step_pool_repo import DIRECTORY, TEAM, World, build_world, server_row
 from tests.test_wizard_validation_create import ANSWERS
 
 
@@ -204,6 +207,42 @@ async def test_a_size_that_cannot_be_measured_never_fails_the_run_and_keeps_the_
     assert measured.size_bytes is None
     assert (await Repository.get(id=repository.id)).size_bytes == 12345  # kept
     assert measured.usage is not None and measured.usage.free_bytes is not None  # the pool was still measured
+
+
+async def test_this_machine_as_the_pool_is_measured_after_a_backup(
+    sqlite_db: str, make_sshd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``local`` pool (the bot's own host), this machine over loopback sshd as the source: the size comes from the
+    bot's own borg, the free space from df on this machine."""
+    home = tmp_path / "bot-home"  # the bot's borg state for a local pool, not the machine's /root
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    host = make_sshd("acctlocal")
+    server = await server_row(host, "thismachine")
+    pool = await StoragePool.create(team_id=TEAM, name="this-machine", kind=PoolKind.LOCAL,
+                                    base_path=str(tmp_path / "pool"))  # fmt: skip
+    www = host.workdir / "www"
+    www.mkdir()
+    (www / "index.html").write_text("<h1>one machine</h1>\n")
+    services = WizardServices(pool=SSHPool([asyncssh.read_private_key(host.client_key_path)]), directory=DIRECTORY)
+    world = World(host, None, services, server, server, pool, www)
+    bus = AlertBus()
+    runner = Runner(world, bus)
+    await runner.worker.start()
+    try:
+        chain = await make_chain(world, "local-sized")
+        backup = await runner.run(RunSpec(TEAM, chain_id=chain.id))
+        assert backup.status == RunStatus.SUCCEEDED, backup.error
+    finally:
+        await runner.worker.stop(grace=5)
+        await services.pool.close()
+    repository = await Repository.get(id=chain.repository_id)
+    repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
+    told = await borg_info.measure(LocalTransport(), repo, borg=pool_borg(pool, services))
+    assert told.archives == 1 and repository.size_bytes == told.unique_csize
+    measured = await StoragePool.get(id=pool.id)
+    disk = os.statvfs(tmp_path)
+    assert measured.capacity_bytes == disk.f_blocks * disk.f_frsize and measured.measure_error is None
 
 
 # --------------------------------------------------------------------------------------------- free space hourly

@@ -33,13 +33,14 @@ from bot.backup import plan as planning
 from bot.backup import schedule as sched
 from bot.backup.runner import ChainPlan, ChainResult, prune_repository, run_chain
 from bot.borg import check as borg_check
+from bot.borg.init import is_unencrypted
 from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
 from bot.monitoring import ping_chain
 from bot.runs import orphans
 from bot.runs.accounting import QUOTA_HINT, Accounting, quota_problem
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
-from bot.transport.base import TransportError
+from bot.transport.base import Transport, TransportError
 from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,14 @@ class Executor:
             return None
         return (await self.accounting.after_run(repository_id, transport, repo, borg=borg)).size_bytes
 
+    def _pool_side(self, repository: Repository) -> tuple[Transport, Repo, str]:
+        """The bot's own access to a repository (``pool`` loaded), as a backup's plan has it: the pool's transport,
+        the repository by path (its own borg state) and the pool-side borg."""
+        repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal(),
+                    unencrypted=is_unencrypted(repository.encryption))  # fmt: skip
+        pool = repository.pool
+        return planning.pool_transport(pool, self.services), repo, planning.pool_borg(pool, self.services)
+
     async def _check(self, run: Run) -> RunOutcome:
         started = datetime.now(UTC)
         repository = await Repository.filter(id=run.repository_id).select_related("pool__server").first()  # type: ignore[attr-defined]
@@ -218,11 +227,9 @@ class Executor:
         options = (run.stats or {}).get("options") or {}
         scope = options.get("scope") or "all"
         verify = bool(options.get("verify_data"))
-        transport = planning.pool_transport(repository.pool, self.services)
-        repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
+        transport, repo, borg = self._pool_side(repository)
         try:
-            report = await borg_check.run(transport, repo, scope, verify_data=verify,
-                                          borg=getattr(self.services, "borg", "borg"))  # fmt: skip
+            report = await borg_check.run(transport, repo, scope, verify_data=verify, borg=borg)
         except BorgError as error:
             return RunOutcome(status="failed", kind=error.kind, reason=str(error), hint=error.hint, started_at=started)
         except TransportError as error:
@@ -249,9 +256,7 @@ class Executor:
             return RunOutcome(status="failed", kind="plan", hint="Give the repository a retention policy.",
                               reason=f"{repository.name} has a prune schedule but no retention policy: nothing "
                                      "says which archives to keep, so none were pruned.")  # fmt: skip
-        transport = planning.pool_transport(repository.pool, self.services)
-        repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal())
-        borg = getattr(self.services, "borg", "borg")
+        transport, repo, borg = self._pool_side(repository)
         result = await prune_repository(transport, repo, repository.name, policy, borg=borg)
         stats = {**result.stats(), "repository": repository.name}
         if result.status == "ok" or any(result.pruned.values()):  # the same access, Repo and borg as the prune
