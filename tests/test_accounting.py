@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncssh
 import pytest
+from aiohttp import web
 
 from bot.alerts import AlertBus
 from bot.backup import capacity
@@ -40,6 +41,7 @@ from bot.runs.queue import RunSpec, SqlQueue
 from bot.runs.worker import Worker, start_runs
 from bot.services.roles import ADMIN_CHANNEL
 from bot.slack import listing
+from bot.slack.app import http_app
 from bot.slack.home import chain_rows
 from bot.slack.home_blocks import home_chains_view
 from bot.transport import LocalTransport, SSHPool
@@ -58,7 +60,7 @@ from storage.models import (
     Workspace,
 )
 from storage.tenancy import Tenant
-from tests.test_monitoring import parse
+from tests.test_monitoring import parse, scrape
 from tests.test_reports import APPROVALS, REPORTS, Env, start_env, text_of
 from tests.test_reports import make_chain as plain_chain
 from tests.test_wizard_step_pool_repo import DIRECTORY, TEAM, World, build_world, server_row
@@ -76,6 +78,19 @@ async def world(sqlite_db: str, make_sshd: Any) -> AsyncIterator[World]:
 async def slack(world: World, tmp_path: Path) -> AsyncIterator[Env]:
     async for env in start_env(tmp_path):
         yield env
+
+
+@pytest.fixture
+async def metrics(world: World) -> AsyncIterator[str]:
+    """The bot's HTTP app serving /metrics (the world's database)."""
+    site = web.AppRunner(http_app(None))
+    await site.setup()
+    await web.TCPSite(site, "127.0.0.1", 0).start()
+    host, port = site.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/metrics"
+    finally:
+        await site.cleanup()
 
 
 async def make_chain(world: World, name: str) -> BackupChain:
@@ -399,7 +414,7 @@ async def test_pool_alerts_go_to_the_admins_channel_else_the_chains_channels_els
 # --------------------------------------------------------------------------------------------- surfaces
 
 
-async def test_home_status_and_metrics_show_the_real_numbers(world: World, runner: Runner) -> None:
+async def test_home_status_and_metrics_show_the_real_numbers(world: World, runner: Runner, metrics: str) -> None:
     chain = await make_chain(world, "shown")
     assert (await runner.run(RunSpec(TEAM, chain_id=chain.id))).status == RunStatus.SUCCEEDED
     await StoragePool.filter(id=world.pool.id).update(quota_bytes=10 * 1024**3)
@@ -422,7 +437,9 @@ async def test_home_status_and_metrics_show_the_real_numbers(world: World, runne
     assert f"*Pool:* vault-main (standard) · {space}" in status
 
     await StoragePool.filter(id=pool.id).update(name='vault "main"\\')  # label values are escaped
-    samples, types = parse(await render_metrics(TEAM))
+    code, text = await scrape(metrics, TEAM)  # GET /metrics with the workspace's API token
+    assert code == 200
+    samples, types = parse(text)
     labels = frozenset({("team", TEAM), ("pool", 'vault "main"\\')})
     assert samples[("backupbot_pool_free_bytes", labels)] == pool.available_bytes
     assert samples[("backupbot_pool_total_bytes", labels)] == pool.capacity_bytes
