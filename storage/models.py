@@ -117,6 +117,19 @@ class ApprovalStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class Integrity(StrEnum):
+    """Whether a repository's archives are what the bot recorded (maintenance with full access runs only when OK)."""
+
+    OK = "ok"
+    NEEDS_REVIEW = "needs_review"  # the archive list differs from the record: no prune/compact until an admin decides
+    QUARANTINED = "quarantined"  # an admin chose to keep everything: no prune/compact until released
+
+
+class TokenScope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
 class Role(StrEnum):
     ADMIN = "admin"  # the whole workspace: servers, pools, host keys, logins, roles, disruptive options
     OPERATOR = "operator"  # one server or one pool, optionally limited to path prefixes and database names
@@ -269,6 +282,8 @@ class Repository(Model, TimestampedMixin):
     prune_schedule: dict | None = fields.JSONField(null=True)
     size_bytes = fields.BigIntField(null=True)  # borg's deduplicated size of the whole repository (unique_csize)
     size_checked_at = fields.DatetimeField(null=True)
+    integrity = fields.CharEnumField(Integrity, max_length=16, default=Integrity.OK)
+    integrity_detail: dict | None = fields.JSONField(null=True)  # the difference found, who decided, when
 
     class Meta:
         table = "repository"
@@ -428,6 +443,57 @@ class Approval(Model):
 
     class Meta:
         table = "approval"
+
+
+class VerifiedArchive(Model):
+    """An archive the bot saw borg create and then listed at the end of a run it supervised: the record that
+    maintenance compares the repository with, so archives made or removed behind the bot's back are noticed."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    repository: fields.ForeignKeyRelation[Repository] = fields.ForeignKeyField(
+        "models.Repository", related_name="verified_archives", on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=255)
+    archive_id = fields.CharField(max_length=64)  # borg's archive id (hex)
+    archive_time = fields.DatetimeField(null=True)  # the archive's own start time, as borg lists it
+    run_id = fields.IntField(null=True)
+    recorded_at = fields.DatetimeField(auto_now_add=True)
+    removed_at = fields.DatetimeField(null=True)  # pruned or deleted by the bot itself
+
+    class Meta:
+        table = "verified_archive"
+        unique_together = (("repository_id", "archive_id"),)
+
+
+class ApiToken(Model):
+    """A token of the HTTP API: only its SHA-256 is kept (looked up by index), with its scope, expiry and use."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=32, db_index=True)
+    user_id = fields.CharField(max_length=32, null=True)  # the Slack user it acts as (None: /metrics only)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    scope = fields.CharEnumField(TokenScope, max_length=8, default=TokenScope.READ)
+    label = fields.CharField(max_length=100, default="")
+    created_by = fields.CharField(max_length=32, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+    last_used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_token"
+
+
+class SeenRequest(Model):
+    """A signed Slack request already handled (by its signature or trigger_id), kept for Slack's replay window,
+    so a replayed command or click has no second effect — across processes too."""
+
+    key = fields.CharField(max_length=64, primary_key=True)
+    seen_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "seen_request"
 
 
 class AuditLog(Model):
