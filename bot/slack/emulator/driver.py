@@ -194,13 +194,15 @@ class SlackDriver:
         user: str | None = None,
         channel: str | None = None,
         ts: str | None = None,
+        home: bool | None = None,
     ) -> AppResponse:
         """Click a button (or pick an overflow item by ``value``) in the current modal, the home tab, or a
-        message (given ``channel``/``ts``, else the newest message holding ``action_id``)."""
+        message (given ``channel``/``ts``, else the newest message holding ``action_id``). ``home`` True or False
+        looks only in the home tab or only in the modal (a page showing both knows which one was clicked)."""
         if channel is None and ts is None:
-            for home in (False, True):
+            for in_home in (False, True) if home is None else (home,):
                 try:
-                    record = self._record(user, home=home)
+                    record = self._record(user, home=in_home)
                     block, element = self._clickable(record.blocks, action_id, block_id, value)
                 except (DriverError, LookupError):
                     continue
@@ -256,7 +258,8 @@ class SlackDriver:
         world = self.emulator.world
         ephemeral = False
         if channel is not None and ts is not None:
-            chan_id, message = channel, world.messages.get(channel, ts)
+            private = world.messages.ephemeral_at(channel, ts, person.id)
+            chan_id, message, ephemeral = channel, private or world.messages.get(channel, ts), private is not None
         else:
             found = world.messages.find_with_action(action_id)
             private = world.messages.find_ephemeral_with_action(action_id, person.id)
@@ -303,6 +306,7 @@ class SlackDriver:
             trigger_id=self.emulator.world.issue_trigger_id(person.id, team.id),
         )
         self.last_errors = None
+        record.errors = {}
         response = await self.deliver("interactive", payload, person.id)
         if response.status == 200 and not response.late:
             self._apply_submission(response, record, Owner(team.id, person.id, bot.app_id, bot.bot_id))
@@ -327,7 +331,7 @@ class SlackDriver:
                 if views.top(owner.team_id, owner.user_id) is record:
                     views.pop(owner.team_id, owner.user_id)
             elif action == "errors":
-                self.last_errors = self._checked_errors(record, body.get("errors"))
+                self.last_errors = record.errors = self._checked_errors(record, body.get("errors"))
             elif action == "update":
                 views.replace(record, validate(body.get("view"), "modal"), None)
             elif action == "push":

@@ -18,14 +18,14 @@ class IdFactory:
     """Hands out unique ids per prefix, message timestamps and opaque short ids."""
 
     def __init__(self) -> None:
-        self._counters: dict[str, itertools.count[int]] = {}
+        self.counters: dict[str, int] = {}  # prefix -> last number handed out (kept in a playground's snapshot)
         self._ts_seq = itertools.count(1)
         self._last_ts = 0.0
 
     def next(self, prefix: str, width: int = 8) -> str:
         """``prefix`` + an upper-case sequential number, e.g. ``V00000001``."""
-        counter = self._counters.setdefault(prefix, itertools.count(1))
-        return f"{prefix}{next(counter):0{width}d}"
+        self.counters[prefix] = number = self.counters.get(prefix, 0) + 1
+        return f"{prefix}{number:0{width}d}"
 
     def ts(self) -> str:
         """A message ``ts``: seconds.micro-ish, strictly increasing like Slack's."""

@@ -100,6 +100,13 @@ class MessageStore:
         """Channels that have (or had) messages."""
         return list(self._channels)
 
+    def ephemeral_at(self, channel: str, ts: str, user: str) -> dict[str, Any] | None:
+        """The ephemeral message ``user`` sees in ``channel`` at ``ts`` (None if there is none)."""
+        for item in self.ephemerals:
+            if (item.channel, item.user, item.message.get("ts")) == (channel, user, ts):
+                return item.message
+        return None
+
     def find_ephemeral_with_action(self, action_id: str, user: str) -> Ephemeral | None:
         """The newest ephemeral message ``user`` sees whose blocks hold ``action_id``."""
         for item in reversed(self.ephemerals):

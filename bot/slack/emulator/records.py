@@ -99,9 +99,11 @@ class Changes:
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Future[None]] = set()
+        self.version = 0  # counts pokes: a watcher (the playground's page stream) knows whether it has seen them
 
     def poke(self) -> None:
         """Signal a change."""
+        self.version += 1
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -122,3 +124,10 @@ class Changes:
             except TimeoutError:
                 self._waiters.discard(waiter)
         return result
+
+    async def after(self, version: int, within: float) -> int:
+        """Given the version a watcher last saw, return the current one once it differs (or after ``within`` s)."""
+        try:
+            return await self.wait_for(lambda: self.version if self.version != version else None, within)
+        except TimeoutError:
+            return self.version

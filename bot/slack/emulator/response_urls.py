@@ -52,7 +52,12 @@ def apply_response(world: World, target: ResponseTarget, body: Any) -> tuple[int
 def show(world: World, target: ResponseTarget, body: dict[str, Any]) -> None:
     """Display a reply the way Slack does (also used for a slash command's ack body)."""
     store = world.messages
-    if body.get("delete_original") and target.message_ts:
+    private = store.ephemeral_at(target.channel_id, target.message_ts, target.user_id) if target.message_ts else None
+    if private is not None and (body.get("delete_original") or body.get("replace_original")):
+        store.ephemerals = [e for e in store.ephemerals if e.message is not private]
+        if body.get("replace_original"):  # an ephemeral is replaced by another one, for the same person
+            store.ephemerals.append(Ephemeral(target.channel_id, target.user_id, _as_bot_message(world, target, body)))
+    elif body.get("delete_original") and target.message_ts:
         store.delete(target.channel_id, target.message_ts)
     elif body.get("replace_original") and target.message_ts:
         changes: dict[str, Any] = {k: body[k] for k in ("text", "blocks", "attachments") if k in body}

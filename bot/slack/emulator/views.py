@@ -35,6 +35,7 @@ class ViewRecord:
     root_view_id: str | None = None
     previous_view_id: str | None = None
     is_open: bool = True
+    errors: dict[str, str] = field(default_factory=dict)  # shown under inputs after response_action=errors
 
     @property
     def kind(self) -> str:
@@ -176,6 +177,7 @@ class ViewStore:
             definition["external_id"] = record.definition["external_id"]  # the view keeps its external id
         record.definition = definition
         record.values = blockkit.carry_over(record.values, definition["blocks"])
+        record.errors = {}
         record.hash = self._ids.view_hash()
         self.version += 1
         return record
