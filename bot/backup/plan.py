@@ -180,7 +180,13 @@ def pool_borg(pool: StoragePool, services: Any) -> str:
     the pool login's PATH); on a ``local`` pool the bot's own borg — the one installed beside its interpreter when
     there is one (a service's PATH rarely holds a virtualenv's bin directory), else the configured name on PATH."""
     configured = getattr(services, "borg", "borg")
-    if pool.kind != PoolKind.LOCAL or "/" in configured:
+    return local_borg(configured) if pool.kind == PoolKind.LOCAL else configured
+
+
+def local_borg(configured: str = "borg") -> str:
+    """Given the configured borg command, return the one this machine runs: a path as it is; else the borg beside
+    the bot's interpreter, else the name found on PATH (or the name itself, to fail with "not found")."""
+    if "/" in configured:
         return configured
     beside = Path(sys.executable).with_name(configured)
     if beside.is_file() and os.access(beside, os.X_OK):

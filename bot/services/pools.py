@@ -23,6 +23,7 @@ from bot.access import Actor, NotFound, Refused, authz
 from bot.access.audit import record
 from bot.alerts import AlertBus
 from bot.backup import capacity
+from bot.backup.plan import local_borg
 from bot.inventory import fetch_host_key
 from bot.probes import borg as borg_probe
 from bot.probes import disk, system
@@ -386,7 +387,8 @@ async def add_pool(actor: Actor, new: NewPool, tools: PoolTools) -> PoolView:
         key_line, fp = await _presented_key(actor, new, known, tools.timeout)
         transport = tools.ssh.transport(SSHTarget(new.host, new.port, new.user, key_line))
         where, login = f"{new.user}@{new.host}:{new.port}", new.user
-    measured = await check_location(transport, new.path, where=where, login=login, borg=tools.borg,
+    borg = local_borg(tools.borg) if new.host is None else tools.borg  # this machine: the bot's own borg
+    measured = await check_location(transport, new.path, where=where, login=login, borg=borg,
                                     timeout=tools.timeout)  # fmt: skip
     server, created = (None, False) if new.host is None else await _pin(actor, new, known, key_line, fp, tools)
     try:
