@@ -51,8 +51,17 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
-    http_host: str = Field(default="0.0.0.0", alias="BACKUPBOT_HTTP_HOST")  # noqa: S104 - a server's listen address
+    # Unset: 0.0.0.0 in HTTP mode (Slack must reach /slack/events), 127.0.0.1 in Socket Mode (nothing outside needs
+    # to reach the API and /healthz unless the operator says so).
+    http_host: str | None = Field(default=None, alias="BACKUPBOT_HTTP_HOST")
     http_port: int = Field(default=3000, ge=1, le=65535, alias="BACKUPBOT_HTTP_PORT")
+    # The HTTP listener's limits (bot.slack.listener): connections at once, per client address, seconds to send a
+    # request head, seconds an idle kept-alive connection stays, file descriptors kept free for the bot itself.
+    http_max_connections: int = Field(default=512, ge=8, le=100_000, alias="BACKUPBOT_HTTP_MAX_CONNECTIONS")
+    http_max_per_client: int = Field(default=64, ge=1, le=100_000, alias="BACKUPBOT_HTTP_MAX_PER_CLIENT")
+    http_header_timeout: float = Field(default=10.0, gt=0, le=300, alias="BACKUPBOT_HTTP_HEADER_TIMEOUT")
+    http_keepalive_timeout: float = Field(default=15.0, gt=0, le=3600, alias="BACKUPBOT_HTTP_KEEPALIVE_TIMEOUT")
+    fd_reserve: int = Field(default=256, ge=16, le=100_000, alias="BACKUPBOT_FD_RESERVE")
     log_level: str = Field(default="INFO", alias="BACKUPBOT_LOG_LEVEL")
     wizard_ttl_hours: int = Field(default=48, ge=1, le=24 * 90, alias="BACKUPBOT_WIZARD_TTL_HOURS")
     # The run queue: "embedded" (in the bot process) or "procrastinate" (worker processes on several machines).
@@ -62,6 +71,13 @@ class Settings(BaseSettings):
     # How long `backup-bot run`'s lease on its duties lasts without renewal (storage.lease): a second `run` on the
     # same database waits; after a crash elsewhere it takes over once this has passed.
     run_lease_seconds: int = Field(default=60, ge=3, le=3600, alias="BACKUPBOT_RUN_LEASE_SECONDS")
+
+    @field_validator("http_host", mode="before")
+    @classmethod
+    def _host(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
 
     @field_validator("secret_keys", "slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod
@@ -163,6 +179,13 @@ class Settings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    @property
+    def listen_host(self) -> str:
+        """BACKUPBOT_HTTP_HOST, else all addresses in HTTP mode (Slack posts to it) and loopback in Socket Mode."""
+        if self.http_host:
+            return self.http_host
+        return "127.0.0.1" if self.socket_mode else "0.0.0.0"  # noqa: S104 - HTTP mode must be reachable by Slack
 
     def keyring(self) -> Keyring:
         self.require("BACKUPBOT_SECRET_KEYS")

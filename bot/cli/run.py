@@ -37,6 +37,7 @@ from bot.runtime import Runtime
 from bot.slack import reports
 from bot.slack.app import build_app, build_client, serve_http, start_socket_mode
 from bot.slack.auth import check_bot_token
+from bot.slack.listener import limits_of, raise_fd_limit
 from bot.slack.webclient import PooledWebClient
 from storage import db, lease
 from storage.crypto import install_keyring
@@ -50,7 +51,9 @@ _DESCRIPTION = """\
 Serve Slack, schedule and execute backup runs, deliver reports. Everything is read from the settings
 (--env-file, default .env, and the environment): Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode
 (Slack posts to BACKUPBOT_HTTP_HOST:BACKUPBOT_HTTP_PORT/slack/events, checked with SLACK_SIGNING_SECRET);
-the HTTP API, /healthz and /metrics listen there in both modes. The database (DATABASE_URL, default SQLite in
+the HTTP API, /healthz and /metrics listen there in both modes (BACKUPBOT_HTTP_HOST defaults to 0.0.0.0 in HTTP
+mode and to 127.0.0.1 in Socket Mode), with caps on connections (BACKUPBOT_HTTP_MAX_CONNECTIONS, _MAX_PER_CLIENT)
+and deadlines (BACKUPBOT_HTTP_HEADER_TIMEOUT, _KEEPALIVE_TIMEOUT). The database (DATABASE_URL, default SQLite in
 BACKUPBOT_DATA_DIR) is migrated at start. BACKUPBOT_LOG_LEVEL=DEBUG shows the libraries' own logs.
 
 Start-up stops with one sentence when a setting, the database or a Slack token is wrong. SIGTERM or Ctrl-C
@@ -74,6 +77,7 @@ async def handle(args: argparse.Namespace) -> int:
     settings.require_slack()
     install_keyring(settings.keyring())
     setup_logging(settings.log_level, settings_secrets(settings))
+    raise_fd_limit()  # the soft limit up to the hard one (LimitNOFILE in the unit): headroom for SSH, database, files
     signals = Signals.install()
     return await supervise(_start(settings, signals), signals)
 
@@ -139,8 +143,8 @@ async def _serve_holding(
     try:
         app = build_app(settings, client=client, wizard=controller, outbox=reporting.outbox)
         runtime.directory = controller.services.directory  # the API asks Slack about admins as the listeners do
-        runner = await serve_http(None if settings.socket_mode else app, settings.http_host, settings.http_port,
-                                  runtime)  # fmt: skip
+        runner = await serve_http(None if settings.socket_mode else app, settings.listen_host, settings.http_port,
+                                  runtime, limits=limits_of(settings))  # fmt: skip
         try:
             handler = await start_socket_mode(app, settings) if settings.socket_mode else None
             try:
@@ -168,7 +172,7 @@ async def _serve_started(
     socket_mode: bool,
 ) -> None:
     """Connected: say so, start the scheduler, the local worker and the wizard janitor; wait for the end."""
-    where = f"{settings.http_host}:{settings.http_port}"
+    where = f"{settings.listen_host}:{settings.http_port}"
     if socket_mode:
         console.print(f"Connected to Slack workspace {team} over Socket Mode; API and /healthz on {where}.")
     else:

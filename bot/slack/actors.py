@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Actor, resolve_actor
+from storage.tenancy import Installation, Origin, Tenant, tenant_of
 
 log = logging.getLogger(__name__)
 TTL = 60.0
@@ -63,7 +64,13 @@ class SlackDirectory:
 
     async def is_workspace_admin(self, team_id: str, user_id: str) -> bool:
         user = await self.user(user_id)
-        if not user or user.get("team_id") not in (None, team_id):  # an admin of another workspace is not one here
+        if not user:
+            return False
+        if team_id.startswith("E"):  # an org-wide install: an admin of the org (Enterprise Grid), none other
+            org = user.get("enterprise_user") or {}
+            return org.get("enterprise_id") == team_id and bool(
+                org.get("is_admin") or org.get("is_owner") or user.get("is_primary_owner"))  # fmt: skip
+        if user.get("team_id") not in (None, team_id):  # an admin of another workspace is not one here
             return False
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
@@ -78,6 +85,44 @@ class SlackDirectory:
             log.warning("cannot read user group %s: %s", group_id, type(exc).__name__)
             return frozenset()
         return self._put(key, frozenset(m for m in members if isinstance(m, str)))
+
+
+class Installations:
+    """Where this bot is installed. Single-token mode: the bot token's own workspace (and Grid org), from one
+    ``auth.test`` remembered for the process's life. A failure to ask is not remembered and installs nothing, so a
+    Slack outage refuses requests rather than admitting any workspace."""
+
+    def __init__(self, client: AsyncWebClient, known: tuple[Installation, ...] | None = None) -> None:
+        self.client = client
+        self._known = known
+        self._lock = asyncio.Lock()
+
+    async def all(self) -> tuple[Installation, ...]:
+        if self._known is None:
+            async with self._lock:
+                if self._known is None:
+                    self._known = await self._ask()
+        return self._known or ()
+
+    async def _ask(self) -> tuple[Installation, ...] | None:
+        try:
+            answer = await self.client.auth_test()
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("auth.test failed (%s): requests are refused until Slack answers", type(exc).__name__)
+            return None
+        return (Installation(team_id=answer.get("team_id") or None, enterprise_id=answer.get("enterprise_id") or None,
+                             is_enterprise_install=bool(answer.get("is_enterprise_install"))),)  # fmt: skip
+
+
+def origin_of(context: AsyncBoltContext) -> Origin:
+    """Where bolt read this request to come from (workspace, Grid org, org-wide install)."""
+    return Origin(team_id=context.team_id or None, enterprise_id=context.enterprise_id or None,
+                  is_enterprise_install=bool(context.is_enterprise_install))  # fmt: skip
+
+
+async def tenant_for(context: AsyncBoltContext, installations: Installations) -> Tenant | None:
+    """This request's Tenant under :func:`storage.tenancy.tenant_of`, or None: not a workspace the bot is in."""
+    return tenant_of(origin_of(context), await installations.all())
 
 
 def directory_of(context: AsyncBoltContext, client: AsyncWebClient) -> SlackDirectory:

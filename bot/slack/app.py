@@ -1,25 +1,25 @@
 """The bolt ``AsyncApp``: construction, workspace scoping, and the two ways to serve it.
 
 Listeners are registered per surface (commands, actions, events) by each module's ``register``. A global
-middleware resolves the Slack workspace of every request into a :class:`~storage.tenancy.Tenant` in
-``context["tenant"]``, creating the Workspace row on first contact, so listeners never build queries
-without a workspace, and puts the app's :class:`~bot.slack.actors.SlackDirectory` in ``context["directory"]`` for
-resolving the acting user's roles. The Web API client retries 429s (honouring Retry-After) and 5xx/connection
-errors. An answer to Slack leaves the moment its listener calls ``ack()`` (:mod:`bot.slack.prompt_ack`), not at
-bolt's next poll.
+middleware (:mod:`bot.slack.guard`) refuses requests from workspaces the bot is not installed in, acknowledges
+copies of requests already handled without a second effect, and resolves the Slack workspace of every other request
+into a :class:`~storage.tenancy.Tenant` in ``context["tenant"]``, creating the Workspace row on first contact, so
+listeners never build queries without a workspace; it puts the app's :class:`~bot.slack.actors.SlackDirectory` in
+``context["directory"]`` for resolving the acting user's roles. The Web API client retries 429s (honouring
+Retry-After) and 5xx/connection errors. An answer to Slack leaves the moment its listener calls ``ack()``
+(:mod:`bot.slack.prompt_ack`), not at bolt's next poll.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -36,12 +36,11 @@ from bot.config import ConfigError, Settings
 from bot.flows.wizard.controller import WizardController
 from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
-from bot.slack import actions, approvals, commands, events, pools, prompt_ack, reports, servers
+from bot.slack import actions, approvals, commands, events, guard, pools, prompt_ack, reports, servers
 from bot.slack import wizard as wizard_listeners
-from bot.slack.actors import SlackDirectory
+from bot.slack.actors import Installations, SlackDirectory
+from bot.slack.listener import GuardedRunner, ListenerLimits
 from bot.slack.webclient import PooledWebClient
-from storage.models import Workspace
-from storage.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -92,7 +91,7 @@ def build_app(
         raise_error_for_unhandled_request=False,
     )
     directory = SlackDirectory(app.client)
-    app.middleware(_tenant_middleware(set(), directory))
+    app.middleware(guard.gate(Installations(app.client), directory))  # installed workspaces only, each request once
     if wizard is not None and isinstance(getattr(wizard.services, "directory", None), NoDirectory):
         wizard.services.directory = directory  # the wizard's steps ask Slack the same way, through the same cache
     commands.register(app, wizard)
@@ -109,20 +108,6 @@ def build_app(
     app.error(_on_error)
     prompt_ack.install(app)  # answer at ack(), not at bolt's next 10 ms poll
     return app
-
-
-def _tenant_middleware(known: set[str], directory: SlackDirectory) -> Callable[..., Awaitable[None]]:
-    async def resolve_tenant(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
-        context["directory"] = directory  # who is an admin / in a user group, remembered for a minute
-        team_id = context.team_id or context.enterprise_id
-        if team_id:
-            if team_id not in known:
-                await Workspace.get_or_create(team_id=team_id)
-                known.add(team_id)
-            context["tenant"] = Tenant(team_id)
-        await next()
-
-    return resolve_tenant
 
 
 async def _on_error(error: Exception, body: dict, logger: logging.Logger) -> None:
@@ -147,12 +132,14 @@ def http_app(app: AsyncApp | None, runtime: Runtime | None = None) -> web.Applic
     return web_app
 
 
-async def serve_http(app: AsyncApp | None, host: str, port: int, runtime: Runtime | None = None) -> web.AppRunner:
-    """Start the HTTP listener; the caller owns the returned runner and must ``cleanup()`` it.
+async def serve_http(app: AsyncApp | None, host: str, port: int, runtime: Runtime | None = None, *,
+                     limits: ListenerLimits | None = None) -> web.AppRunner:  # fmt: skip
+    """Start the HTTP listener under ``limits`` (:mod:`bot.slack.listener`: caps, deadlines, descriptor headroom);
+    the caller owns the returned runner and must ``cleanup()`` it.
 
     A port that cannot be bound (in use, privileged, an address this machine does not have) is a ConfigError naming
     the address and the two settings that choose it, not a traceback."""
-    runner = web.AppRunner(http_app(app, runtime))
+    runner = GuardedRunner(http_app(app, runtime), limits or ListenerLimits())
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
