@@ -20,6 +20,7 @@ from bot.cli import (
     apitoken,
     approvals,
     audit,
+    credential,
     doctor,
     init,
     keys,
@@ -36,8 +37,8 @@ from bot.cli import (
 from bot.config import ConfigError
 from storage.errors import StorageError
 
-MODULES = (init, migrate, run, playground, worker, doctor, keys, apitoken, approvals, roles, audit, pool, server,
-           retention, schedule)
+MODULES = (init, migrate, run, playground, worker, doctor, keys, apitoken, credential, approvals, roles, audit, pool,
+           server, retention, schedule)
 
 console = Console(stderr=True, highlight=False)
 DEFAULT_ENV_FILE = ".env"

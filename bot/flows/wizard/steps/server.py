@@ -25,7 +25,14 @@ from typing import Any
 
 from bot.access import Refused, authz
 from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
-from bot.flows.wizard.steps.source_common import SNAPSHOT_KEYS, SOURCE_KEYS, clip, forget, human_bytes
+from bot.flows.wizard.steps.source_common import (
+    SLACK_KEEPS_TYPED,
+    SNAPSHOT_KEYS,
+    SOURCE_KEYS,
+    clip,
+    forget,
+    human_bytes,
+)
 from bot.flows.wizard.store import keep_data
 from bot.inventory import cached_capabilities, fetch_host_key, refresh_capabilities, ssh_target
 from bot.probes import borg, docker_models, mongodb, mysql, postgresql, snapshots, system
@@ -208,8 +215,8 @@ class ServerStep(BaseStep):
         if needs_key:
             fields.append(Field(
                 "password", "Password for a one-time key install", "text", optional=True,
-                hint="Instead of running the command: the login's password, used once to install the bot's key "
-                     "(after the fingerprint is confirmed) and never stored.",
+                hint="Only if you cannot run the command above: the login's password, used once to install the "
+                     "bot's key (after the fingerprint is confirmed) and never stored by the bot. " + SLACK_KEEPS_TYPED,
             ))  # fmt: skip
         heading = (
             "*Which server do you want to back up?* Pick one of this workspace's servers, or add a new one with "
@@ -233,8 +240,9 @@ class ServerStep(BaseStep):
         if not (needs_key and key):
             return []
         user = pending["username"] if pending else server.username if server else "root"
-        return [f"If the bot's key is not installed for *{user}* yet, run this on the server as {user}:\n"
-                f"```{install_command(key)}```\nThe bot's public key: `{key}`"]  # fmt: skip
+        return [f":key: If the bot's key is not installed for *{user}* yet, run this on the server as {user} — the "
+                f"preferred way: no password goes through Slack:\n```{install_command(key)}```\nThe bot's public key: "
+                f"`{key}`"]  # fmt: skip
 
     @staticmethod
     def _select(server: Server | None) -> Field:

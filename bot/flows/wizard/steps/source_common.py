@@ -15,6 +15,7 @@ and private ones, written by steps 3 and 4 and read only by them (the ``_`` pref
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,24 @@ from storage.tenancy import Tenant
 # Keys that depend on the server and the source: dropped when either changes, so no stale answer survives.
 SOURCE_KEYS = ("source", "credential_id", "atomicity", "size_estimate", "_source_found", "_source_mounts")
 SNAPSHOT_KEYS = ("snapshot", "_snapshot_methods")
+
+# The hint on every input where a secret may still be typed: Slack stores view submissions (what is typed in a
+# modal) in its own history, so the secret-free ways are offered above such an input and this says why.
+SLACK_KEEPS_TYPED = ("Slack keeps what is typed in this form (it stores view submissions), so prefer the ways above "
+                     "that keep the secret out of Slack.")  # fmt: skip
+
+
+def credential_add_command(team_id: str, server: str, engine: str, *, user: str | None = None,
+                           host: str | None = None, port: int | None = None) -> str:  # fmt: skip
+    """Given a server and a database type, return the ``backup-bot credential add`` command that stores a login for
+    it from the bot's host (prompting for the password without echo), every known part filled in and quoted."""
+    words = ["backup-bot", "credential", "add", "--team", team_id, "--server", server, "--type", engine,
+             "--user", user or "USER"]  # fmt: skip
+    if host and host != "localhost":
+        words += ["--host", host]
+    if port:
+        words += ["--port", str(port)]
+    return shlex.join(words)
 
 
 @dataclass

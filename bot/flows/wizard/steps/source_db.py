@@ -7,6 +7,11 @@ id goes into the session) and tested from the server with :func:`bot.probes.dbch
 refuses the step with the client's precise reason and what to do. *Test connection* tests the login the form
 shows as chosen (a detected one by probing again, a saved one with the connectivity check).
 
+Ways that keep a password out of Slack come first (Slack keeps what is typed in a modal): a login the probe detected
+on the server, and ``backup-bot credential add`` on the bot's host (the exact command is shown, prefilled), whose
+login then appears under the saved ones; *Look for logins again* probes the server anew after someone set up a
+socket login, ``~/.my.cnf`` or ``~/.pgpass``. The password input that remains says that Slack stores what is typed.
+
 The atomicity verdict (:mod:`bot.probes.atomicity`) is computed on Next for the databases chosen — for MySQL
 with the snapshot method of the data directory when non-transactional tables need one — stored as
 ``atomicity`` and shown with its reason.
@@ -24,8 +29,10 @@ from bot.access import Refused
 from bot.backup import sources
 from bot.flows.wizard.steps.base import Button, Errors, Field, Option, WizardContext
 from bot.flows.wizard.steps.source_common import (
+    SLACK_KEEPS_TYPED,
     Part,
     clip,
+    credential_add_command,
     errors_from,
     human_bytes,
     lines_of,
@@ -33,7 +40,7 @@ from bot.flows.wizard.steps.source_common import (
 )
 from bot.flows.wizard.steps.source_files import previous
 from bot.flows.wizard.store import keep_data
-from bot.inventory import db_credential
+from bot.inventory import db_credential, refresh_capabilities
 from bot.probes import atomicity, dbcheck, disk, mongodb, mysql, postgresql, snapshots
 from bot.probes.base import Absent, ProbeContext, ProbeError
 from bot.probes.capabilities import Capabilities
@@ -181,11 +188,35 @@ def _login_fields(engine: str, info: Any) -> list[Field]:
     return [
         Field("db_user", "New login: user", "text", optional=True),
         Field("db_password", "New login: password", "text", optional=True,
-              hint="Saved encrypted as soon as you press Next, tested from the server, never shown again."),
+              hint="Saved encrypted as soon as you press Next, tested from the server, never shown again by the bot. "
+                   + SLACK_KEEPS_TYPED),
         Field("db_host", "New login: host", "text", initial="localhost", optional=True,
               hint="As seen from the server: localhost when the database runs there."),
         Field("db_port", "New login: port", "number", initial=str(port), optional=True),
     ]  # fmt: skip
+
+
+DETECTABLE = {
+    "mysql": "root through the local socket (unix_socket), /etc/mysql/debian.cnf, or a ~/.my.cnf of the bot's login "
+             "user",
+    "postgresql": "peer authentication as the postgres system user, or a ~/.pgpass entry of the bot's login user",
+    "mongodb": "a local MongoDB without access control",
+}  # fmt: skip
+
+
+def _secret_free_note(ctx: WizardContext, server: Server, engine: str, info: Any, detected: str | None) -> str:
+    """The ways to log in that keep the password out of Slack, before the form's password input."""
+    if detected:
+        found = f"• Detected on the server: {detected} — nothing to type."
+    else:
+        found = (f"• Detected on the server: none yet. The bot looks for {DETECTABLE[engine]}; set one up there, then "
+                 "press *Look for logins again*.")  # fmt: skip
+    port = info.port if engine == "postgresql" and info is not None else DEFAULT_PORTS[engine]
+    command = credential_add_command(ctx.team_id, server.name, engine, port=port)
+    return (f":key: *Logins that keep the password out of Slack* (preferred):\n{found}\n• Added on the bot's host "
+            f"(an admin at its shell, asked for the password without echo; it is tested from {server.name} and stored "
+            f"encrypted):\n```{command}```\nthen press *Test connection*: it is listed as a saved login.\nA password "
+            "typed under *A new login* works too, but Slack keeps what is typed in this form.")  # fmt: skip
 
 
 def _server_note(engine: str, info: Any, caps: Capabilities | None) -> str:
@@ -240,12 +271,13 @@ async def view(ctx: WizardContext, server: Server, caps: Capabilities | None) ->
     fields = [_databases_field(engine, _known(ctx, engine, info, choice), stored), _flags_field(engine, stored, admin),
               Field("credential", "Log in with", "radio", options=tuple(options), initial=choice),
               *_login_fields(engine, info)]  # fmt: skip
-    notes = [_server_note(engine, info, caps), _verdict_note(ctx, engine, info, stored)]
-    return Part(
-        fields=tuple(f for f in fields if f is not None),
-        notes=tuple(n for n in notes if n),
-        buttons=(Button("test_connection", "Test connection", value=choice),),
-    )
+    notes = [_server_note(engine, info, caps), _verdict_note(ctx, engine, info, stored),
+             _secret_free_note(ctx, server, engine, info, detected)]  # fmt: skip
+    buttons = [Button("test_connection", "Test connection", value=choice)]
+    if not detected:
+        buttons.append(Button("detect_logins", "Look for logins again"))
+    return Part(fields=tuple(f for f in fields if f is not None), notes=tuple(n for n in notes if n),
+                buttons=tuple(buttons))  # fmt: skip
 
 
 # --- submit --------------------------------------------------------------------------------------------------
@@ -454,6 +486,8 @@ def _result_note(who: str, result: dbcheck.CheckResult) -> str:
 
 
 async def act(ctx: WizardContext, server: Server, caps: Capabilities | None, action: str, value: str) -> str | None:
+    if action == "detect_logins":
+        return await _detect_again(ctx, server)
     if action != "test_connection":
         return None
     engine = ctx.data["backup_type"]
@@ -474,11 +508,25 @@ async def act(ctx: WizardContext, server: Server, caps: Capabilities | None, act
     return await _test_typed(pctx, engine, ctx.form)
 
 
+async def _detect_again(ctx: WizardContext, server: Server) -> str:
+    """Probe the server anew (a socket login, ``~/.my.cnf`` or ``~/.pgpass`` set up since) and say what was found;
+    the view then offers a detected login."""
+    engine = ctx.data["backup_type"]
+    services = ctx.services
+    caps = await refresh_capabilities(server, services.pool, services.specs, alerts=services.alerts)
+    found = detected_login(engine, engine_info(caps, engine))
+    if found:
+        return f":white_check_mark: Found {found}: choose *Detected* below, nothing to type."
+    return (f":x: Still no {NAMES[engine]} login the bot can use by itself on {server.name}. It looks for "
+            f"{DETECTABLE[engine]}.{_tried(engine_info(caps, engine)) if engine_info(caps, engine) else ''}")
+
+
 async def _test_typed(pctx: ProbeContext, engine: str, form: Mapping[str, Any]) -> str:
     """Test the login typed on the screen, as it is at the click: nothing is saved (Next saves it, encrypted)."""
     if not form.get("db_user"):
         return (f"Enter the {NAMES[engine]} login below, then press Test connection to try it from the server, or "
-                "Next to save it (encrypted) and use it.")  # fmt: skip
+                "Next to save it (encrypted) and use it. A login added with `backup-bot credential add` is listed as "
+                "a saved login now.")  # fmt: skip
     errors, login = _typed_login(engine, form)
     if login is None:
         return ":x: " + " ".join(errors.values())
