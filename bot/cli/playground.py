@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8080, help="the page's port (default 8080)")
     parser.add_argument("--host", default="127.0.0.1", help="the page's address (default 127.0.0.1, this machine only)")
     parser.add_argument("--password", help="HTTP basic auth password (required for an address other than loopback)")
-    parser.set_defaults(handler=handle)
+    parser.set_defaults(handler=handle, env_file_may_be_missing=True)  # it initialises an empty data directory
 
 
 def checked_options(args: argparse.Namespace) -> Options:
