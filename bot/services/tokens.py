@@ -60,7 +60,7 @@ class TokenIdentity:
 
     team_id: str
     user_id: str | None
-    scope: TokenScope = TokenScope.WRITE
+    scope: TokenScope = TokenScope.READ
     token_id: int | None = None
 
     @property
