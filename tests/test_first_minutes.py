@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -465,20 +466,38 @@ def _run_bot(project: Path, *args: str, env: dict[str, str] | None = None) -> su
 
 
 def test_run_bot_set_up_alone_exits_0_and_names_the_next_step(tmp_path: Path) -> None:
-    """A fresh checkout (the venv already built): the first call sets up and stops with the next step, exit 0."""
+    """A fresh checkout (the venv already built): set-up alone stops with the next step, exit 0; without Slack tokens
+    the plain command starts the playground (and SIGTERM stops it cleanly); with a token it would run the bot."""
     project = tmp_path / "checkout"
     (project / "scripts").mkdir(parents=True)
     for name in ("run-bot", "apt-runtime.txt"):
         shutil.copy(REPO / "scripts" / name, project / "scripts" / name)
     (project / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    first = _run_bot(project)
+    first = _run_bot(project, "--setup-only")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "Next: put SLACK_BOT_TOKEN" in first.stdout and "run scripts/run-bot again" in first.stdout
+    assert "Next: scripts/run-bot starts the playground" in first.stdout and "SLACK_BOT_TOKEN" in first.stdout
     assert "Traceback" not in first.stdout + first.stderr and first.stderr == "", first.stderr
     assert (project / ".env").exists() and (project / "data").is_dir()
-    again = _run_bot(project, "--setup-only")
-    assert again.returncode == 0 and "Next:" in again.stdout, again.stdout + again.stderr
     configured = _run_bot(project, "--setup-only", env={"SLACK_BOT_TOKEN": "xoxb-1"})
     assert configured.returncode == 0 and "starts the bot" in configured.stdout, configured.stdout
     wrong = _run_bot(project, "--bogus")
     assert wrong.returncode == 2 and "--setup-only" in wrong.stderr
+    playground = subprocess.Popen(["bash", str(project / "scripts" / "run-bot")], cwd=project,
+                                  env=_env({"BACKUPBOT_PLAYGROUND_PORT": "0"}), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = threading.Timer(120, playground.kill)  # a playground that never says its URL fails, never hangs
+    deadline.start()
+    try:
+        lines = []
+        for line in playground.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "Playground: http://127.0.0.1:" in line:
+                break
+        assert any("starting the playground" in x for x in lines), lines
+        playground.send_signal(signal.SIGTERM)
+        assert playground.wait(timeout=30) == 0
+        assert "Traceback" not in playground.stderr.read()  # type: ignore[union-attr]
+    finally:
+        deadline.cancel()
+        if playground.poll() is None:
+            playground.kill()

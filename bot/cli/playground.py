@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,9 @@ from aiohttp import web
 from rich.console import Console
 
 from bot.cli import init
+from bot.cli.logs import settings_secrets, setup_logging
 from bot.cli.migrate import queue_schema
-from bot.cli.util import load_for_command, stop_event
+from bot.cli.util import Signals, load_for_command, supervise
 from bot.config import ConfigError, Settings
 from bot.playground.machine import Machine
 from bot.playground.running import emulated, running_bot
@@ -47,9 +48,12 @@ class Options:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``backup-bot playground``."""
     parser = sub.add_parser("playground", help="try the bot in a browser, against a bundled Slack emulator")
-    parser.add_argument("--port", type=int, default=8080, help="the page's port (default 8080)")
+    parser.add_argument("--port", type=int, default=os.environ.get("BACKUPBOT_PLAYGROUND_PORT", "8080"),
+                        help="the page's port (default 8080, or BACKUPBOT_PLAYGROUND_PORT; 0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="the page's address (default 127.0.0.1, this machine only)")
-    parser.add_argument("--password", help="HTTP basic auth password (required for an address other than loopback)")
+    parser.add_argument("--password", default=os.environ.get("BACKUPBOT_PLAYGROUND_PASSWORD"),
+                        help="HTTP basic auth password, required for an address other than loopback (or "
+                        "BACKUPBOT_PLAYGROUND_PASSWORD, which keeps it out of the process list)")
     parser.set_defaults(handler=handle, env_file_may_be_missing=True)  # it initialises an empty data directory
 
 
@@ -85,10 +89,12 @@ async def handle(args: argparse.Namespace) -> int:
         await init.handle(argparse.Namespace(env_file=args.env_file, data_dir=None))
         settings = load_for_command(env_path)
     install_keyring(settings.keyring())
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings_secrets(settings))  # quiet libraries, secrets masked, as `run`
     if settings.resolved_database_url.startswith("sqlite://"):
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return await serve(settings, options, stop_event())
+    signals = Signals.install()
+    signals.serving = True  # the first SIGTERM / Ctrl-C stops cleanly (the workspace is saved), a second at once
+    return await supervise(serve(settings, options, signals.stop), signals)
 
 
 async def serve(settings: Settings, options: Options, stop: asyncio.Event) -> int:
