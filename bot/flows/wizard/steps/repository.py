@@ -109,7 +109,8 @@ class RepositoryStep(BaseStep):
                     "Passphrase (existing repositories only)",
                     "text",
                     optional=True,
-                    hint="Stored encrypted at once; never shown again.",
+                    hint="Stored encrypted at once; never shown again. Slack keeps what is typed in this form (it "
+                    "stores view submissions): a repository the bot creates needs no passphrase typed here.",
                 ),
             ),
             notes=tuple(notes),
