@@ -52,3 +52,30 @@ def mask(text: str, secrets: Iterable[str | None]) -> str:
     """``text`` with every secret replaced by ``***`` under the rule of this module."""
     pattern = masker(secrets)
     return pattern.sub(MASK, text) if pattern is not None else text
+
+
+# --- values typed into Slack, as libraries log whole payloads -----------------------------------------------------
+
+# Keys whose values may be typed secrets or credentials: every ``value`` of a modal's state (a password field is a
+# plain text input like any other), and fields named after secrets wherever they appear.
+SECRET_KEYS = ("value", "initial_value", "password", "passphrase", "passwd", "secret", "token", "db_password",
+               "client_secret", "signing_secret")  # fmt: skip
+# A quote as each encoding writes it: JSON / repr ("  '), JSON inside JSON (\"  \\\"), URL-encoded (%22 %27).
+_Q = r"(?:\\\\\\\"|\\\"|\"|'|%22|%27|%5C%22)"
+_SEP = r"(?:\s|\+)*(?::|%3A|=)(?:\s|\+)*"
+_KEYED = re.compile(
+    r"(?P<head>" + _Q + r"(?:" + "|".join(SECRET_KEYS) + r")" + _Q + _SEP + r")"
+    r"(?P<open>" + _Q + r")(?P<body>.*?)(?<!\\)(?<!%5C)(?P<close>(?P=open))",  # an escaped quote does not close it
+    re.DOTALL,
+)
+
+
+def scrub_values(text: str) -> str:
+    """``text`` with the value of every secret-carrying key (:data:`SECRET_KEYS`) replaced by ``***``, in JSON,
+    Python reprs, JSON nested in JSON strings and URL-encoded forms alike — how Slack payloads reach log lines.
+
+    Why not only :func:`mask`: what a person types into a modal is not known before it arrives, and the libraries
+    log the raw payload before any code of the bot sees it."""
+    if not any(key in text for key in ("value", "pass", "secret", "token")):
+        return text
+    return _KEYED.sub(lambda m: f"{m['head']}{m['open']}{MASK}{m['close']}", text)

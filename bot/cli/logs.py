@@ -7,17 +7,25 @@
   full traceback at every retry of a connection. The bot's own ``log.exception`` keeps its traceback.
 * Every record, traceback included, goes through :mod:`storage.redact` with the secrets the process knows from its
   settings (Slack tokens, signing secret, secret keys, the database password), so none of them reaches a log even
-  if a library prints it.
+  if a library prints it; and through :func:`storage.redact.scrub_values`, which blanks every value of a
+  secret-carrying key (a modal's typed ``value`` s, ``password``, ``passphrase``, ``token`` …) in whatever encoding
+  a payload is logged — slack_sdk logs each Socket Mode message and each Web API response at DEBUG, with what people
+  typed into the wizard (one-time SSH passwords, database passwords, passphrases).
+* Warnings and errors are rate-limited (:class:`RateLimit`): the same message from the same logger at most
+  :data:`BURST` times a minute, then one line saying how many were left out — a flood of failures (every accept of
+  an exhausted listener, every retry of a dead connection) cannot fill the disk.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
+from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
 from bot.config import Settings
-from storage.redact import masker
+from storage.redact import masker, scrub_values
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OURS = ("bot", "storage", "__main__")
@@ -61,8 +69,41 @@ class MaskingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info and not self._tracebacks and not _ours(record.name):
             record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
-        text = super().format(record)
+        text = scrub_values(super().format(record))
         return self._pattern.sub("***", text) if self._pattern is not None else text
+
+
+BURST = 10  # lines of one kind per WINDOW
+WINDOW = 60.0
+
+
+class RateLimit(logging.Filter):
+    """Warnings and errors: at most :data:`BURST` records of one kind (logger, level, message template) per
+    :data:`WINDOW` seconds; the first one after a window with drops says how many were dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}  # kind → [window start, count, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        kind = (record.name, record.levelno, str(record.msg)[:200])
+        now = time.monotonic()
+        entry = self._seen.get(kind)
+        if entry is None or now - entry[0] >= WINDOW:
+            dropped = int(entry[2]) if entry is not None else 0
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen[kind] = [now, 1, 0]
+            if dropped:
+                record.msg, record.args = f"{record.getMessage()} ({dropped} more like this left out)", None
+            return True
+        if entry[1] < BURST:
+            entry[1] += 1
+            return True
+        entry[2] += 1
+        return False
 
 
 def _ours(name: str) -> bool:
@@ -75,11 +116,13 @@ def _quiet_third_party(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or _ours(record.name)
 
 
-def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    """Given the bot's log level and its secrets, configure the root logger (stderr) as this module describes."""
+def setup_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | None = None) -> None:
+    """Given the bot's log level and its secrets, configure the root logger (``stream``, default stderr) as this
+    module describes."""
     debug = logging.getLevelName(level) == logging.DEBUG
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(MaskingFormatter(secrets, third_party_tracebacks=debug))
+    handler.addFilter(RateLimit())
     if not debug:
         handler.addFilter(_quiet_third_party)
     root = logging.getLogger()
