@@ -31,6 +31,7 @@ class BackupType(StrEnum):
     MONGODB = "mongodb"
     DOCKER = "docker"
     SYSTEM = "system"
+    BOT_DATABASE = "bot_database"  # the bot's own database (its built-in chain, so losing the bot host loses nothing)
 
 
 class DbType(StrEnum):
@@ -89,6 +90,7 @@ class ChainStatus(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
     REJECTED = "rejected"
+    RETIRED = "retired"  # deleted by a person, repository kept: no runs, its archives still restorable
 
 
 class RunKind(StrEnum):
@@ -98,6 +100,7 @@ class RunKind(StrEnum):
     CHECK = "check"
     TEST = "test"
     RESTORE = "restore"
+    DRILL = "drill"  # a scheduled restore of the newest archive into a scratch place, verified and removed
 
 
 class RunStatus(StrEnum):
@@ -354,6 +357,7 @@ class BackupChain(Model, TimestampedMixin):
     notify_channel = fields.CharField(max_length=32, null=True)
     notify_success = fields.BooleanField(default=True)
     created_by = fields.CharField(max_length=32, default="")
+    retired_at = fields.DatetimeField(null=True)
     template: fields.ForeignKeyNullableRelation[BackupTemplate] = fields.ForeignKeyField(
         "models.BackupTemplate", related_name="chains", null=True, on_delete=fields.SET_NULL
     )
@@ -415,6 +419,9 @@ class Run(Model):
     # remote: the commands this run started on servers under a remote supervisor ({"host", "port", "user", "pid",
     # "argv"}), so that a run found interrupted after a crash can have what it left running stopped.
     remote = fields.JSONField(null=True)
+    # spec: what a restore or drill run does (archive, paths or database, target) and, once done, how its result
+    # was checked; typed by the restore code, JSON here.
+    spec: dict | None = fields.JSONField(null=True)
 
     class Meta:
         table = "run"
