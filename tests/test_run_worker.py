@@ -253,6 +253,12 @@ async def test_backups_ping_the_chains_healthcheck_url(world: World) -> None:
     port = runner.addresses[0][1]
     chain = await make_chain(world, name="pinged")
     await set_ping_url(TEAM, chain.id, f"http://127.0.0.1:{port}/ping/abc")
+    # Loopback is refused for outbound URLs unless an admin allow-lists it (tests/test_outbound.py).
+    from bot.monitoring import OUTBOUND_ALLOW_KEY
+    from storage.models import Workspace
+
+    row, _ = await Workspace.get_or_create(team_id=TEAM)
+    await Workspace.filter(id=row.id).update(settings={**(row.settings or {}), OUTBOUND_ALLOW_KEY: ["127.0.0.0/8"]})
     queue = SqlQueue()
     worker = Worker(queue, Executor(queue, world.services), poll=0.2)
     await worker.start()
@@ -304,6 +310,10 @@ async def test_a_repository_with_a_prune_schedule_is_pruned_by_its_own_runs_not_
     olds = [archive_name("web1-www", "files", (now - timedelta(days=d)).replace(hour=12, minute=0)) for d in (3, 2, 1)]
     for name in olds:
         await old_archive(world, at_pool, name, datetime.strptime(name[-15:], "%Y%m%dT%H%M%S").replace(tzinfo=UTC))
+    # As if the bot had verified them (archives made behind its back stop maintenance: tests/test_integrity.py).
+    from bot.runs.integrity import remember
+
+    await remember(TEAM, repository.id, await borg_list.archives(world.pool_transport(), at_pool, utc=True), None)
     repository.retention = {"keep_daily": 2}
     repository.prune_schedule = {"days": DAILY["days"], "at": (now - timedelta(hours=1)).strftime("%H:%M"),
                                  "timezone": "UTC"}  # fmt: skip

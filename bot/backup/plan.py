@@ -40,7 +40,7 @@ from typing import Any
 from bot import inventory
 from bot.backup import snapshots, sources
 from bot.backup.jobs import ArchiveJob
-from bot.backup.repository import KEY_DIR, NAME, PoolAccess, RepoSpec
+from bot.backup.repository import KEY_DIR, NAME, PoolAccess, RepoSpec, push_quota
 from bot.backup.retention import Policy
 from bot.backup.runner import ChainPlan
 from bot.backup.schedule import next_runs
@@ -203,6 +203,7 @@ def pool_access(pool: StoragePool, services: Any) -> PoolAccess:
         port=server.port,
         user=server.username,
         host_key=server.host_key or "",
+        storage_quota=push_quota(pool.quota_bytes, pool.capacity_bytes),
     )
 
 

@@ -30,6 +30,7 @@ def summary(result: ChainResult) -> dict:
         "duration": result.duration,
         "freed_bytes": result.freed_bytes,
         "maintenance_error": result.maintenance_error,
+        "maintenance_refused": result.maintenance_refused,
     }
 
 

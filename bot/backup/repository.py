@@ -5,8 +5,10 @@ Steps, each with its undo registered before the next step starts:
    "use existing", prove the passphrase opens it; then ``borg key export`` so a restore never depends on the
    pool alone;
 2. a key pair generated for the *source* server; its public half goes into the pool user's
-   authorized_keys as ``command="borg serve --restrict-to-path <repo> --append-only",restrict``: a
-   compromised source can add archives but not delete history;
+   authorized_keys as ``command="borg serve --restrict-to-path <repo> --append-only --storage-quota <q>",restrict``:
+   a compromised source can add archives (at most up to the quota, sized from the pool's settings by
+   :func:`push_quota`) and hide some, but only a trusted client's compaction frees anything, and the bot compacts
+   only after comparing the repository with its record (:mod:`bot.backup.integrity`);
 3. the private half and the pool's pinned host key are written on the source server (mode 0600 in a
    directory of the bot's), which then pushes with ``BORG_RSH`` (see :func:`bot.borg.repo.rsh_command`).
 
@@ -54,6 +56,28 @@ _REMOVE_KEY = (
 _WRITE = 'umask 077 && mkdir -p "$HOME/$1" && cat > "$HOME/$1/$2" && chmod 600 "$HOME/$1/$2"'
 
 
+MIN_QUOTA = 10 * 1024 * 1024  # borg refuses a storage quota below 10 MiB
+CAPACITY_SHARE = 0.9  # of a pool's disk one push key may fill when the pool has no quota of its own
+
+
+def push_quota(quota_bytes: int | None, capacity_bytes: int | None) -> int | None:
+    """Given a pool's quota and its disk's capacity, return the ``--storage-quota`` of a source's push key: the
+    pool's quota when it has one, else 90 % of its disk (so a compromised source cannot fill the pool's disk and
+    stop every other repository on it), at least borg's minimum; None when the pool knows neither."""
+    if quota_bytes:
+        return max(int(quota_bytes), MIN_QUOTA)
+    if capacity_bytes:
+        return max(int(capacity_bytes * CAPACITY_SHARE), MIN_QUOTA)
+    return None
+
+
+def forced_command(path: str, storage_quota: int | None) -> str:
+    """The pool-side forced command of a source's push key: ``borg serve`` restricted to the repository,
+    append-only, with the storage quota when there is one."""
+    quota = f" --storage-quota {int(storage_quota)}" if storage_quota else ""
+    return f"borg serve --restrict-to-path {shlex.quote(path)} --append-only{quota}"
+
+
 class RepositorySetupError(Exception):
     """A setup step failed; ``message`` says which, and what was cleaned up or is left behind."""
 
@@ -67,6 +91,7 @@ class PoolAccess:
     port: int
     user: str
     host_key: str  # the pool's pinned host key line, written into the source's known_hosts
+    storage_quota: int | None = None  # bytes the push key may let the repository grow to (None: no quota)
 
 
 @dataclass(frozen=True)
@@ -164,7 +189,7 @@ async def _key_export(pool: PoolAccess, repo: Repo) -> str | None:
 
 async def _install_pool_key(pool: PoolAccess, spec: RepoSpec, public: str, undo: _Undo) -> None:
     marker = f"{_MARK}{spec.path}"
-    forced = f"borg serve --restrict-to-path {shlex.quote(spec.path)} --append-only"
+    forced = forced_command(spec.path, pool.storage_quota)
     line = f'command="{forced}",restrict {public} {marker}'
     undo.add("the source key line in the pool's authorized_keys",
              lambda: pool.transport.run(["sh", "-c", _REMOVE_KEY, "sh", marker]))  # fmt: skip

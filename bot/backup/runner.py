@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bot.backup import retention as retention_math
 from bot.backup.hooks import PostCommandsFailed
+from bot.backup.integrity import Guard, Permit, Recorded
 from bot.backup.jobs import ArchiveJob, archive_glob, archive_name
-from bot.borg import compact, create, prune
+from bot.borg import compact, create, delete, prune
 from bot.borg import list as borg_list
 from bot.borg.create import ArchiveStats, CreateOptions
 from bot.borg.repo import Repo
@@ -57,6 +59,7 @@ class ChainPlan:
     timeout: float | None = None  # per job
     lock_wait: int = 60  # seconds borg waits for the repository lock before giving up (kind "lock")
     prune: bool = True  # prune + compact per ``retention`` after backing up (False: the repository's prune schedule)
+    guard: Guard | None = None  # the record of verified archives (bot.backup.integrity); None: borg prune decides
 
 
 @dataclass
@@ -69,6 +72,8 @@ class JobOutcome:
     reason: str = ""
     hint: str = ""
     pruned: list[str] = field(default_factory=list)
+    archive_id: str | None = None  # borg's id of the archive, as the bot's pool access listed it (the proof)
+    archive_time: datetime | None = None  # its start time (UTC)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class ChainResult:
     reason: str = ""
     hint: str = ""
     maintenance_error: str | None = None  # prune/compact problems (the backups themselves stand)
+    maintenance_refused: str | None = None  # the integrity check found a difference: nothing was pruned or compacted
     notes: list[str] = field(default_factory=list)  # e.g. leftovers of a crashed run that were removed
 
     @property
@@ -152,24 +158,28 @@ async def run_job(
             )  # fmt: skip
         finally:
             await _commands(plan, job, job.after, "after")
-        await _prove(plan, name)
+        proof = await _prove(plan, name)
     except (BorgError, TransportError) as error:
         outcome.kind, outcome.reason, outcome.hint = _failure(error)
         return outcome
+    outcome.archive_id, outcome.archive_time = proof.id, proof.time
     outcome.status = "warning" if result.outcome == "warning" else "ok"
     outcome.stats, outcome.reason = stats, result.reason
     return outcome
 
 
-async def _prove(plan: ChainPlan, name: str) -> None:
-    """The archive must be listed by the pool-side view of the repository, or the job did not succeed."""
+async def _prove(plan: ChainPlan, name: str) -> borg_list.ArchiveEntry:
+    """The archive must be listed by the pool-side view of the repository, or the job did not succeed; returns
+    its listing (name, borg's archive id, UTC time): what the bot records as verified."""
     listed = await borg_list.archives(plan.pool, plan.repo_at_pool, glob=name, borg=plan.pool_borg,
-                                      lock_wait=plan.lock_wait)  # fmt: skip
-    if name not in {a.name for a in listed}:
+                                      lock_wait=plan.lock_wait, utc=True)  # fmt: skip
+    found = next((a for a in listed if a.name == name), None)
+    if found is None:
         raise TransportError(
             f"borg reported success but archive {name} is not in the repository; treating the backup as failed.",
             kind="phantom", transient=True,
         )  # fmt: skip
+    return found
 
 
 async def apply_retention(
@@ -201,26 +211,93 @@ async def apply_retention(
     return None
 
 
+def _group_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}-(?P<suffix>[a-z0-9][a-z0-9._+-]*)-\d{{8}}T\d{{6}}$")
+
+
+def choose_removals(records: Sequence[Recorded], retention: Mapping[str, int | str], *,
+                    now: datetime | None = None) -> tuple[list[str], int]:  # fmt: skip
+    """Given the recorded archives of one group and the policy, return (the names retention removes, how many it
+    keeps), by the bot's own copy of borg's prune rules in UTC. A policy without a count rule (``keep_within``
+    alone) would empty a group whose backups stopped: such a group is left alone. Archives without a recorded
+    time are never candidates."""
+    policy = retention_math.Policy(**{key: value for key, value in retention.items() if value not in (None, 0, "")})
+    timed = [retention_math.Archive(r.name, r.time) for r in records if r.time is not None]
+    decisions = retention_math.decide(timed, policy, UTC, now=now)
+    keep = [d for d in decisions if d.keep]
+    counted = any(value not in (None, 0, "") for key, value in retention.items() if key != "keep_within")
+    if not counted and not keep:
+        return [], len(decisions)
+    return [d.name for d in decisions if not d.keep], len(keep) + (len(records) - len(timed))
+
+
+async def retain_recorded(
+    pool: Transport, repo: Repo, prefix: str, suffixes: Sequence[str] | None, retention: Mapping[str, int | str],
+    guard: Guard, permit: Permit, *, borg: str = "borg", pruned: dict[str, list[str]] | None = None,
+    kept: dict[str, int] | None = None,
+) -> int | None:  # fmt: skip
+    """Retention over the *recorded* archives only (``permit.recorded``, grouped ``{prefix}-{suffix}-*``; only
+    ``suffixes`` when given): the archives it removes are deleted by exact name (``borg delete``), the record
+    updated, then compacted. Archives the bot never verified are never candidates, so archives added through a
+    push key cannot steer which real ones go. Returns the bytes compact freed (None: nothing removed)."""
+    pruned = {} if pruned is None else pruned
+    kept = {} if kept is None else kept
+    pattern = _group_pattern(prefix)
+    groups: dict[str, list[Recorded]] = {}
+    for record in permit.recorded:
+        if (match := pattern.match(record.name)) and (suffixes is None or match["suffix"] in suffixes):
+            groups.setdefault(match["suffix"], []).append(record)
+    for suffix in sorted(groups):
+        names, kept[suffix] = choose_removals(groups[suffix], retention)
+        if names:
+            await delete.archives(pool, repo, names, borg=borg)
+            await guard.removed(names)
+        pruned[suffix] = names
+    if not any(pruned.values()):
+        return None
+    freed = await compact.run(pool, repo, borg=borg)
+    await guard.compacted(permit)
+    return freed
+
+
 async def _maintain(plan: ChainPlan, outcomes: Sequence[JobOutcome], result: ChainResult) -> None:
     if not plan.retention or not plan.prune:
         return
     done = [o for o in outcomes if o.status != "failed"]
     pruned: dict[str, list[str]] = {}
     try:
-        result.freed_bytes = await apply_retention(plan.pool, plan.repo_at_pool, plan.prefix,
-                                                   [o.suffix for o in done], plan.retention, borg=plan.pool_borg,
-                                                   pruned=pruned)  # fmt: skip
-    except (BorgError, TransportError) as error:
+        if plan.guard is None:
+            result.freed_bytes = await apply_retention(plan.pool, plan.repo_at_pool, plan.prefix,
+                                                       [o.suffix for o in done], plan.retention, borg=plan.pool_borg,
+                                                       pruned=pruned)  # fmt: skip
+        else:
+            permit = await plan.guard.permit(plan.pool, plan.repo_at_pool, plan.pool_borg)
+            if not permit.allowed:
+                result.maintenance_refused = permit.reason
+                return
+            result.freed_bytes = await retain_recorded(plan.pool, plan.repo_at_pool, plan.prefix,
+                                                       [o.suffix for o in done], plan.retention, plan.guard, permit,
+                                                       borg=plan.pool_borg, pruned=pruned)  # fmt: skip
+    except (BorgError, TransportError, OSError) as error:
         result.maintenance_error = _failure(error)[1]
     for outcome in done:
         outcome.pruned = pruned.get(outcome.suffix, [])
 
 
+async def _record(guard: Guard, outcomes: Sequence[JobOutcome], result: ChainResult) -> None:
+    """Record the archives this run proved (before maintenance compares the repository with the record)."""
+    proven = [borg_list.ArchiveEntry(o.archive, o.archive_id, o.archive_time or result.started_at)
+              for o in outcomes if o.status != "failed" and o.archive_id]  # fmt: skip
+    if proven:
+        await guard.record(proven)
+
+
 @dataclass
 class PruneResult:
-    """A repository's scheduled prune: per archive group what went and how many stay, and the space freed."""
+    """A repository's scheduled prune: per archive group what went and how many stay, and the space freed.
+    ``refused``: the integrity check found a difference, nothing was touched."""
 
-    status: Status
+    status: Status | Literal["refused"]
     started_at: datetime
     finished_at: datetime
     pruned: dict[str, list[str]] = field(default_factory=dict)  # suffix → archives removed
@@ -244,15 +321,20 @@ class PruneResult:
 def archive_groups(prefix: str, names: Sequence[str]) -> list[str]:
     """The job suffixes of ``names`` that follow ``{prefix}-{suffix}-{stamp}`` (others, e.g. checkpoints or archives
     made by hand, belong to no group and are never pruned)."""
-    pattern = re.compile(rf"^{re.escape(prefix)}-(?P<suffix>[a-z0-9][a-z0-9._+-]*)-\d{{8}}T\d{{6}}$")
+    pattern = _group_pattern(prefix)
     return sorted({m["suffix"] for name in names if (m := pattern.match(name))})
 
 
 async def prune_repository(pool: Transport, repo: Repo, prefix: str, retention: Mapping[str, int | str], *,
-                           borg: str = "borg", lock_wait: int = 60) -> PruneResult:  # fmt: skip
+                           borg: str = "borg", lock_wait: int = 60,
+                           guard: Guard | None = None) -> PruneResult:  # fmt: skip
     """Apply ``retention`` to every archive group of the repository, then compact; never raises for a borg or
-    SSH failure (the result says what happened, with what was already pruned before it)."""
+    SSH failure (the result says what happened, with what was already pruned before it). With a ``guard`` the
+    repository is first compared with the record (a difference: nothing pruned, ``status`` "refused") and
+    retention decides over recorded archives only."""
     result = PruneResult(status="failed", started_at=datetime.now(UTC), finished_at=datetime.now(UTC))
+    if guard is not None:
+        return await _prune_guarded(pool, repo, prefix, retention, guard, result, borg=borg)
     try:
         names = [a.name for a in await borg_list.archives(pool, repo, glob=f"{prefix}-*", borg=borg,
                                                              lock_wait=lock_wait)]  # fmt: skip
@@ -260,6 +342,23 @@ async def prune_repository(pool: Transport, repo: Repo, prefix: str, retention: 
                                                    borg=borg, pruned=result.pruned, kept=result.kept)  # fmt: skip
         result.status = "ok"
     except (BorgError, TransportError) as error:
+        result.kind, result.reason, result.hint = _failure(error)
+    result.finished_at = datetime.now(UTC)
+    return result
+
+
+async def _prune_guarded(pool: Transport, repo: Repo, prefix: str, retention: Mapping[str, int | str],
+                         guard: Guard, result: PruneResult, *, borg: str) -> PruneResult:  # fmt: skip
+    try:
+        permit = await guard.permit(pool, repo, borg)
+        if not permit.allowed:
+            result.status, result.kind, result.reason = "refused", "integrity_review", permit.reason
+            result.hint = "An admin decides in the alert: accept the change, or quarantine the repository."
+        else:
+            result.freed_bytes = await retain_recorded(pool, repo, prefix, None, retention, guard, permit, borg=borg,
+                                                       pruned=result.pruned, kept=result.kept)  # fmt: skip
+            result.status = "ok"
+    except (BorgError, TransportError, OSError) as error:
         result.kind, result.reason, result.hint = _failure(error)
     result.finished_at = datetime.now(UTC)
     return result
@@ -296,6 +395,8 @@ async def run_chain(plan: ChainPlan, *, now: datetime | None = None,
         post_failed = True
     except Exception as error:  # a pre-hook or the snapshot itself failed: no job ran (or the rest did not)
         result.kind, result.reason, result.hint = _failure(error)
+    if plan.guard is not None:
+        await _record(plan.guard, outcomes, result)
     await _maintain(plan, outcomes, result)
     failed = [o for o in outcomes if o.status == "failed"]
     if result.kind is None and failed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bot.borg.repo import Repo
 from bot.borg.runner import run_borg
@@ -14,16 +14,20 @@ from bot.transport.base import Transport
 class ArchiveEntry:
     name: str
     id: str
-    time: datetime  # borg's local-time "time" field, naive as borg prints it
+    time: datetime  # borg's "time" field: naive local time as borg prints it, or aware UTC with ``utc=True``
 
 
-async def archives(transport: Transport, repo: Repo, *, glob: str | None = None, **kwargs) -> list[ArchiveEntry]:
+async def archives(transport: Transport, repo: Repo, *, glob: str | None = None, utc: bool = False,
+                   **kwargs) -> list[ArchiveEntry]:  # fmt: skip
+    """The archives (optionally only those matching ``glob``). ``utc``: borg runs with ``TZ=UTC`` and the times come
+    back timezone-aware, so they can be compared with times the bot recorded whatever the pool's zone is."""
     args = ["list", "--json", *(["--glob-archives", glob] if glob else []), repo.url]
-    result = await run_borg(transport, args, repo, **kwargs)
-    return [
-        ArchiveEntry(name=a["name"], id=a["id"], time=datetime.fromisoformat(a["time"]))
-        for a in result.json()["archives"]
-    ]
+    result = await run_borg(transport, args, repo, env={"TZ": "UTC"} if utc else None, **kwargs)
+    found = []
+    for a in result.json()["archives"]:
+        moment = datetime.fromisoformat(a["time"])
+        found.append(ArchiveEntry(name=a["name"], id=a["id"], time=moment.replace(tzinfo=UTC) if utc else moment))
+    return found
 
 
 async def items(transport: Transport, repo: Repo, archive: str, **kwargs) -> list[dict]:

@@ -10,7 +10,7 @@ the transport's ``secret_env`` (fed on stdin into the environment), never throug
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -211,10 +211,12 @@ async def run_borg(
     on_event: EventHandler | None = None,
     check: bool = True,
     sudo: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> BorgResult:
     """Run ``borg --log-json --lock-wait N <args>`` with the client state of ``repo`` (:meth:`Repo.command`: one
     security and cache dir per host, login and repository URL); raise :class:`BorgError` on an error outcome if
-    ``check``. The result's ``argv`` is borg's own (without the state wrapper)."""
+    ``check``. The result's ``argv`` is borg's own (without the state wrapper). ``env``: more (non-secret)
+    variables, e.g. ``TZ=UTC`` so borg prints archive times in UTC."""
     argv = (borg, "--log-json", "--lock-wait", str(lock_wait), *args)
 
     def forward(line: str) -> None:
@@ -228,7 +230,7 @@ async def run_borg(
 
     result = await transport.run(
         repo.command(argv),
-        env=repo.env(),
+        env={**repo.env(), **(env or {})},
         secret_env=repo.secret_env() or None,
         timeout=timeout,
         sudo=sudo,

@@ -39,6 +39,7 @@ from bot.borg.runner import KINDS, BorgError
 from bot.monitoring import ping_chain
 from bot.runs import orphans
 from bot.runs.accounting import QUOTA_HINT, Accounting, quota_problem
+from bot.runs.integrity import RecordGuard
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.transport.base import Transport, TransportError
 from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
@@ -103,6 +104,7 @@ def merge(results: list[ChainResult]) -> ChainResult:
     freed = [r.freed_bytes for r in results if r.freed_bytes is not None]
     merged.freed_bytes = sum(freed) if freed else None
     merged.maintenance_error = next((r.maintenance_error for r in results if r.maintenance_error), None)
+    merged.maintenance_refused = next((r.maintenance_refused for r in results if r.maintenance_refused), None)
     failed = next((r for r in results if r.status == "failed"), None)
     if failed is not None:
         merged.status, merged.kind, merged.reason, merged.hint = "failed", failed.kind, failed.reason, failed.hint
@@ -178,10 +180,12 @@ class Executor:
             if not inputs:
                 raise planning.PlanProblem("source", "The chain has no sources.")
             own_schedule = await prunes_on_schedule(chain.repository_id)  # type: ignore[attr-defined]
+            # The record of verified archives: filled by this run, compared before any prune/compact.
+            guard = RecordGuard(run.team_id, chain.repository_id, run.id, self.alerts)  # type: ignore[attr-defined]
             plans = []
             for item in inputs:
                 built = await planning.build_plan(item, self.services, run_id=f"r{run.id}a{run.attempts}")
-                plan = replace(built.plan, prune=False) if own_schedule else built.plan
+                plan = replace(built.plan, prune=built.plan.prune and not own_schedule, guard=guard)
                 if self.plan_hook is not None:
                     plan = self.plan_hook(plan, run)
                 plans.append(plan)
@@ -257,8 +261,13 @@ class Executor:
                               reason=f"{repository.name} has a prune schedule but no retention policy: nothing "
                                      "says which archives to keep, so none were pruned.")  # fmt: skip
         transport, repo, borg = self._pool_side(repository)
-        result = await prune_repository(transport, repo, repository.name, policy, borg=borg)
+        guard = RecordGuard(run.team_id, repository.id, None, self.alerts)
+        result = await prune_repository(transport, repo, repository.name, policy, borg=borg, guard=guard)
         stats = {**result.stats(), "repository": repository.name}
+        if result.status == "refused":  # the repository differs from the record: nothing touched, an admin decides
+            return RunOutcome(status="warning", kind=result.kind, reason=result.reason, hint=result.hint,
+                              stats={**stats, "maintenance_refused": result.reason}, started_at=result.started_at,
+                              finished_at=result.finished_at, log=result.reason)  # fmt: skip
         if result.status == "ok" or any(result.pruned.values()):  # the same access, Repo and borg as the prune
             stats["repository_bytes"] = await self._account(repository.id, transport, repo, borg=borg)
         count = stats["archives_pruned"]

@@ -24,7 +24,17 @@ from bot.slack import listing
 from bot.slack.actors import SlackDirectory
 from bot.slack.blocks import home_help_view
 from bot.slack.home_blocks import PAGE_SIZE, PAUSE, RUN_NOW, ChainRow, home_chains_view
-from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus, Server, StoragePool
+from storage.models import (
+    BackupChain,
+    ChainStatus,
+    Integrity,
+    Repository,
+    Run,
+    RunKind,
+    RunStatus,
+    Server,
+    StoragePool,
+)
 from storage.tenancy import Tenant
 
 log = logging.getLogger(__name__)
@@ -74,6 +84,8 @@ async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime) -
                 size=listing._size(repository.size_bytes) if repository and repository.size_bytes is not None
                 else "unknown",
                 pool=f"{listing._esc(pool.name)} · {summaries[pool.id]}" if pool is not None else "",
+                history=listing.history_state(repository)
+                if repository is not None and repository.integrity != Integrity.OK else "",
                 can_run=chain.status in RUNNABLE,
                 can_pause=chain.status == ChainStatus.ACTIVE,
                 can_resume=chain.status == ChainStatus.PAUSED,

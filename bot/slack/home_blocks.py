@@ -53,6 +53,7 @@ class ChainRow:
     can_pause: bool
     can_resume: bool
     pool: str = ""  # "vault-main · 12.0 GiB free of 50.0 GiB · quota …" (escaped), "" when unknown
+    history: str = ""  # the repository's integrity when not OK (needs review / quarantined), "" when OK
 
 
 def _mrkdwn(text: str) -> MarkdownTextObject:
@@ -75,7 +76,7 @@ def _chain_blocks(row: ChainRow) -> list[Block]:
         f"Last success: {row.last_success}\n"
         f"Next run: {row.next_run}\n"
         f"Schedule: {row.schedule} · Repository size: {row.size}"
-    ) + (f"\nPool: {row.pool}" if row.pool else "")
+    ) + (f"\nPool: {row.pool}" if row.pool else "") + (f"\nArchive history: {row.history}" if row.history else "")
     blocks: list[Block] = [SectionBlock(block_id=f"home_chain_{row.id}", text=_mrkdwn(text))]
     buttons = []
     value = str(row.id)

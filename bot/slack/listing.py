@@ -37,6 +37,7 @@ from storage.models import (
     BackupSource,
     BackupTemplate,
     ChainStatus,
+    Integrity,
     Repository,
     Run,
     RunStatus,
@@ -253,7 +254,20 @@ async def _repository_text(tenant: Tenant, chain: BackupChain) -> str:
     lines.append(f"*Retention:* {retention if repo.retention else 'not set'}")
     lines.append(f"*Prune + compact:* {_esc(prune_summary(repo, chain.timezone))} (`/backup prune`)")
     lines.append(f"*Integrity check:* {_esc(check_summary(chain))} (`/backup check`)")
+    lines.append(f"*Archive history:* {history_state(repo)}")
     return "\n".join(lines)
+
+
+def history_state(repo: Repository) -> str:
+    """Given a repository, return whether its archives agree with the bot's record (and what that means for
+    pruning): ok, needs review (an admin decides in the alert) or quarantined."""
+    state = Integrity(repo.integrity)
+    if state == Integrity.QUARANTINED:
+        return ":lock: quarantined by an admin — every archive is kept, no prune or compact until released"
+    if state == Integrity.NEEDS_REVIEW:
+        return (":warning: differs from the bot's record of verified archives — no prune or compact until an admin "
+                "accepts the change or quarantines it (see the alert)")
+    return "matches the bot's record of verified archives"
 
 
 def repository_size(repo: Repository, zone: ZoneInfo | None = None) -> str:

@@ -32,9 +32,10 @@ from bot.access import Refused
 from bot.alerts import Alert, AlertBus
 from bot.mrkdwn import esc as _esc
 from bot.runs.accounting import POOL_ALERT
+from bot.runs.integrity import INTEGRITY_ALERT
 from bot.runs.notify import Notifier, Report
 from bot.runs.outbox import DM, Outbox, PermanentDeliveryError, TransientDeliveryError
-from bot.services import chains, runs
+from bot.services import chains, integrity, runs
 from bot.services.roles import admin_recipients
 from bot.slack.actors import actor_of
 from bot.slack.notices import AdminNoticePoster
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 RETRY = "report_retry_now"
 PAUSE = "report_pause_chain"
+ACCEPT_CHANGE = "integrity_accept"
+QUARANTINE = "integrity_quarantine"
 ACTIONS_BLOCK = "report_actions"
 MAX_TEXT = 2900
 
@@ -161,6 +164,48 @@ class PoolAlertPoster:
                 await self.outbox.enqueue(alert.team_id, user, payload, method=DM, ref="report:pool_threshold")
 
 
+# -- a repository that differs from the bot's record ---------------------------------------------------------------
+
+
+def integrity_alert_payload(alert: Alert) -> dict[str, Any]:
+    """The message for an :data:`~bot.runs.integrity.INTEGRITY_ALERT`: what differs, what it means, and the admin's
+    two choices (accept the change, or quarantine: keep everything and stop pruning)."""
+    details = alert.details
+    text = f":rotating_light: {_esc(alert.message)}"
+    found = "\n".join(f"• {_esc(line)}" for line in details.get("sentences") or [])
+    meaning = ("Archives added, removed or replaced behind the bot's back (for example through a source's push key) "
+               "are never pruned or compacted by the bot: backups continue, maintenance waits. *Accept the change* "
+               "if it was done on purpose; *Quarantine* keeps every archive and stops pruning until released.")
+    value = str(details.get("repository_id") or "")
+    buttons = ActionsBlock(block_id=ACTIONS_BLOCK, elements=[
+        ButtonElement(text="Accept the change", action_id=ACCEPT_CHANGE, value=value),
+        ButtonElement(text="Quarantine", action_id=QUARANTINE, value=value, style="danger"),
+    ])  # fmt: skip
+    blocks = [_section(text), *([_section(found)] if found else []),
+              ContextBlock(elements=[MarkdownTextObject(text=meaning)]), buttons]  # fmt: skip
+    return {"text": text[:MAX_TEXT], "blocks": [b.to_dict() for b in blocks]}
+
+
+class IntegrityAlertPoster:
+    """Posts a repository's integrity alert once: to the admins' channel when one is set, else to the channels of
+    its chains, else as a DM to each admin (only admins can decide; the buttons refuse anyone else)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    async def on_alert(self, alert: Alert) -> None:
+        if alert.kind != INTEGRITY_ALERT:
+            return
+        payload = integrity_alert_payload(alert)
+        channel, users = await admin_recipients(alert.team_id)
+        targets = [channel] if channel else list(alert.details.get("notify_channels") or [])
+        for target in targets:
+            await self.outbox.enqueue(alert.team_id, target, payload, ref="report:integrity")
+        if not targets:
+            for user in users:
+                await self.outbox.enqueue(alert.team_id, user, payload, method=DM, ref="report:integrity")
+
+
 @dataclass
 class Reporting:
     """Everything :func:`install` started: stop it with :meth:`aclose`."""
@@ -186,8 +231,9 @@ async def install(bus: AlertBus, client: AsyncWebClient, *, outbox: Outbox | Non
     outbox.hooks["approval"] = approvals.remember_message
     notices = AdminNoticePoster(outbox)
     pools = PoolAlertPoster(outbox)
+    held = IntegrityAlertPoster(outbox)
     unsubscribe = [notifier.subscribe(bus), bus.subscribe(poster.on_alert), bus.subscribe(notices.on_alert),
-                   bus.subscribe(pools.on_alert)]  # fmt: skip
+                   bus.subscribe(pools.on_alert), bus.subscribe(held.on_alert)]  # fmt: skip
     outbox.start()
     return Reporting(outbox, notifier, unsubscribe)
 
@@ -249,3 +295,30 @@ def register(app: AsyncApp) -> None:
             await _mark(client, body, changed.sentence.replace(" is paused", f" paused by <@{user}>", 1))
         else:
             await respond(text=changed.sentence, response_type="ephemeral", replace_original=False)
+
+    async def _decide(body: dict, client: AsyncWebClient, context: AsyncBoltContext, respond: AsyncRespond,
+                      decide: Any, verb: str) -> None:  # fmt: skip
+        user = body["user"]["id"]
+        try:
+            decided = await decide(await actor_of(context, client, user), body["actions"][0].get("value"))
+        except Refused as exc:
+            await _refused(respond, exc)
+            return
+        if decided.changed:
+            await _mark(client, body, f"{decided.sentence} ({verb} by <@{user}>)")
+        else:
+            await respond(text=decided.sentence, response_type="ephemeral", replace_original=False)
+
+    @app.action(ACCEPT_CHANGE)
+    async def on_accept(
+        ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        await _decide(body, client, context, respond, integrity.accept, "accepted")
+
+    @app.action(QUARANTINE)
+    async def on_quarantine(
+        ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        await _decide(body, client, context, respond, integrity.quarantine, "quarantined")
