@@ -38,18 +38,31 @@ An optional healthchecks.io-style URL per chain, kept in ``Workspace.settings["p
 ``GET url/start`` when a run starts, ``GET url`` on success and ``GET url/fail`` on failure, with a short
 timeout; it never raises — a failing ping is logged (host only: the URL's path is the check's secret) and never
 fails a backup. The runner calls :func:`ping_chain` at those three moments.
+
+Outbound URLs (:func:`vet`): the bot fetches these from its own host, so a URL must not reach what only the bot's
+host can reach. http(s) only, no user:password part; the host is resolved and *every* address must be global
+(loopback, link-local — cloud metadata at 169.254.169.254 —, private, shared/CGNAT, multicast, reserved and
+unspecified addresses are refused) unless it lies in a network an admin allow-listed
+(``Workspace.settings["outbound_allow"]``, :mod:`bot.services.outbound`). The check runs when the URL is set and
+again at every request, and the request connects to the addresses just checked (a pinned resolver), so a DNS
+answer that changes in between cannot redirect it. Redirects are followed only to the same scheme, host and port
+(at most :data:`MAX_REDIRECTS`); connect and total timeouts are short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus, StoragePool, Workspace
 from storage.orm import Count, Max, Q
@@ -58,7 +71,11 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PING_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 3.0
+RESOLVE_TIMEOUT = 3.0
+MAX_REDIRECTS = 3
 PING_URLS_KEY = "ping_urls"
+OUTBOUND_ALLOW_KEY = "outbound_allow"  # networks (CIDR) an admin allowed outbound URLs to reach
 SUCCESS = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 FINISHED = (*SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED, RunStatus.CANCELLED)
 Event = Literal["start", "success", "fail"]
@@ -218,8 +235,149 @@ def ping_target(url: str, event: Event) -> str:
 def _valid_url(url: Any) -> bool:
     if not isinstance(url, str):
         return False
+    try:
+        url_shape(url)
+    except OutboundRefused:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------- outbound URLs
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class OutboundRefused(ValueError):
+    """An outbound URL the bot will not fetch; the message says why and what to do."""
+
+
+def url_shape(url: str) -> SplitResult:
+    """Given a URL, return its parts when it is an http(s) URL with a host, no user:password and a valid port;
+    raise :class:`OutboundRefused` otherwise."""
+    if len(url) > 2000 or any(c.isspace() for c in url):
+        raise OutboundRefused("A ping URL must be one http:// or https:// URL without spaces, at most 2000 characters.")
     parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OutboundRefused("A ping URL must be an http:// or https:// URL.")
+    if parts.username is not None or parts.password is not None:
+        raise OutboundRefused("A ping URL must not carry a user name or password (user:password@host).")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise OutboundRefused("The ping URL's port is not a number between 1 and 65535.") from None
+    return parts
+
+
+def parse_networks(values: Iterable[Any]) -> list[Network]:
+    """Given allow-list entries ("10.0.0.0/8", "127.0.0.1"), return the networks; ValueError names a bad one."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{str(value)[:60]!r} is not an IP address or network (e.g. 10.0.0.0/8).") from None
+    return networks
+
+
+def _refusal(address: Address) -> str | None:
+    """Why the bot will not connect to ``address`` (None when it is a global unicast address)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (cloud metadata services live there)"
+    if address.is_multicast or address.is_unspecified or address.is_reserved:
+        return "not a unicast address"
+    if not address.is_global:
+        return "a private or internal address"
+    return None
+
+
+async def resolve(host: str, port: int) -> list[Address]:
+    """Every address ``host`` resolves to (an IP literal is itself); OutboundRefused when it does not resolve."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
+    except (OSError, TimeoutError):
+        raise OutboundRefused(f"{host} does not resolve; check the ping URL's host name.") from None
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+
+
+@dataclass(frozen=True)
+class Vetted:
+    """A URL that passed :func:`vet`, with the addresses it may be fetched from."""
+
+    url: str
+    host: str
+    port: int
+    addresses: tuple[Address, ...]
+
+
+async def vet(url: str, allow: Sequence[Network] = (), *, unresolved_ok: bool = False) -> Vetted:
+    """Given a URL and the workspace's allow-listed networks, return it with its checked addresses; raise
+    :class:`OutboundRefused` when any address it resolves to is loopback, link-local, private or otherwise not
+    global and not allow-listed (checking every address: one bad answer among good ones is still refused).
+    ``unresolved_ok`` (when a URL is set): a host name that does not resolve now passes with no addresses — nothing
+    can be fetched from it, and every request checks again."""
+    parts = url_shape(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = await resolve(host, port)
+    except OutboundRefused:
+        if unresolved_ok:
+            return Vetted(url, host, port, ())
+        raise
+    for address in addresses:
+        why = _refusal(address)
+        if why and not any(address.version == net.version and address in net for net in allow):
+            raise OutboundRefused(
+                f"{host} resolves to {address}, {why}: the bot does not send requests there from its own host. "
+                "If that is intended, an admin can allow that network (backup-bot outbound allow, or the "
+                "outbound allow-list service)."
+            )
+    return Vetted(url, host, port, tuple(addresses))
+
+
+class _PinnedResolver(AbstractResolver):
+    """aiohttp resolver that answers only the vetted host, with the vetted addresses."""
+
+    def __init__(self, vetted: Vetted) -> None:
+        self.vetted = vetted
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+        if host.lower().rstrip(".") != self.vetted.host.lower().rstrip("."):
+            raise OSError(f"{host} was not checked")
+        return [{"hostname": host, "host": str(a), "port": port, "proto": 0, "flags": socket.AI_NUMERICHOST,
+                 "family": socket.AF_INET if a.version == 4 else socket.AF_INET6} for a in self.vetted.addresses]
+
+    async def close(self) -> None:
+        return None
+
+
+async def workspace_allow(team_id: str) -> list[Network]:
+    """The networks the workspace's admins allowed outbound URLs to reach (bad entries are ignored)."""
+    row = await Workspace.get_or_none(team_id=team_id)
+    values = (row.settings or {}).get(OUTBOUND_ALLOW_KEY) if row is not None else None
+    networks = []
+    for value in values if isinstance(values, list) else []:
+        try:
+            networks.extend(parse_networks([value]))
+        except ValueError:
+            continue
+    return networks
+
+
+def _same_origin(a: str, b: str) -> bool:
+    first, second = urlsplit(a), urlsplit(b)
+    return (first.scheme, (first.hostname or "").lower(), first.port) == (
+        second.scheme, (second.hostname or "").lower(), second.port)  # fmt: skip
 
 
 async def ping(
@@ -227,9 +385,10 @@ async def ping(
     event: Event,
     *,
     timeout: float = PING_TIMEOUT,
-    session: aiohttp.ClientSession | None = None,
+    allow: Sequence[Network] = (),
 ) -> bool:
-    """Send one ping; True when the server answered 2xx. Never raises (except cancellation)."""
+    """Send one ping (checked by :func:`vet` against ``allow`` first, connecting only to the checked addresses);
+    True when the server answered 2xx. Never raises (except cancellation)."""
     if not url:
         return False
     if event not in ("start", "success", "fail") or not _valid_url(url):
@@ -238,27 +397,40 @@ async def ping(
     target = ping_target(url, event)
     host = urlsplit(url).hostname or "?"
     try:
-        client_timeout = aiohttp.ClientTimeout(total=timeout)
-        if session is None:
-            async with aiohttp.ClientSession(timeout=client_timeout) as own:
-                return await _get(own, target, host, event, client_timeout)
-        return await _get(session, target, host, event, client_timeout)
+        return await _fetch(target, host, event, timeout, allow)
     except asyncio.CancelledError:
         raise
+    except OutboundRefused as exc:
+        log.warning("ping %s to %s refused: %s", event, host, str(exc).split(":", 1)[0])
+        return False
     except Exception as exc:  # a ping must never fail a backup
         log.warning("ping %s to %s failed: %s", event, host, type(exc).__name__)
         return False
 
 
-async def _get(
-    session: aiohttp.ClientSession, target: str, host: str, event: str, timeout: aiohttp.ClientTimeout
-) -> bool:
-    async with session.get(target, timeout=timeout, allow_redirects=True) as response:
-        await response.read()
-        if response.status >= 300:
-            log.warning("ping %s to %s answered HTTP %s", event, host, response.status)
-            return False
-        return True
+async def _fetch(target: str, host: str, event: str, timeout: float, allow: Sequence[Network]) -> bool:
+    """GET ``target`` and same-origin redirects (each hop vetted again); False for any other answer."""
+    client_timeout = aiohttp.ClientTimeout(total=timeout, connect=min(CONNECT_TIMEOUT, timeout))
+    for _ in range(MAX_REDIRECTS + 1):
+        vetted = await vet(target, allow)
+        connector = aiohttp.TCPConnector(resolver=_PinnedResolver(vetted), use_dns_cache=False, limit=1)
+        async with aiohttp.ClientSession(timeout=client_timeout, connector=connector) as session, \
+                session.get(target, allow_redirects=False) as response:  # fmt: skip
+            await response.content.read(64 * 1024)
+            location = response.headers.get("Location")
+            if response.status in (301, 302, 303, 307, 308) and location:
+                following = urljoin(target, location)
+                if not _same_origin(target, following):
+                    log.warning("ping %s to %s: redirect to another host not followed", event, host)
+                    return False
+                target = following
+                continue
+            if response.status >= 300:
+                log.warning("ping %s to %s answered HTTP %s", event, host, response.status)
+                return False
+            return True
+    log.warning("ping %s to %s: more than %s redirects", event, host, MAX_REDIRECTS)
+    return False
 
 
 async def ping_url_of(team_id: str, chain_id: int) -> str | None:
@@ -270,9 +442,10 @@ async def ping_url_of(team_id: str, chain_id: int) -> str | None:
 
 
 async def set_ping_url(team_id: str, chain_id: int, url: str | None) -> None:
-    """Set (or with None, remove) a chain's ping URL; only http(s) URLs are accepted."""
-    if url is not None and not _valid_url(url):
-        raise ValueError("A ping URL must be an http:// or https:// URL.")
+    """Set (or with None, remove) a chain's ping URL; only http(s) URLs are accepted (the address check is the
+    service's, :func:`vet`)."""
+    if url is not None:
+        url_shape(url)
     row, _ = await Workspace.get_or_create(team_id=team_id)
     settings = dict(row.settings or {})
     urls = dict(settings.get(PING_URLS_KEY) or {})
@@ -289,7 +462,8 @@ async def ping_chain(chain: BackupChain, event: Event, *, timeout: float = PING_
     """Ping the chain's URL, if it has one, for ``event``. Never raises."""
     try:
         url = await ping_url_of(chain.team_id, chain.id)
+        allow = await workspace_allow(chain.team_id) if url else []
     except Exception as exc:
         log.warning("ping URL lookup failed: %s", type(exc).__name__)
         return False
-    return await ping(url, event, timeout=timeout) if url else False
+    return await ping(url, event, timeout=timeout, allow=allow) if url else False

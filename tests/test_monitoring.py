@@ -15,10 +15,11 @@ from aiohttp import web
 
 from bot import monitoring
 from bot.slack.app import http_app
-from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus, StoragePool
+from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus, StoragePool, Workspace
 from storage.tenancy import Tenant
 
 T1, T2 = "T0001", "T0002"
+LOOPBACK = monitoring.parse_networks(["127.0.0.0/8"])  # the local test server: allow-listed as an admin would
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -192,9 +193,9 @@ async def ping_server() -> AsyncIterator[tuple[str, list[str]]]:
 async def test_ping_events_follow_healthchecks_urls(ping_server: tuple[str, list[str]]) -> None:
     base, seen = ping_server
     url = f"{base}/ping/0f1e-uuid"
-    assert await monitoring.ping(url, "start") is True
-    assert await monitoring.ping(url, "success") is True
-    assert await monitoring.ping(url + "/", "fail") is True
+    assert await monitoring.ping(url, "start", allow=LOOPBACK) is True
+    assert await monitoring.ping(url, "success", allow=LOOPBACK) is True
+    assert await monitoring.ping(url + "/", "fail", allow=LOOPBACK) is True
     assert seen == ["/ping/0f1e-uuid/start", "/ping/0f1e-uuid", "/ping/0f1e-uuid/fail"]
 
 
@@ -203,10 +204,10 @@ async def test_failing_pings_never_raise(ping_server: tuple[str, list[str]], cap
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}/ping/x"
-    assert await monitoring.ping(dead, "start") is False
-    assert await monitoring.ping(f"{base}/broken", "fail") is False
+    assert await monitoring.ping(dead, "start", allow=LOOPBACK) is False
+    assert await monitoring.ping(f"{base}/broken", "fail", allow=LOOPBACK) is False
     started = time.monotonic()
-    assert await monitoring.ping(f"{base}/slow", "success", timeout=0.3) is False
+    assert await monitoring.ping(f"{base}/slow", "success", timeout=0.3, allow=LOOPBACK) is False
     assert time.monotonic() - started < 2
     assert await monitoring.ping("not a url", "start") is False
     assert await monitoring.ping(None, "start") is False
@@ -218,6 +219,9 @@ async def test_ping_chain_uses_the_workspace_setting(sqlite_db: str, ping_server
     chain = await _chain(T1, "web")
     assert await monitoring.ping_chain(chain, "start") is False  # no URL: nothing sent
     await monitoring.set_ping_url(T1, chain.id, f"{base}/hc/web")
+    assert await monitoring.ping_chain(chain, "start") is False  # loopback: refused until allow-listed
+    row = await Workspace.get(team_id=T1)
+    await Workspace.filter(id=row.id).update(settings={**row.settings, monitoring.OUTBOUND_ALLOW_KEY: ["127.0.0.1"]})
     assert await monitoring.ping_url_of(T2, chain.id) is None
     assert await monitoring.ping_chain(chain, "start") is True
     assert await monitoring.ping_chain(chain, "success") is True

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from bot.access import Actor, Refused, authz
 from bot.access.audit import record
-from bot.monitoring import ping_url_of, set_ping_url
+from bot.monitoring import OutboundRefused, ping_url_of, set_ping_url, vet, workspace_allow
 from bot.mrkdwn import esc
 from bot.runs.nudge import schedule_changed
 from storage.models import BackupChain, ChainStatus, Repository
@@ -64,11 +64,17 @@ def url_host(url: str | None) -> str | None:
 
 async def set_ping(actor: Actor, chain_id: object, url: str | None) -> BackupChain:
     """Set (or with None, remove) a chain's healthchecks-style ping URL; the audit names hosts only (the URL's
-    path is the check's secret)."""
+    path is the check's secret). A URL reaching a loopback, link-local, private or metadata address is refused
+    unless an admin allow-listed its network (:mod:`bot.services.outbound`)."""
     chain = await operated_chain(actor, chain_id, "chain.ping_url")
     before = await ping_url_of(actor.team_id, chain.id)
     try:
+        if url is not None:  # where it points now (checked again at every request: DNS may change)
+            await vet(url, await workspace_allow(actor.team_id), unresolved_ok=True)
         await set_ping_url(actor.team_id, chain.id, url)
+    except OutboundRefused as exc:
+        await record(actor, "chain.ping_url", "chain", chain.id, outcome="refused", host=url_host(url))
+        raise Refused(f"{exc} Nothing was changed.") from None
     except ValueError as exc:
         raise Refused(f"{exc} Nothing was changed.") from None
     await record(actor, "chain.ping_url", "chain", chain.id, before={"host": url_host(before)},
