@@ -129,6 +129,7 @@ async def test_status_of_one_chain(rows) -> None:
         "*Retention:* 7 daily, 4 weekly, 6 monthly, 1 yearly",
         "*Prune + compact:* after each successful backup (`/backup prune`)",
         "*Integrity check:* no scheduled integrity check (`/backup check`)",
+        "*Archive history:* matches the bot's record of verified archives",
     ]
     assert sources.splitlines() == ["*Sources:*", "• web-files-etc — Files & folders on srv-web-files (10.0.0.9)"]
     lines = runs.splitlines()

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from bot.access import Actor, Refused, authz
 from bot.access.audit import record
-from bot.monitoring import OutboundRefused, ping_url_of, set_ping_url, vet, workspace_allow
+from bot.monitoring import OutboundRefused, ping_url_of, set_ping_url, url_shape, vet, workspace_allow
 from bot.mrkdwn import esc
 from bot.runs.nudge import schedule_changed
 from storage.models import BackupChain, ChainStatus, Repository
@@ -69,14 +69,17 @@ async def set_ping(actor: Actor, chain_id: object, url: str | None) -> BackupCha
     chain = await operated_chain(actor, chain_id, "chain.ping_url")
     before = await ping_url_of(actor.team_id, chain.id)
     try:
+        if url is not None:
+            url_shape(url)
+    except ValueError as exc:
+        raise Refused(f"{exc} Nothing was changed.") from None
+    try:
         if url is not None:  # where it points now (checked again at every request: DNS may change)
             await vet(url, await workspace_allow(actor.team_id), unresolved_ok=True)
-        await set_ping_url(actor.team_id, chain.id, url)
     except OutboundRefused as exc:
         await record(actor, "chain.ping_url", "chain", chain.id, outcome="refused", host=url_host(url))
         raise Refused(f"{exc} Nothing was changed.") from None
-    except ValueError as exc:
-        raise Refused(f"{exc} Nothing was changed.") from None
+    await set_ping_url(actor.team_id, chain.id, url)
     await record(actor, "chain.ping_url", "chain", chain.id, before={"host": url_host(before)},
                  after={"host": url_host(url)}, **({"removed": True} if url is None else {"host": url_host(url)}))
     return chain
