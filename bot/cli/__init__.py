@@ -22,6 +22,7 @@ from bot.cli import (
     audit,
     credential,
     doctor,
+    escrow,
     init,
     keys,
     migrate,
@@ -37,8 +38,8 @@ from bot.cli import (
 from bot.config import ConfigError
 from storage.errors import StorageError
 
-MODULES = (init, migrate, run, playground, worker, doctor, keys, apitoken, credential, approvals, roles, audit, pool,
-           server, retention, schedule)
+MODULES = (init, migrate, run, playground, worker, doctor, keys, escrow, apitoken, credential, approvals, roles, audit,
+           pool, server, retention, schedule)
 
 console = Console(stderr=True, highlight=False)
 DEFAULT_ENV_FILE = ".env"

@@ -10,9 +10,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard.controller import WizardController
 from bot.services import templates
-from bot.slack import audit, chain_settings, listing, pools, roles, servers
+from bot.slack import archives, audit, chain_settings, listing, pools, retire, roles, servers
 from bot.slack.actors import actor_of
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
+from bot.slack.edit import open_edit
 from bot.slack.wizard import open_or_explain, open_wizard
 from bot.slack.wizard_render import modal
 
@@ -88,6 +89,6 @@ async def _tell(client: AsyncWebClient, command: dict, text: str) -> None:
     await client.chat_postEphemeral(channel=command["channel_id"], user=command["user_id"], text=text)
 
 
-WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel}
-ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS, **audit.ANSWERS, **pools.ANSWERS,
-                 **servers.ANSWERS}  # answers that act for the user: roles resolved first
+WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel, "edit": open_edit}
+ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS, **audit.ANSWERS, **pools.ANSWERS, **servers.ANSWERS,
+                 **retire.ANSWERS, **archives.ANSWERS}  # answers that act for the user: roles resolved first
