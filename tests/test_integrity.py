@@ -276,3 +276,14 @@ def test_retention_decides_over_recorded_archives_only() -> None:
     # keep_within alone never empties a group whose backups stopped
     assert choose_removals(records[5:], {"keep_within": "1d"}, now=noon) == ([], 5)
 
+
+
+def test_push_keys_get_a_storage_quota_from_the_pool() -> None:
+    from bot.backup.repository import MIN_QUOTA, forced_command, push_quota
+
+    assert push_quota(50 * 2**30, 200 * 2**30) == 50 * 2**30  # the pool's quota
+    assert push_quota(None, 100 * 2**30) == int(100 * 2**30 * 0.9)  # else 90 % of its disk
+    assert push_quota(None, 1000) == MIN_QUOTA and push_quota(None, None) is None
+    assert forced_command("/srv/borg/r 1", 20 * 2**20) == (
+        "borg serve --restrict-to-path '/srv/borg/r 1' --append-only --storage-quota 20971520")
+    assert forced_command("/srv/borg/r", None) == "borg serve --restrict-to-path /srv/borg/r --append-only"
