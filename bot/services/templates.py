@@ -16,12 +16,12 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from bot.access import Actor
+from bot.access import Actor, Forbidden, NotFound, Refused, authz
 from bot.access.audit import record
 from bot.backup import sources
 from bot.borg import create as borg_create
 from bot.borg.init import ENCRYPTIONS
-from storage.models import BackupTemplate, BackupType
+from storage.models import BackupChain, BackupTemplate, BackupType, ChainStatus
 from storage.orm import IntegrityError
 from storage.tenancy import Tenant
 
@@ -97,6 +97,34 @@ async def get_template(tenant: Tenant, name: str) -> BackupTemplate:
     if template is None:
         known = ", ".join(t.name for t in await list_templates(tenant)) or "none yet"
         raise TemplateError(f"There is no template named {name!r} (templates: {known}).")
+    return template
+
+
+MAX_NAMED = 8
+
+
+async def remove_template(actor: Actor, name: str) -> BackupTemplate:
+    """Given an admin (or the template's creator) and a template's name, remove it when no chain made from it is
+    still in use (retired chains do not count: a template holds nothing they need); audited. A refusal names the
+    chains that use it."""
+    template = await actor.tenant.get_or_none(BackupTemplate, name=(name or "").strip())
+    if template is None:
+        raise NotFound(f"There is no template named {str(name or '').strip()[:100]!r} in this workspace: "
+                       "`/backup templates` lists them.")  # fmt: skip
+    if not actor.is_admin and actor.user_id != template.created_by:
+        raise Forbidden(f"Only admins and the person who saved {template.name} can remove it — "
+                        f"{await authz.who_can_allow(actor.team_id)}.")  # fmt: skip
+    users = await actor.tenant.query(BackupChain).filter(template_id=template.id).exclude(
+        status=ChainStatus.RETIRED).order_by("name").values_list("name", flat=True)
+    if users:
+        shown = ", ".join(users[:MAX_NAMED]) + (f" and {len(users) - MAX_NAMED} more" if len(users) > MAX_NAMED
+                                                 else "")  # fmt: skip
+        raise Refused(f"The template {template.name} is still used by the chain{'s' if len(users) > 1 else ''} "
+                      f"{shown}: delete {'them' if len(users) > 1 else 'it'} first (`/backup delete <chain>`). "
+                      "Nothing was removed.")  # fmt: skip
+    await template.delete()
+    await record(actor, "template.remove", "template", template.id,
+                 before={"name": template.name, "type": template.backup_type.value})  # fmt: skip
     return template
 
 
