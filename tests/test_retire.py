@@ -122,7 +122,7 @@ async def audited(action: str, outcome: str) -> AuditLog:
 
 
 async def command(driver: SlackDriver, text: str, user: str) -> str:
-    return json.dumps((await driver.slash_command("/backup", text, user=user)).json)
+    return json.dumps((await driver.slash_command("/backup", text, user=user)).json, ensure_ascii=False)
 
 
 def actions_of(answer: str) -> list[str]:
