@@ -10,6 +10,8 @@ logins are stored as DatabaseCredential rows at once and referenced by id.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -72,6 +74,25 @@ class ValidationResult(_Part):
     deferred: bool = False  # checked before approval only: nothing on a server yet
 
 
+class EditAnswer(_Part):
+    """An edit of an existing chain (``/backup edit``): which chain, and its settings when the wizard was opened
+    (:func:`bot.services.editing.settings_of`), so the review shows the difference and applying notices a change
+    made by someone else meanwhile."""
+
+    chain_id: int
+    chain_name: str
+    repository_id: int
+    before: dict[str, Any]
+    has_archives: bool = False
+
+
+class NotifyAnswer(_Part):
+    """Where a chain's reports go (a channel id, None: nowhere) and whether successes are told too."""
+
+    channel: str | None = None
+    success: bool = True
+
+
 class SessionData(BaseModel):
     """Every answer a wizard session may hold; all optional until their step is passed."""
 
@@ -95,6 +116,8 @@ class SessionData(BaseModel):
     template_id: int | None = None  # prefilled from a template (`/backup new from:<name>`)
     approval_id: int | None = None  # step 10: these answers wait for (or got) this approval
     chain_id: int | None = None  # step 10: the chain created
+    edit: EditAnswer | None = None  # `/backup edit`: the session changes this chain instead of creating one
+    notify: NotifyAnswer | None = None  # edit mode: the chain's report channel and success notices
 
     @model_validator(mode="before")
     @classmethod
@@ -127,3 +150,27 @@ def checked(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """Given a session's answers, return them unchanged once they have the declared shape (else InvalidSession)."""
     SessionData.of(data)
     return data
+
+
+CHECKED_KEYS = ("server_id", "backup_type", "source", "credential_id", "snapshot", "pool_id", "repository", "retention",
+                "schedule")  # fmt: skip
+"""The answers validation checks: a change to any of them means validating again."""
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint(data: Mapping[str, Any]) -> str:
+    """Given a session's answers, return a digest of those validation checks (a change means validating again)."""
+    return _digest({k: data.get(k) for k in CHECKED_KEYS})
+
+
+def approval_fingerprint(data: Mapping[str, Any]) -> str:
+    """Given a session's answers, return the digest an approval holds them to: what validation checks, and for an
+    edit also the chain's name and report settings (an approver approved exactly those). A new chain's approval is
+    the validation fingerprint itself."""
+    if not data.get("edit"):
+        return fingerprint(data)
+    return _digest({"checked": fingerprint(data), "notify": data.get("notify"), "name": data.get("chain_name"),
+                    "chain": (data.get("edit") or {}).get("chain_id")})  # fmt: skip

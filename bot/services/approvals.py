@@ -144,10 +144,12 @@ async def announce(approval: Approval, chain: BackupChain, alerts: AlertBus | No
 
 
 async def request_for_answers(actor: Actor, session_id: str, fingerprint: str, summary: str, *,
-                              channel_id: str | None, alerts: AlertBus | None) -> Approval:  # fmt: skip
+                              channel_id: str | None, alerts: AlertBus | None,
+                              what: str = "a new backup chain") -> Approval:  # fmt: skip
     """Ask for approval of a wizard's answers *before* anything is set up on a server: the approver sees
     ``summary``; once approved, the requester's validation (repository, push key, test backup) runs for exactly
-    these answers (``fingerprint``). A request for the same answers that is still pending is reused."""
+    these answers (``fingerprint``). A request for the same answers that is still pending is reused. ``what`` names
+    the request in the alert (a new chain, or a change of one: ``/backup edit``)."""
     existing = await actor.tenant.query(Approval).filter(session_id=session_id, fingerprint=fingerprint,
                                                          status=ApprovalStatus.PENDING).first()  # fmt: skip
     if existing is not None:
@@ -159,7 +161,7 @@ async def request_for_answers(actor: Actor, session_id: str, fingerprint: str, s
     await record(actor, "approval.request", "wizard", session_id, approval_id=approval.id, channel=channel)
     if alerts is not None:
         await alerts.publish(Alert(team_id=actor.team_id, kind=ALERT_KIND,
-                                   message=f"<@{actor.user_id}> asks for approval of a new backup chain.",
+                                   message=f"<@{actor.user_id}> asks for approval of {what}.",
                                    details={"approval_id": approval.id, "requested_by": actor.user_id,
                                             "channel_id": channel}))  # fmt: skip
     return approval

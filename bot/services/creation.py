@@ -111,13 +111,45 @@ async def check_chain_name(tenant: Tenant, name: Any) -> str:
     return text
 
 
-def chain_schedule(schedule: Mapping[str, Any] | None, timezone: str) -> dict[str, Any]:
-    """Given the schedule answer, return what the chain keeps: days, time, window, time zone, the weekly check."""
+def chain_schedule(schedule: Mapping[str, Any] | None, timezone: str,
+                   check: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Given the schedule answer, return what the chain keeps: days, time, window, time zone, and its ``borg
+    check`` schedule (``check``: the one the chain has — an edit keeps it; a new chain gets the weekly check)."""
     answer = dict(schedule or {})
     kept: dict[str, Any] = {k: answer[k] for k in ("days", "at", "window") if answer.get(k) is not None}
     kept["timezone"] = answer.get("timezone") or timezone
-    kept["check"] = dict(DEFAULT_CHECK)  # weekly borg check; `/backup check` changes it
+    kept["check"] = dict(DEFAULT_CHECK if check is None else check)  # `/backup check` changes it
     return kept
+
+
+def repository_values(answers: Mapping[str, Any], setup: Mapping[str, Any]) -> dict[str, Any]:
+    """Given the answers and the repository validation set up (secrets sealed), return the Repository columns they
+    decide: where it is, its secrets (unsealed for the encrypted columns), compression, retention and snapshot.
+    Shared by creating a chain and by an edit that moves a chain to a new repository."""
+    answer = answers.get("repository") or {}
+    return {
+        "name": setup["name"], "path": setup["path"],
+        "encryption": answer.get("encryption") or setup["encryption"],
+        "passphrase": reveal(setup["passphrase_token"]), "key_export": reveal(setup.get("key_export_token")),
+        "client_key_public": setup.get("client_key_public"),
+        "client_key_private": reveal(setup.get("client_key_private_token")),
+        **repository_settings(answers),
+    }  # fmt: skip
+
+
+def repository_settings(answers: Mapping[str, Any]) -> dict[str, Any]:
+    """Given the answers, return the Repository columns any of them may change in place: compression, retention
+    and the snapshot method."""
+    return {
+        "compression": (answers.get("repository") or {}).get("compression") or "lz4",
+        "retention": planning.retention_policy(answers.get("retention")) or {},
+        "snapshot_method": SnapshotMethod((answers.get("snapshot") or {}).get("method") or "none"),
+    }
+
+
+def source_values(answers: Mapping[str, Any]) -> dict[str, Any]:
+    """Given the answers, return the BackupSource columns they decide (besides its server and login rows)."""
+    return {"type": BackupType(answers["backup_type"]), "config": dict(answers.get("source") or {})}
 
 
 async def create_chain(actor: Actor, new: NewChain, *, alerts: AlertBus | None = None) -> Created:
@@ -140,23 +172,12 @@ async def create_chain(actor: Actor, new: NewChain, *, alerts: AlertBus | None =
     template_id = answers.get("template_id")
     if template_id is not None and not await tenant.query(BackupTemplate).filter(id=template_id).exists():
         template_id = None
-    repository_answer = answers.get("repository") or {}
     schedule = chain_schedule(answers.get("schedule"), new.timezone)
     try:
         async with in_transaction():
-            repository = await tenant.create(
-                Repository, pool=pool, name=setup["name"], path=setup["path"],
-                encryption=repository_answer.get("encryption") or setup["encryption"],
-                compression=repository_answer.get("compression") or "lz4",
-                passphrase=reveal(setup["passphrase_token"]), key_export=reveal(setup.get("key_export_token")),
-                client_key_public=setup.get("client_key_public"),
-                client_key_private=reveal(setup.get("client_key_private_token")),
-                retention=planning.retention_policy(answers.get("retention")) or {},
-                snapshot_method=SnapshotMethod((answers.get("snapshot") or {}).get("method") or "none"),
-            )  # fmt: skip
-            source = await tenant.create(BackupSource, server=server, name=setup["name"],
-                                         type=BackupType(answers["backup_type"]),
-                                         config=dict(answers.get("source") or {}), credential=credential)  # fmt: skip
+            repository = await tenant.create(Repository, pool=pool, **repository_values(answers, setup))
+            source = await tenant.create(BackupSource, server=server, name=setup["name"], credential=credential,
+                                         **source_values(answers))  # fmt: skip
             template = await save_template(actor, new.save_as, answers) if new.save_as else None
             chain = await tenant.create(
                 BackupChain, name=name, repository=repository, schedule=schedule, timezone=schedule["timezone"],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from bot.access import Refused
 from bot.backup.plan import PlanProblem
 from bot.flows.wizard import create as creating
+from bot.flows.wizard import editing as editing_flow
 from bot.flows.wizard.controller import WizardController
 from bot.flows.wizard.steps.validation import validate
 from storage.models import WizardSession
@@ -36,6 +37,8 @@ async def continue_after_approval(controller: WizardController, tenant: Tenant, 
     if row is None:
         return AfterApproval(False, "The wizard these answers came from no longer exists; start again with "
                                     "`/backup new`.")  # fmt: skip
+    if row.data.get("edit"):
+        return await _continue_edit(controller, row)
     name = row.data.get("chain_name") or "the new chain"
     if row.data.get("chain_id"):
         return AfterApproval(True, f"*{name}* was already created.")
@@ -64,3 +67,31 @@ async def _failed(controller: WizardController, row: WizardSession, name: str, p
     return AfterApproval(False, f":x: *{name}* was approved, but its validation failed: {problem[:1500]}. "
                                 "Nothing was created. `/backup resume` reopens the wizard at Validation: fix it and "
                                 "run it again (these answers are still approved).")  # fmt: skip
+
+
+async def _continue_edit(controller: WizardController, row: WizardSession) -> AfterApproval:
+    """An approved change of a chain (``/backup edit``): validate what changed, as the requester, then apply it.
+    Reopened at Validation first, so a failure (or a stop half-way) leaves it resumable with these answers."""
+    name = row.data["edit"].get("chain_name") or "the chain"
+    if row.state == "done" and row.data.get("_applied"):
+        return AfterApproval(True, f"The change of *{name}* was already applied.")
+    row.state = "validation"
+    await controller.store.save(row)
+    ctx = controller.context_for(row)
+    result = await validate(ctx)
+    if not result["ok"] or result.get("deferred"):
+        failed = [step for step in result["steps"] if not step["ok"]]
+        problem = f"{failed[0]['name']}: {failed[0]['detail']}" if failed else "the approval was not found any more"
+        await controller.store.save(row)
+        return AfterApproval(False, f":x: The change of *{name}* was approved, but its validation failed: "
+                                    f"{problem[:1500]}. Nothing was changed. `/backup resume` reopens the wizard at "
+                                    "Validation: fix it and run it again.")  # fmt: skip
+    errors = await editing_flow.applied(ctx, [])
+    if errors:
+        await controller.store.save(row)
+        return AfterApproval(False, f":x: The change of *{name}* was approved but not applied: "
+                                    f"{next(iter(errors.values()))[:1500]}")  # fmt: skip
+    row.data["_applied"] = True
+    row.state = "done"
+    await controller.store.save(row)
+    return AfterApproval(True, f"{row.data.get('_result', '')}"[:2900])

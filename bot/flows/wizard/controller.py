@@ -69,7 +69,8 @@ class WizardController:
     async def _screen(self, wizard: Wizard, *, errors: Errors | None = None, note: str | None = None) -> Screen:
         row = wizard.row
         if wizard.state in (DONE, CANCELLED):
-            heading = row.data.get("_result", "Done.") if wizard.state == DONE else "Cancelled. Nothing was created."
+            nothing = "Cancelled. Nothing was changed." if row.data.get("edit") else "Cancelled. Nothing was created."
+            heading = row.data.get("_result", "Done.") if wizard.state == DONE else nothing
             return Screen(str(row.id), wizard.state, "Backup wizard", 0, 0, StepView(heading=heading))
         step = wizard.current
         number, total = wizard.position()
@@ -107,9 +108,13 @@ class WizardController:
             raise
 
     async def start(self, tenant: Tenant, user_id: str, channel_id: str | None, *, user_tz: str = "UTC",
-                    prefill: Mapping[str, Any] | None = None) -> Screen:  # fmt: skip
+                    prefill: Mapping[str, Any] | None = None, at: str | None = None) -> Screen:  # fmt: skip
+        """A new session with ``prefill``'s answers, at the first step that applies, or at ``at`` (an edit opens at
+        its review step: every answer is there already)."""
         data = {**(prefill or {}), "_user_tz": user_tz}
         first = next(s.name for s in self.flow.steps if s.applies(data))
+        if at is not None and at in self.flow.by_name and self.flow.by_name[at].applies(data):
+            first = at
         row = await self.store.create(tenant, user_id, channel_id, first, data)
         async with self._attached(row) as wizard:
             return await self._screen(wizard)

@@ -247,7 +247,10 @@ async def ensure_remote_repository(ctx: WizardContext) -> dict[str, Any]:
 
 async def discard_setup(ctx: WizardContext, setup: Mapping[str, Any]) -> list[str]:
     """Undo a setup whose answers were changed: remove the push keys, and the repository when this wizard created
-    it and no stored repository points at it. Best effort; returns what could not be removed."""
+    it and no stored repository points at it. Best effort; returns what could not be removed. A chain's own
+    repository (an edit's prefilled ``setup``, marked ``chain_repository_id``) is never touched: the chain uses it."""
+    if setup.get("chain_repository_id") is not None:
+        return []
     tenant = Tenant(ctx.team_id)
     left: list[str] = []
     pool = await tenant.query(StoragePool).filter(id=setup.get("pool_id")).select_related("server").first()

@@ -152,6 +152,13 @@ class RepositoryStep(BaseStep):
         except Refused as exc:
             return {"name": exc.sentence}
         taken = await tenant.query(Repository).filter(pool_id=pool.id, name=name).first()
+        own = (ctx.data.get("edit") or {}).get("repository_id")
+        if taken is not None and taken.id == own:  # an edit keeping the chain's repository: only compression changes
+            current = (ctx.data["edit"].get("setup") or {})
+            ctx.data["repository"] = {"mode": "existing", "name": name, "encryption": taken.encryption,
+                                      "compression": compression,
+                                      "passphrase_token": current.get("passphrase_token")}  # fmt: skip
+            return {}
         if taken is not None:
             return {"name": f"The bot already manages a repository named {name} on {pool.name}: choose another name."}
         path = planning.repo_path(pool, name)

@@ -17,14 +17,18 @@ from bot.access import Refused
 from bot.backup import plan as planning
 from bot.backup.plan import PlanProblem
 from bot.flows.wizard import create as creating
-from bot.flows.wizard.steps.base import BaseStep, Errors, Field, Option, StepView, WizardContext
-from bot.flows.wizard.steps.validation import STEP_TITLES, fingerprint
+from bot.flows.wizard import editing as editing_flow
+from bot.flows.wizard.steps.base import BaseStep, Button, Errors, Field, Option, StepView, WizardContext
+from bot.flows.wizard.steps.validation import GOTO_KEY, STEP_TITLES, fingerprint
+from bot.mrkdwn import esc
 from bot.services import approvals, gate
+from bot.services.answers import SNAPSHOT_TYPES
 from bot.services.templates import TemplateError, check_name
 from storage.models import BackupChain, BackupTemplate, Server, StoragePool
 from storage.tenancy import Tenant
 
 SAVE_TEMPLATE, RUN_NOW = "save_template", "run_now"
+CHANGEABLE = ("server", "type", "source", "snapshot", "pool", "repository", "retention", "schedule")
 SNAPSHOT_WORDS = {
     "none": "none — files that change during the backup may be captured inconsistently",
     "btrfs": "Btrfs snapshot",
@@ -82,7 +86,43 @@ class ReviewStep(BaseStep):
             lines.append(":warning: *Validation has not passed with these answers*: go back to Validation.")
         return lines
 
+    async def _edit_view(self, ctx: WizardContext) -> StepView:
+        """Edit mode: the summary, what changes, a Change button per step, the name and the report settings."""
+        lines = await editing_flow.difference_lines(ctx)
+        changes = ("*Changes:*\n" + "\n".join(lines)) if lines else (
+            "*No changes yet.* Use a *Change* button below (every answer is kept), or change the name and report "
+            "settings here.")
+        notify = ctx.data.get("notify") or {}
+        steps = [s for s in CHANGEABLE if s != "snapshot" or ctx.data.get("backup_type") in SNAPSHOT_TYPES]
+        return StepView(
+            heading=f"*Change {esc(str(ctx.data['edit']['chain_name']))}* — its settings now; *Apply changes* "
+                    "writes what you changed.",
+            fields=(
+                Field("name", "Chain name", "text", initial=ctx.data.get("chain_name"), hint="Unique in this "
+                      "workspace."),
+                Field("notify_channel", "Report channel", "text", optional=True, initial=notify.get("channel"),
+                      hint="Where the chain's reports go: the channel's link (Copy link in Slack) or its id (C…). "
+                           "Empty: no channel reports."),
+                Field("notices", "Notices", "checkboxes", optional=True,
+                      initial=["success"] if notify.get("success", True) else [],
+                      options=(Option("success", "Report successful backups too", "failures are always "
+                                      "reported"),)),
+            ),
+            notes=(changes, "\n".join(await self._summary(ctx))),
+            buttons=tuple(Button("go_to", f"Change: {STEP_TITLES[s]}", value=s) for s in steps),
+            submit_label="Apply changes",
+        )  # fmt: skip
+
+    async def act(self, ctx: WizardContext, action: str, value: str) -> str | None:
+        """Edit mode's *Change* buttons: back to that step (the controller jumps; every answer is kept)."""
+        if action != "go_to" or value not in STEP_TITLES or not ctx.data.get("edit"):
+            return None
+        ctx.data[GOTO_KEY] = value
+        return f"Change *{STEP_TITLES[value]}*, then press Next through the steps after it back to the review."
+
     async def view(self, ctx: WizardContext) -> StepView:
+        if ctx.data.get("edit"):
+            return await self._edit_view(ctx)
         notes = ["\n".join(await self._summary(ctx))]
         if (ctx.data.get("validation") or {}).get("deferred"):
             notes.append(
@@ -136,6 +176,8 @@ class ReviewStep(BaseStep):
         return {}
 
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
+        if ctx.data.get("edit"):
+            return await self._apply(ctx, values)
         tenant = Tenant(ctx.team_id)
         data = ctx.data
         if data.get("chain_id") and await tenant.query(BackupChain).filter(id=data["chain_id"]).exists():
@@ -174,3 +216,10 @@ class ReviewStep(BaseStep):
         except PlanProblem as exc:
             return {"name": f"{exc.message} Go back to the {STEP_TITLES.get(exc.step, exc.step)} step."}
         return {}
+
+    async def _apply(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
+        """Edit mode's *Apply changes*: validation must have passed for these answers; the service decides the rest."""
+        validation = ctx.data.get("validation") or {}
+        if not (validation.get("ok") and validation.get("fingerprint") == fingerprint(ctx.data)):
+            return {"name": "Validation has not passed with these answers: go back to the Validation step and run it."}
+        return await editing_flow.apply_edit(ctx, values, (await self._summary(ctx))[:-1])

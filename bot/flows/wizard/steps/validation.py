@@ -28,9 +28,7 @@ check and each test-backup step (the Slack layer may update the "working…" vie
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +47,8 @@ from bot.flows.wizard.steps.base import BaseStep, Button, Errors, StepView, Wiza
 from bot.flows.wizard.steps.pool import assess
 from bot.flows.wizard.store import keep_data
 from bot.probes.base import ProbeError
-from bot.services import approvals, gate
+from bot.services import approvals, editing, gate
+from bot.services.answers import approval_fingerprint, fingerprint
 from bot.transport.base import TransportError
 from storage.tenancy import Tenant
 
@@ -63,24 +62,7 @@ STEP_TITLES = {
     "retention": "Retention",
     "schedule": "Schedule",
 }
-CHECKED_KEYS = (
-    "server_id",
-    "backup_type",
-    "source",
-    "credential_id",
-    "snapshot",
-    "pool_id",
-    "repository",
-    "retention",
-    "schedule",
-)
 GOTO_KEY = "_goto"
-
-
-def fingerprint(data: Mapping[str, Any]) -> str:
-    """A digest of the answers validation checks (a change means validating again)."""
-    relevant = {k: data.get(k) for k in CHECKED_KEYS}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # The one table from a failure's kind (borg's, from its exit code or --log-json msgid, see
@@ -213,6 +195,13 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
     except Refused as exc:
         await checks.add("permissions", False, exc.sentence, "server")
         return await _store(ctx, checks, next_runs)
+    if data.get("edit"):
+        try:
+            if not await _edit_needs_servers(ctx, checks):
+                return await _store(ctx, checks, next_runs)
+        except Refused as exc:
+            await checks.add("change of the chain", False, exc.sentence, "repository")
+            return await _store(ctx, checks, next_runs)
     if await waits_for_approval(ctx):
         return await _deferred(ctx, checks, next_runs)
     server = pool = None
@@ -267,8 +256,11 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
             if inspect.isawaitable(result):
                 pending.append(asyncio.ensure_future(result))
 
+    started = datetime.now(UTC)
     report = await run_test_backup(built.plan, time_limit=ctx.services.test_backup_limit, on_step=on_step)
     await asyncio.gather(*pending, return_exceptions=True)
+    if setup.get("chain_repository_id") is not None:  # an edit's test backup went to the chain's own repository
+        await editing.record_test_backup(await ctx.actor(), data["edit"]["chain_id"], started, report.ok)
     for step in report.steps:
         checks.items.append(
             {
@@ -279,6 +271,36 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
             }
         )
     return await _store(ctx, checks, next_runs)
+
+
+async def _edit_needs_servers(ctx: WizardContext, checks: _Checks) -> bool:
+    """An edit: whether its changes need the servers (the source, the pool or the repository changed: the real test
+    backup runs) — else the settings checks are all. Raises Refused for a change of where the archives live that
+    is not allowed (:func:`bot.services.editing.check_relocation`)."""
+    edit = ctx.data["edit"]
+    changes = editing.difference(edit.get("before") or {}, editing.settings_of(ctx.data))
+    if not editing.relocates(changes):
+        await _own_setup(ctx)
+    if not editing.needs_test_backup(changes):
+        await checks.add("source, pool and repository", True, "unchanged: no server needs to be asked and no test "
+                         "backup is needed", "source")  # fmt: skip
+        return False
+    await editing.check_relocation(await ctx.actor(), ctx.data)
+    return True
+
+
+async def _own_setup(ctx: WizardContext) -> None:
+    """An edit that keeps the chain's repository uses it as it is: a new repository set up by an earlier pass (the
+    person changed the pool or name, then changed it back) is undone, and the chain's own put back."""
+    own, setup = ctx.data["edit"].get("setup"), ctx.data.get("setup")
+    if not own or setup == own:
+        return
+    if setup:
+        left = await discard_setup(ctx, setup)
+        if left:
+            creating.log.warning("wizard %s: could not remove %s", ctx.session_id, "; ".join(left))
+    ctx.data["setup"] = dict(own)
+    await keep_data(ctx)
 
 
 async def _snapshot(checks: _Checks, built: planning.BuiltPlan, method: str) -> None:
@@ -306,7 +328,7 @@ async def waits_for_approval(ctx: WizardContext) -> bool:
     answers were not approved yet)."""
     if not await approvals.requires_approval(ctx.team_id, ctx.user_id):
         return False
-    return await approvals.approved_for(ctx.team_id, ctx.session_id, fingerprint(ctx.data)) is None
+    return await approvals.approved_for(ctx.team_id, ctx.session_id, approval_fingerprint(ctx.data)) is None
 
 
 async def _deferred(ctx: WizardContext, checks: _Checks, next_runs: list[str]) -> dict[str, Any]:
@@ -338,6 +360,27 @@ async def _store(ctx: WizardContext, checks: _Checks, next_runs: list[str], *,
     ctx.data["validation"] = result
     await keep_data(ctx)
     return result
+
+
+def _passed_note(data: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+    """The first line of a passed validation: what happens on the next step."""
+    if result.get("deferred"):
+        return (":hourglass: *Ready to ask for approval.* Nothing was set up on a server: once an approver approves on "
+                "the next step, the bot " + ("validates the change and applies it" if data.get("edit") else
+                                             "creates the repository and runs the test backup") + ", and tells you.")
+    if data.get("edit"):
+        return (":white_check_mark: *Everything works.* Nothing about the chain changes until you apply the changes "
+                "on the next step.")  # fmt: skip
+    return (":white_check_mark: *Everything works.* The repository exists on the pool; nothing is scheduled until you "
+            "create the chain on the next step.")  # fmt: skip
+
+
+def _is_unchanged_edit(data: Mapping[str, Any]) -> bool:
+    """An edit whose answers are still the chain's settings (its prefilled pass stands)."""
+    edit = data.get("edit") or {}
+    previous = data.get("validation") or {}
+    return (editing.settings_of(data) == edit.get("before") and previous.get("ok")
+            and previous.get("fingerprint") == fingerprint(data))  # fmt: skip
 
 
 class ValidationStep(BaseStep):
@@ -379,14 +422,12 @@ class ValidationStep(BaseStep):
             )
             buttons = tuple(Button("go_to", f"Fix: {STEP_TITLES.get(s, s)}", value=s) for s in failed[:5])
             return StepView(heading=heading, notes=tuple(notes), buttons=buttons, submit_label="Run again")
-        notes.insert(0, ":hourglass: *Ready to ask for approval.* Nothing was set up on a server: once an approver "
-                        "approves on the next step, the bot creates the repository and runs the test backup, and "
-                        "tells you." if result.get("deferred") else
-                        ":white_check_mark: *Everything works.* The repository exists on the pool; nothing is "
-                        "scheduled until you create the chain on the next step.")  # fmt: skip
+        notes.insert(0, _passed_note(ctx.data, result))
         return StepView(heading=heading, notes=tuple(notes), submit_label="Next")
 
     async def submit(self, ctx: WizardContext, values: Mapping[str, Any]) -> Errors:
+        if ctx.data.get("edit") and _is_unchanged_edit(ctx.data):
+            return {}  # an edit's current settings: nothing to validate
         try:  # also when an earlier pass is re-used: a grant may have been withdrawn since
             await gate.check_answers(await ctx.actor(), ctx.data)
         except Refused as exc:
