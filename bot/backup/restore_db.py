@@ -101,6 +101,11 @@ class RestoreResult:
     source_database: str
     created: bool  # the bot created the target database
     seconds: float
+    tables: dict[str, int] = field(default_factory=dict)  # rows per table in the restored database, counted after
+
+    def as_dict(self) -> dict[str, object]:
+        return {"engine": self.engine, "target": self.target, "source_database": self.source_database,
+                "created": self.created, "tables": dict(self.tables), "rows": sum(self.tables.values())}  # fmt: skip
 
 
 class RestoreRefused(Exception):
@@ -261,10 +266,65 @@ async def _pg_drop(ctx: ProbeContext, credential: pg_probe.PgCredential, target:
     return f"The database {target}, created for this restore, was dropped again."
 
 
+PG_MARK = "backup-bot: incomplete restore "
+# Rows per table of the connected database, exact (count(*) through query_to_xml: one statement, no function).
+PG_COUNTS_SQL = (
+    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), (xpath('/row/c/text()', query_to_xml("
+    "format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1"
+)
+
+
+def pg_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def parse_counts(text: str) -> dict[str, int]:
+    """psql's NUL-separated ``name<TAB>count`` records as a dict."""
+    found = {}
+    for record in text.split("\x00"):
+        name, _, count = record.strip("\n").partition("\t")
+        if name and count.strip().isdigit():
+            found[name] = int(count)
+    return found
+
+
+async def pg_counts(ctx: ProbeContext, login: pg_probe.PgCredential, database: str) -> dict[str, int]:
+    """Rows per table of ``database`` (the restore's proof besides pg_restore's own success)."""
+    inside = login.model_copy(update={"database": database})
+    return parse_counts(await _pg_sql(ctx, inside, PG_COUNTS_SQL, "verify"))
+
+
+async def _pg_marker(ctx: ProbeContext, login: pg_probe.PgCredential, target: str) -> str:
+    sql = ("SELECT 'mark', coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+           f"WHERE datname = {pg_literal(target)}")
+    text = await _pg_sql(ctx, login, sql, "create")
+    return next((value for key, _, value in (r.strip("\n").partition("\t") for r in text.split("\x00"))
+                 if key == "mark"), "")  # fmt: skip
+
+
+async def _pg_prepare(ctx: ProbeContext, login: pg_probe.PgCredential, target: str, token: str, exists: bool,
+                      overwrite: bool) -> bool:  # fmt: skip
+    """Create ``target`` marked with ``token`` (its comment); a target left marked by this same restore (a retry
+    after a crash) is dropped and made again. Returns whether the target existed (and is overwritten)."""
+    if exists and token and (await _pg_marker(ctx, login, target)) == PG_MARK + token:
+        await _pg_sql(ctx, login, f"DROP DATABASE {pg_ident(target)}", "create")
+        exists = False
+    if exists and not overwrite:
+        raise RestoreRefused(f"The database {target} already exists; choose a new name, or confirm overwriting it.")
+    if not exists:
+        await _pg_sql(ctx, login, f"CREATE DATABASE {pg_ident(target)} TEMPLATE template0", "create")
+        if token:
+            comment = pg_literal(PG_MARK + token)
+            await _pg_sql(ctx, login, f"COMMENT ON DATABASE {pg_ident(target)} IS {comment}", "create")
+    return exists
+
+
 async def restore_postgresql(
     transport: Transport, repo: Repo, dump: DumpRef, target: str,
     credential: DbCredential | pg_probe.PgCredential, *, overwrite: bool = False, no_owner: bool = False,
-    borg: str = "borg", sudo: bool = False, timeout: float | None = None,
+    borg: str = "borg", sudo: bool = False, timeout: float | None = None, token: str = "",
 ) -> RestoreResult:  # fmt: skip
     """Restore a ``pg_dump -Fc`` archive into ``target`` (created from template0 unless it exists and
     ``overwrite``; then ``--clean --if-exists`` replaces the dumped objects). ``no_owner``: objects belong to
@@ -275,10 +335,7 @@ async def restore_postgresql(
     check_target(target, source, overwrite=overwrite, limit=PG_MAX_NAME)
     ctx = ProbeContext(transport, sudo=sudo, privileged=True)
     exists = target in pg_probe.parse_databases(await _pg_sql(ctx, login, pg_probe.DATABASES_SQL, "create"))
-    if exists and not overwrite:
-        raise RestoreRefused(f"The database {target} already exists; choose a new name, or confirm overwriting it.")
-    if not exists:
-        await _pg_sql(ctx, login, f"CREATE DATABASE {pg_ident(target)} TEMPLATE template0", "create")
+    exists = await _pg_prepare(ctx, login, target, token, exists, overwrite)
     options = ("--clean", "--if-exists") if exists else ()
     consumer = pg_source.as_login(login, (
         "pg_restore", "--no-password", "--exit-on-error", "--single-transaction", *options,
@@ -294,7 +351,10 @@ async def restore_postgresql(
             failure.cleanup = await _pg_drop(ctx, login, target)
         failure.reason = redact(failure.reason, _secrets_of(login))
         raise failure
-    return RestoreResult("postgresql", target, source, not exists, time.monotonic() - started)
+    tables = await pg_counts(ctx, login, target)
+    if token and not exists:
+        await _pg_sql(ctx, login, f"COMMENT ON DATABASE {pg_ident(target)} IS NULL", "verify")
+    return RestoreResult("postgresql", target, source, not exists, time.monotonic() - started, tables)
 
 
 # --- MySQL / MariaDB -----------------------------------------------------------------------------------------
@@ -315,10 +375,65 @@ async def _my_drop(ctx: ProbeContext, client: str, credential: my_probe.MySQLCre
     return f"The database {target}, created for this restore, was dropped again."
 
 
+MY_MARK_TABLE = "_backup_bot_restore_incomplete"
+MY_TABLES_SQL = ("SELECT 'table', table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+                 "AND table_type = 'BASE TABLE' ORDER BY table_name;\nSELECT 'end';")  # fmt: skip
+
+
+def _my_rows(text: str) -> list[list[str]]:
+    return [[my_probe.unescape_batch(f) for f in line.split("\t")] for line in text.splitlines() if line]
+
+
+async def my_counts(ctx: ProbeContext, client: str, login: my_probe.MySQLCredential, database: str) -> dict[str, int]:
+    """Rows per table of ``database``, exact (``COUNT(*)`` of each table in one statement)."""
+    listed = await _my_query(ctx, client, login, MY_TABLES_SQL, database, "verify")
+    names = [row[1] for row in _my_rows(listed) if row[0] == "table" and len(row) == 2 and row[1] != MY_MARK_TABLE]
+    counts: dict[str, int] = {}
+    for start in range(0, len(names), 200):
+        chunk = names[start:start + 200]
+        sql = " UNION ALL ".join(f"SELECT {start + i}, COUNT(*) FROM {my_ident(n)}" for i, n in enumerate(chunk))
+        for row in _my_rows(await _my_query(ctx, client, login, sql, database, "verify")):
+            if len(row) == 2 and row[0].isdigit() and row[1].isdigit():
+                counts[names[int(row[0])]] = int(row[1])
+    return counts
+
+
+async def _my_query(ctx: ProbeContext, client: str, login: my_probe.MySQLCredential, sql: str, database: str,
+                    stage: str) -> str:  # fmt: skip
+    try:
+        return await my_probe.run_sql(ctx, client, login, sql, database=database, timeout=60)
+    except ProbeError as exc:
+        raise RestoreFailed(stage, redact(str(exc), _secrets_of(login))) from None
+
+
+async def _my_prepare(ctx: ProbeContext, client: str, login: my_probe.MySQLCredential, target: str, token: str,
+                      exists: bool, overwrite: bool) -> bool:  # fmt: skip
+    """Create ``target`` with a marker table holding ``token``; a target left marked by this same restore (a retry
+    after a crash) is dropped and made again. Returns whether the target existed (and is overwritten)."""
+    if exists and token:
+        try:
+            mark = await my_probe.run_sql(ctx, client, login, f"SELECT token FROM {my_ident(MY_MARK_TABLE)}",
+                                          database=target, timeout=30)  # fmt: skip
+        except ProbeError:
+            mark = ""
+        if mark.strip() == token:
+            await _my_sql(ctx, client, login, f"DROP DATABASE {my_ident(target)}", "create")
+            exists = False
+    if exists and not overwrite:
+        raise RestoreRefused(f"The database {target} already exists; choose a new name, or confirm overwriting it.")
+    if not exists:
+        await _my_sql(ctx, client, login, f"CREATE DATABASE {my_ident(target)}", "create")
+        if token:
+            sql = (f"CREATE TABLE {my_ident(MY_MARK_TABLE)} (token VARCHAR(64)); "
+                   f"INSERT INTO {my_ident(MY_MARK_TABLE)} VALUES ('{token}')")  # fmt: skip
+            await _my_query(ctx, client, login, sql, target, "create")
+    return exists
+
+
 async def restore_mysql(
     transport: Transport, repo: Repo, dump: DumpRef, target: str,
     credential: DbCredential | my_probe.MySQLCredential, *, client: str = "mariadb", overwrite: bool = False,
-    borg: str = "borg", sudo: bool = False, timeout: float | None = None,
+    borg: str = "borg", sudo: bool = False, timeout: float | None = None, token: str = "",
 ) -> RestoreResult:  # fmt: skip
     """Load a mysqldump archive into ``target`` with ``client`` (``mariadb`` or ``mysql``, as the MySQL probe
     found it). The target is created unless it exists and ``overwrite`` (then the dump's ``DROP TABLE IF
@@ -330,10 +445,7 @@ async def restore_mysql(
     ctx = ProbeContext(transport, sudo=sudo, privileged=True)
     listed = await _my_sql(ctx, client, login, my_probe.DATABASES_SQL, "create")
     exists = target in my_probe.parse_databases(listed, include_system=True)
-    if exists and not overwrite:
-        raise RestoreRefused(f"The database {target} already exists; choose a new name, or confirm overwriting it.")
-    if not exists:
-        await _my_sql(ctx, client, login, f"CREATE DATABASE {my_ident(target)}", "create")
+    exists = await _my_prepare(ctx, client, login, target, token, exists, overwrite)
     consumer = mysql_source.client_argv(client, login, f"--database={target}", "--max-allowed-packet=1G")
     producer = extract_argv(repo, dump.archive, name, borg)
     middle = alter_database_filter(source) if source != target else ()
@@ -345,4 +457,19 @@ async def restore_mysql(
             failure.cleanup = await _my_drop(ctx, client, login, target)
         failure.reason = redact(failure.reason, _secrets_of(login))
         raise failure
-    return RestoreResult("mysql", target, source, not exists, time.monotonic() - started)
+    if token and not exists:
+        await _my_query(ctx, client, login, f"DROP TABLE {my_ident(MY_MARK_TABLE)}", target, "verify")
+    tables = await my_counts(ctx, client, login, target)
+    return RestoreResult("mysql", target, source, not exists, time.monotonic() - started, tables)
+
+
+async def database_exists(transport: Transport, engine: str, credential: DbCredential | pg_probe.PgCredential |
+                          my_probe.MySQLCredential, name: str, *, client: str = "mariadb", sudo: bool = False) -> bool:
+    """Whether the database ``name`` exists on the server (so a restore can refuse it before writing anything)."""
+    ctx = ProbeContext(transport, sudo=sudo, privileged=True)
+    if engine == "postgresql":
+        login = pg_source.credential_of(credential)  # type: ignore[arg-type]
+        return name in pg_probe.parse_databases(await _pg_sql(ctx, login, pg_probe.DATABASES_SQL, "list"))
+    my_login = mysql_source.credential_of(credential)  # type: ignore[arg-type]
+    listed = await _my_sql(ctx, client, my_login, my_probe.DATABASES_SQL, "list")
+    return name in my_probe.parse_databases(listed, include_system=True)

@@ -6,6 +6,8 @@
   usable ``prune_schedule`` the backup does not prune: the scheduler queues ``prune`` runs for that instead.
 * ``check``: ``borg check`` of the chain's repository from the bot's own pool access; options come from the
   run's ``stats["options"]`` (``scope``: all | repository | archives, ``verify_data``: bool).
+* ``restore``: what ``Run.spec`` describes (:mod:`bot.runs.restoring`): files into a new directory or a dump into a
+  new database on a chosen server, verified; the result in ``stats["restore"]`` and ``spec["result"]``.
 * ``prune``: the repository's retention applied to each of its archive groups from the bot's pool access, then
   ``borg compact`` (``prune_repository``); the run's stats have the after-backup prune's shape (``jobs[].pruned``,
   ``freed_bytes``), so the same prune report describes it. Repository-level: ``chain_id`` may be None.
@@ -41,6 +43,7 @@ from bot.runs import orphans
 from bot.runs.accounting import QUOTA_HINT, Accounting, quota_problem
 from bot.runs.integrity import RecordGuard
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
+from bot.runs.restoring import execute_restore
 from bot.transport.base import Transport, TransportError
 from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
 
@@ -152,6 +155,8 @@ class Executor:
             return await self._backup(run)
         if run.kind == RunKind.PRUNE:
             return await self._prune(run)
+        if run.kind == RunKind.RESTORE:
+            return await execute_restore(run, self.services, self.alerts)
         return RunOutcome(status="failed", kind="plan",
                           reason=f"Runs of kind {run.kind} are not executed by the queue yet.")  # fmt: skip
 

@@ -98,6 +98,7 @@ class RunSpec:
     error_kind: str | None = None
     attempts: int = 0  # a retry carries the attempts of the run it resumes
     retry_of: int | None = None  # … and names it
+    spec: Mapping[str, Any] | None = None  # what a restore or drill does (Run.spec); a retry carries it
 
 
 @dataclass
@@ -232,7 +233,7 @@ def _row(spec: RunSpec, repositories: Mapping[int, int], now: datetime) -> Run:
         next_attempt_at=None if final else (scheduled or now), lock_key=lock_key_for(repository_id),
         scheduled_for=scheduled or now, window_ends_at=_utc(spec.window_ends_at), requested_by=spec.requested_by,
         stats=stats or None, error=spec.error, error_kind=spec.error_kind, finished_at=now if final else None,
-        created_at=now,
+        created_at=now, spec=dict(spec.spec) if spec.spec is not None else None,
     )  # fmt: skip
 
 
@@ -287,7 +288,8 @@ async def create_retry(run: Run, now: datetime) -> Run:
     spec = RunSpec(team_id=run.team_id, kind=run.kind, chain_id=run.chain_id,  # type: ignore[attr-defined]
                    repository_id=run.repository_id, priority=run.priority,  # type: ignore[attr-defined]
                    scheduled_for=run.scheduled_for, window_ends_at=run.window_ends_at, requested_by=run.requested_by,
-                   options=options, attempts=run.attempts, retry_of=run.id)  # fmt: skip
+                   options=options, attempts=run.attempts, retry_of=run.id,
+                   spec={k: v for k, v in run.spec.items() if k != "result"} if run.spec else None)  # fmt: skip
     retry = _row(spec, {}, now)
     retry.next_attempt_at = now  # due at once, though its slot stays the original one
     await retry.save()
