@@ -278,17 +278,21 @@ async def dump_inventory(*, with_logins: bool, secret_keys: list[str], made_at: 
     """Given whether to carry stored database logins, return the inventory of this database (secrets decrypted
     with the installed keyring: a missing key fails here, before anything is written)."""
     tables: dict[str, list[dict[str, Any]]] = {}
-    for model in INVENTORY:
-        if model is models.DatabaseCredential and not with_logins:
-            continue
-        tables[model._meta.db_table] = await _rows(model)
+    async with in_transaction() as connection:  # one snapshot: a bot running meanwhile cannot tear references
+        if connection.capabilities.dialect == "postgres":  # SQLite is serializable, InnoDB repeatable read already
+            await connection.execute_script("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for model in INVENTORY:
+            if model is models.DatabaseCredential and not with_logins:
+                continue
+            tables[model._meta.db_table] = await _rows(model)
+        pairs = await _chain_sources()
     if not with_logins:  # sources keep their settings; their login is typed again after the import
         for row in tables[models.BackupSource._meta.db_table]:
             row["credential_id"] = None
     for row in tables[models.VerifiedArchive._meta.db_table]:
         row["run_id"] = None  # runs are not carried
     return Inventory(made_at=made_at, schema=newest_migration(), with_logins=with_logins, secret_keys=secret_keys,
-                     tables=tables, chain_sources=await _chain_sources())  # fmt: skip
+                     tables=tables, chain_sources=pairs)  # fmt: skip
 
 
 async def _chain_sources() -> list[tuple[int, int]]:
@@ -344,7 +348,7 @@ async def _replace_singletons(inventory: Inventory) -> None:
     identity replaces the one ``init`` generated, which no server trusts yet."""
     for row in inventory.rows(models.Workspace):
         values = _decode(models.Workspace, row)
-        for stamp in ("id", "created_at", "updated_at"):
+        for stamp in ("id", "updated_at"):
             values.pop(stamp, None)
         existing = await models.Workspace.get_or_none(team_id=values["team_id"])
         if existing is None:

@@ -2,8 +2,9 @@
 
 Every repository's passphrase and key export, every push key and the bot's SSH identity live only in the bot's
 database, encrypted with the keys in its settings file. The bundle carries them (with servers, pools, repositories,
-chains, sources, templates, roles, workspace settings and — unless ``--without-logins`` — stored database logins),
-sealed under a recovery passphrase you choose (scrypt, AES-256-GCM), to keep offline:
+chains, sources, templates, roles, workspace settings, this install's settings keys — so that a backup of the bot's
+own database can be read too — and, unless ``--without-logins``, stored database logins), sealed under a recovery
+passphrase you choose (scrypt, AES-256-GCM), to keep offline:
 
 * ``export --out FILE [--force] [--without-logins] [--passphrase-stdin]`` — writes FILE owner-only (0600), never
   over an existing file without ``--force``, and never any plaintext to disk;
