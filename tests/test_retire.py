@@ -247,3 +247,46 @@ async def test_refusals_and_a_pool_down_midway(world: World) -> None:
     assert done.complete, done.sentence
     assert not Path(repository.path).exists() and marker(repository) not in pool_keys(world)
     assert not await Repository.filter(id=repository.id).exists()
+
+
+async def test_what_a_chain_uses_is_named_until_it_is_deleted(world: World) -> None:
+    from bot.services import credentials, pools, servers, templates
+    from storage.models import BackupTemplate, BackupType, DatabaseCredential, DbType
+
+    chain = await make_chain(world)
+    template = await BackupTemplate.create(team_id=TEAM, name="web", backup_type=BackupType.FILES, created_by=OPS)
+    login = await DatabaseCredential.create(team_id=TEAM, server=world.server, db_type=DbType.POSTGRESQL, port=5432,
+                                            username="backup", password="pw")  # fmt: skip
+    await BackupChain.filter(id=chain.id).update(template_id=template.id)
+    await BackupSource.filter(team_id=TEAM).update(credential_id=login.id)
+
+    # In use: each refusal names the chain (or its repository), and nothing is removed.
+    with pytest.raises(Refused, match="still used by the chain web1-www: delete it"):
+        await templates.remove_template(admin(), "web")
+    with pytest.raises(Refused, match=r"backup@localhost:5432 is still used by the chain web1-www"):
+        await credentials.remove_login(admin(), login.id)
+    with pytest.raises(Refused, match="web1 backs up the chain web1-www: delete those chains first"):
+        await servers.remove(admin(), "web1")
+    with pytest.raises(Refused, match=f"still holds the repositories {NAME}: delete them first"):
+        await pools.remove_pool(admin(), world.pool.name)
+    with pytest.raises(Forbidden, match="Only admins and the person who saved web"):
+        await templates.remove_template(Actor(team_id=TEAM, user_id=MEMBER), "web")
+
+    # Retired (repository kept): the template and the login are free; the server and the pool still hold it.
+    retired = await service.retire(admin(), NAME)
+    await templates.remove_template(ops(), "web")  # its creator
+    await credentials.remove_login(admin(), login.id)
+    assert not await BackupTemplate.filter(id=template.id).exists()
+    assert not await DatabaseCredential.filter(id=login.id).exists()
+    with pytest.raises(Refused, match=r"backs up the chain web1-www \(retired .*an admin deletes the repository too"):
+        await servers.remove(admin(), "web1")
+    with pytest.raises(Refused, match="still holds the repositories"):
+        await pools.remove_pool(admin(), world.pool.name)
+
+    # Its repository deleted: the server and the pool can go.
+    assert (await service.delete_repository(admin(), retired.chain_id, NAME, services=world.services)).complete
+    await servers.remove(admin(), "web1")
+    await pools.remove_pool(admin(), world.pool.name)
+    assert [a.action for a in await AuditLog.filter(action__in=("template.remove", "credential.remove",
+                                                                "server.remove", "pool.remove"))] == [
+        "template.remove", "credential.remove", "server.remove", "pool.remove"]  # fmt: skip

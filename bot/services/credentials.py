@@ -23,7 +23,7 @@ from bot.probes import system
 from bot.probes.base import ProbeContext
 from bot.probes.dbcheck import ENGINE_NAMES, CheckResult, DbCredential, check
 from bot.transport import SSHPool
-from storage.models import AuthMethod, BackupSource, DatabaseCredential, DbType, Server, TestStatus
+from storage.models import AuthMethod, BackupSource, ChainStatus, DatabaseCredential, DbType, Server, TestStatus
 
 ENGINES = ("mysql", "postgresql", "mongodb")
 DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432, "mongodb": 27017}
@@ -47,15 +47,28 @@ async def store_login(actor: Actor, server: Server, engine: str, *, host: str, p
     return row
 
 
+async def _chains_using(actor: Actor, credential_id: int) -> list[str]:
+    """Names of the chains that back up with this login and still run (retired chains do not: their sources keep
+    no hold on it, and a login removed under them is simply forgotten)."""
+    names: set[str] = set()
+    for source in await actor.tenant.query(BackupSource).filter(credential_id=credential_id).prefetch_related("chains"):
+        names.update(chain.name for chain in source.chains if chain.status != ChainStatus.RETIRED)
+    return sorted(names)
+
+
 async def remove_login(actor: Actor, credential_id: object) -> None:
-    """Remove a stored login that no source uses any more."""
+    """Remove a stored login that no running chain uses any more; a refusal names the chains."""
     await authz.require_admin(actor, "remove database logins")
     text = str(credential_id or "")
     row = await actor.tenant.get_or_none(DatabaseCredential, id=int(text)) if text.isdigit() else None
     if row is None:
         raise NotFound(f"There is no stored database login {text[:20]} in this workspace.")
-    if await actor.tenant.query(BackupSource).filter(credential_id=row.id).exists():
-        raise Refused("A backup source still uses this login: change or remove that chain first.")
+    users = await _chains_using(actor, row.id)
+    if users:
+        shown = ", ".join(users[:8]) + (f" and {len(users) - 8} more" if len(users) > 8 else "")
+        raise Refused(f"The login {row.username}@{row.host}:{row.port} is still used by the chain"
+                      f"{'s' if len(users) > 1 else ''} {shown}: delete {'them' if len(users) > 1 else 'it'} "
+                      "(`/backup delete <chain>`) or change its login first. Nothing was removed.")  # fmt: skip
     await row.delete()
     await record(actor, "credential.remove", "server", row.server_id,  # type: ignore[attr-defined]
                  credential_id=row.id, before={"engine": row.db_type.value,

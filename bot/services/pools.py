@@ -449,8 +449,9 @@ async def remove_pool(actor: Actor, name: str) -> None:
     if names:
         shown = ", ".join(names[:MAX_NAMED_REPOS]) + (f" and {len(names) - MAX_NAMED_REPOS} more"
                                                       if len(names) > MAX_NAMED_REPOS else "")  # fmt: skip
-        raise Refused(f"{pool.name} still holds the repositories {shown}: retire their chains first (or move them "
-                      "to another pool); nothing was removed.")  # fmt: skip
+        raise Refused(f"{pool.name} still holds the repositories {shown}: delete them first (an admin deletes a "
+                      "chain's repository with `/backup delete <chain>`; retiring a chain keeps it); nothing was "
+                      "removed.")  # fmt: skip
     before = {**_settings(pool), "server_id": pool.server_id}  # type: ignore[attr-defined]
     await pool.delete()
     await record(actor, "pool.remove", "pool", pool.id, before=before)

@@ -440,6 +440,9 @@ def _unused_or_refuse(server: Server, usage: Usage) -> None:
         if usage.pools:
             uses.append(f"holds a storage pool ({names(usage.pools)})")
         fix = "remove the pool first (`/backup pools`); " if usage.pools else ""
+        if usage.chains:
+            fix += ("delete those chains first (`/backup delete <chain>`; a retired chain keeps its server while its "
+                    "repository is kept, so an admin deletes the repository too); ")  # fmt: skip
         raise Refused(f"{server.name} {' and '.join(uses)}: {fix}a server stays as long as chains back it up. "
                       "Nothing was removed.")  # fmt: skip
 
