@@ -4,6 +4,7 @@ reports them — through the Slack emulator (the command, ``page N``, Next / Pre
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from bot.access import Forbidden
+from bot.access import Actor, Forbidden
 from bot.borg import info as borg_info
 from bot.borg.repo import Repo
+from bot.cli import chain as chain_cli
 from bot.services import archives as service
 from bot.slack import archives as slack_archives
 from bot.slack.emulator import SlackDriver, SlackEmulator
@@ -61,7 +63,8 @@ def rows_of(answer: str) -> list[str]:
 
 
 async def test_archives_paged_newest_first_with_borg_sizes(
-    world: World, slack: tuple[SlackEmulator, SlackDriver], monkeypatch: pytest.MonkeyPatch
+    world: World, slack: tuple[SlackEmulator, SlackDriver], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     emulator, driver = slack
     repository, made = await history(world)
@@ -106,10 +109,22 @@ async def test_archives_paged_newest_first_with_borg_sizes(
     assert "no backup chain named" in await command(driver, "archives nope", OPS)
     assert "Name the chain" in await command(driver, "archives", OPS)
 
+    # The same from the bot's host: `backup-bot chain archives` (its parser and action, with the test's SSH pool).
+    args = cli_args("archives", "--team", TEAM, NAME, "--page", "2", "--json")
+    capsys.readouterr()
+    assert await chain_cli._act(Actor.operator(TEAM), args, world.services) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["page"] == 2 and [a["name"] for a in printed["archives"]] == names[10:]
+    assert [a["original_size"] for a in printed["archives"]] == [size for _, size in made[10:]]
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    chain_cli.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["chain", *argv])
+
 
 def service_member() -> Any:
-    from bot.access import Actor
-
     return Actor(team_id=TEAM, user_id=MEMBER)
 
 
