@@ -121,6 +121,16 @@ async def test_secrets_are_never_stored_in_plaintext(database: str) -> None:
     assert isinstance(objects["cred"].password, Secret)
 
 
+async def test_a_typed_secret_that_starts_like_a_stored_one_is_still_encrypted(database: str) -> None:
+    """A password someone typed as ``fernet:…`` is plaintext: it is sealed and comes back as typed."""
+    objects = await _populate()
+    for typed in ("fernet:abc", "fernet:gAAAAABkZXY=", "fernet:"):
+        row = await DatabaseCredential.create(team_id="T0001", server=objects["server"], db_type="mysql", port=3306,
+                                              username="u", password=typed)  # fmt: skip
+        assert (await DatabaseCredential.get(id=row.id)).password.reveal() == typed
+        assert typed not in await _raw_rows() or typed == "fernet:"
+
+
 async def test_reassigning_a_secret_encrypts_it(database: str) -> None:
     objects = await _populate()
     cred = objects["cred"]
