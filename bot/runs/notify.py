@@ -45,7 +45,7 @@ from bot.runs.outbox import Outbox
 from storage.models import AuditLog, BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus
 from storage.orm import Max
 
-RUN_ALERTS = ("run_succeeded", "run_failed", "run_skipped", "run_interrupted")
+RUN_ALERTS = ("run_succeeded", "run_failed", "run_skipped", "run_interrupted", "restore_started")
 DAY_ORDER = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # failure kind → (what happened, what to do). Borg's own kinds fall back to bot.borg.runner.KINDS.
@@ -131,6 +131,7 @@ class Report:
     hint: str | None = None
     details: list[str] = field(default_factory=list)
     actions: bool = False  # Retry now / Pause chain
+    restore: bool = False  # a Restore button (success and failure reports)
     alert: bool = False  # broadcast from the thread into the channel
 
     @property
@@ -337,6 +338,8 @@ class Notifier:
         base = {"team_id": chain.team_id, "chain_id": chain.id, "chain_name": chain.name, "run_id": run and run.id}
         run_kind = str(run.kind) if run else str(d.get("run_kind") or RunKind.BACKUP)
         name = chain.name
+        if run_kind == RunKind.RESTORE or alert.kind == "restore_started":
+            return restore_reports(alert, run, base)
         if alert.kind == "run_succeeded":
             if not chain.notify_success:
                 return []
@@ -349,7 +352,8 @@ class Notifier:
                 warn = run.status == RunStatus.WARNING
                 title = f"⚠️ Backup of {name} finished with warnings" if warn else f"✅ Backup of {name} succeeded"
                 details = [line for line in (run.log_excerpt or "").splitlines() if warn and line]
-                out.append(Report("success", title=title, facts=success_facts(run), details=details, **base))
+                out.append(Report("success", title=title, facts=success_facts(run), details=details, restore=True,
+                                  **base))  # fmt: skip
             stats = run.stats if run else None
             pruned = pruned_archives(stats)
             if pruned or run_kind in (RunKind.PRUNE, RunKind.COMPACT):
@@ -369,7 +373,7 @@ class Notifier:
             facts = [("Failure", kind or "unknown"), ("Attempt", str(run.attempts if run else 1))]
             return [
                 Report(report_kind, title=title, cause=cause, error=error, hint=hint, facts=facts, actions=True,
-                       alert=True, **base)
+                       alert=True, restore=run_kind == RunKind.BACKUP, **base)
             ]  # fmt: skip
         if alert.kind == "run_skipped":
             reason = d.get("reason") or (run.error if run else None) or alert.message
@@ -437,3 +441,59 @@ class Notifier:
                 )  # fmt: skip
                 alerted.append(chain.id)
         return alerted
+
+
+def restore_facts(spec: dict[str, Any] | None, result: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What a restore restored and how it was checked, as report facts."""
+    spec = spec or {}
+    facts = [("Archive", str(spec.get("archive") or "?")), ("Restored", _described(spec))]
+    checked = (result or {}).get("files")
+    if checked:
+        facts.append(("Files", f"{checked.get('files')} of {checked.get('expected_files')} listed, "
+                               f"{human_bytes(checked.get('bytes'))} of {human_bytes(checked.get('expected_bytes'))}"))
+        facts.append(("Checksums", f"{checked.get('checksums_ok')} of {checked.get('sampled')} sampled files match"))
+    database = (result or {}).get("database")
+    if database:
+        tables = database.get("tables") or {}
+        facts.append(("Checked", f"the restore tool succeeded; {len(tables)} tables, {database.get('rows', 0)} rows"))
+    return facts
+
+
+def _described(spec: dict[str, Any]) -> str:
+    if spec.get("what") == "database":
+        return f"database {spec.get('source_database')} → {spec.get('target')} on {spec.get('server_name')}"
+    paths = spec.get("paths") or []
+    what = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "") if paths else "everything"
+    return f"{what} → {spec.get('server_name')}:{spec.get('target')}"
+
+
+def restore_reports(alert: Alert, run: Run | None, base: dict[str, Any]) -> list[Report]:
+    """A restore in the chain's thread: started (progress), restored and checked, failed, or interrupted (its
+    target left marked partial). Always reported: a person asked for it."""
+    d = alert.details
+    spec = (run.spec if run else None) or {}
+    name = base["chain_name"]
+    if alert.kind == "restore_started":
+        attempt = f" (attempt {d.get('attempts')})" if (d.get("attempts") or 1) > 1 else ""
+        return [Report("restore_started", title=f"🔄 Restore from {name} started{attempt}",
+                       facts=[("Archive", str(d.get("archive"))), ("Restoring", str(d.get("what")))], **base)]
+    if alert.kind == "run_succeeded":
+        result = spec.get("result") or ((run.stats or {}).get("restore") if run else None)
+        return [Report("restore", title=f"✅ Restore from {name} done and checked", facts=restore_facts(spec, result),
+                       restore=True, **base)]  # fmt: skip
+    partial = ("The target is left marked as partial (a .backup-bot-restore-incomplete file in the directory, or a "
+               "marker on the database) until a restore of it completes.")  # fmt: skip
+    if alert.kind == "run_failed":
+        kind = (run.error_kind if run else None) or d.get("kind")
+        cause, hint = hint_for(kind, d.get("hint") or "")
+        error = (run.error if run else None) or d.get("reason") or alert.message
+        will_retry = bool(d.get("will_retry"))
+        title = f"🚨 Restore from {name} failed" + (" (retrying)" if will_retry else "")
+        return [Report("restore_failed", title=title, cause=cause, error=error, hint=hint,
+                       facts=restore_facts(spec, None), alert=True, restore=True, **base)]  # fmt: skip
+    if alert.kind == "run_interrupted":
+        retry = " It is retried into the same target." if d.get("retry_run_id") else ""
+        return [Report("interrupted", title=f"⚠️ Restore from {name} was interrupted", facts=restore_facts(spec, None),
+                       cause=f"The bot stopped while the restore was in progress: not a success. {partial}{retry}",
+                       alert=True, **base)]  # fmt: skip
+    return []

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import posixpath
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bot.access import Actor, Forbidden, NotFound, Refused, authz
@@ -41,7 +43,18 @@ from bot.runs.queue import RunSpec, insert_rows
 from bot.runs.restoring import RestoreSpec, reach
 from bot.services.runs import MANUAL_PRIORITY
 from bot.transport.base import TransportError
-from storage.models import BackupChain, BackupSource, BackupType, PoolKind, Repository, Run, RunKind, RunStatus, Server
+from storage.models import (
+    BackupChain,
+    BackupSource,
+    BackupType,
+    PoolKind,
+    Repository,
+    Run,
+    RunKind,
+    RunStatus,
+    Server,
+    WizardSession,
+)
 
 DUMP_ENGINES = {".pgdump": "postgresql", ".sql": "mysql"}
 PER_PAGE = 20
@@ -234,19 +247,38 @@ async def browse(actor: Actor, ref: int | str, archive: str, directory: str = ""
     base = files.relative([directory])[0] if files.relative([directory]) else ""
     items = await listing(chain, archive, services)
     needle = search.strip().lower()
-    entries = []
-    for item in items:
-        path = str(item.get("path", ""))
-        parent = posixpath.dirname(path)
-        inside = parent == base if not needle else (not base or path.startswith(base + "/"))
-        if inside and (not needle or needle in posixpath.basename(path).lower()):
-            kind, size = str(item.get("type", "?")), int(item.get("size") or 0)
-            entries.append(Entry(path, posixpath.basename(path), kind, size))
+    entries = _matches(items, base, needle) if needle else _children(items, base)
     entries.sort(key=lambda e: (e.type != "d", e.path))
     pages = max(1, -(-len(entries) // per_page))
     page = min(max(1, page), pages)
     shown = tuple(entries[(page - 1) * per_page:page * per_page])
     return Level(base, shown, page, pages, len(entries))
+
+
+def _children(items: list[dict[str, Any]], base: str) -> list[Entry]:
+    """The entries one level below ``base``. borg stores only what was backed up, not the parents of a backed-up
+    path (``/srv/www`` has no ``srv`` item), so a component seen only inside longer paths is a directory too."""
+    prefix = base + "/" if base else ""
+    found: dict[str, Entry] = {}
+    for item in items:
+        path = str(item.get("path", ""))
+        if not path.startswith(prefix) or path == base:
+            continue
+        name = path[len(prefix):].split("/", 1)[0]
+        child = prefix + name
+        if path == child:
+            found[child] = Entry(child, name, str(item.get("type", "?")), int(item.get("size") or 0))
+        else:
+            found.setdefault(child, Entry(child, name, "d", 0))
+    return list(found.values())
+
+
+def _matches(items: list[dict[str, Any]], base: str, needle: str) -> list[Entry]:
+    """Items anywhere below ``base`` whose name contains ``needle``."""
+    prefix = base + "/" if base else ""
+    return [Entry(str(i["path"]), posixpath.basename(str(i["path"])), str(i.get("type", "?")), int(i.get("size") or 0))
+            for i in items if str(i.get("path", "")).startswith(prefix)
+            and needle in posixpath.basename(str(i.get("path", ""))).lower()]  # fmt: skip
 
 
 def dumps_of(items: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
@@ -404,5 +436,66 @@ async def request_restore(actor: Actor, request: RestoreRequest, *, services: An
     return Requested(run.id, spec, sentence)
 
 
-__all__ = ["Entry", "Level", "Requested", "RestoreRequest", "archive_names", "browse", "dumps_of", "prepare",
-           "request_restore", "restorable", "restorable_chains", "target_servers"]  # fmt: skip
+# --- the Slack flow's draft (resumable: a closed modal reopens where it was) ---------------------------------------
+# Kept in a WizardSession row of its own kind: state "done" (the wizard's resume and expiry never pick it up as an
+# open wizard) and data["flow"] == "restore"; the flow's own step is data["step"].
+
+DRAFT_TTL = timedelta(days=2)
+
+
+async def _draft_row(actor: Actor) -> WizardSession | None:
+    rows = await actor.tenant.query(WizardSession).filter(user_id=actor.user_id, state="done",
+                                                          expires_at__gt=datetime.now(UTC)).order_by("-updated_at")
+    return next((row for row in rows if (row.data or {}).get("flow") == "restore"), None)
+
+
+async def load_draft(actor: Actor) -> dict[str, Any] | None:
+    """The actor's unfinished restore flow (its answers and step), or None."""
+    row = await _draft_row(actor)
+    return dict(row.data) if row is not None else None
+
+
+async def save_draft(actor: Actor, data: dict[str, Any]) -> None:
+    """Keep the flow's answers after every step (no secrets: paths, names and choices only)."""
+    row = await _draft_row(actor)
+    values = {**data, "flow": "restore"}
+    expires = datetime.now(UTC) + DRAFT_TTL
+    if row is None:
+        await actor.tenant.create(WizardSession, id=uuid.uuid4(), user_id=actor.user_id, state="done", data=values,
+                                  expires_at=expires)  # fmt: skip
+    else:
+        row.data, row.expires_at = values, expires
+        await row.save(update_fields=["data", "expires_at", "updated_at"])
+
+
+async def clear_draft(actor: Actor) -> None:
+    row = await _draft_row(actor)
+    if row is not None:
+        row.expires_at = datetime.now(UTC)
+        await row.save(update_fields=["expires_at", "updated_at"])
+
+
+async def archive_sizes(chain: BackupChain, names: list[str]) -> dict[str, int]:
+    """Original sizes of archives the bot's runs recorded (name → bytes), for the archive picker."""
+    runs = await Run.filter(chain_id=chain.id, archive_name__in=names).values_list("archive_name", "stats")
+    return {name: int((stats or {}).get("original_size") or 0) for name, stats in runs if stats}
+
+
+__all__ = [
+    "Entry",
+    "Level",
+    "Requested",
+    "RestoreRequest",
+    "archive_names",
+    "archive_sizes",
+    "browse",
+    "clear_draft",
+    "dumps_of",
+    "load_draft",
+    "prepare",
+    "request_restore",
+    "restorable",
+    "restorable_chains",
+    "save_draft",
+    "target_servers",
+]  # fmt: skip

@@ -39,6 +39,7 @@ from bot.services import chains, integrity, runs
 from bot.services.roles import admin_recipients
 from bot.slack.actors import actor_of
 from bot.slack.notices import AdminNoticePoster
+from bot.slack.restore import RESTORE_OPEN
 from storage.models import BackupChain, ChainStatus
 
 log = logging.getLogger(__name__)
@@ -69,17 +70,15 @@ def report_blocks(report: Report) -> list[Block]:
         blocks.append(SectionBlock(fields=fields))
     if report.details:
         blocks.append(_section("\n".join(f"• {_esc(line)}" for line in report.details)))
+    value = str(report.chain_id)
+    buttons: list[ButtonElement] = []
     if report.actions:
-        value = str(report.chain_id)
-        blocks.append(
-            ActionsBlock(
-                block_id=ACTIONS_BLOCK,
-                elements=[
-                    ButtonElement(text="Retry now", action_id=RETRY, value=value, style="primary"),
-                    ButtonElement(text="Pause chain", action_id=PAUSE, value=value, style="danger"),
-                ],
-            )
-        )
+        buttons += [ButtonElement(text="Retry now", action_id=RETRY, value=value, style="primary"),
+                    ButtonElement(text="Pause chain", action_id=PAUSE, value=value, style="danger")]  # fmt: skip
+    if report.restore:  # opens the restore flow at this chain's archives (bot.slack.restore)
+        buttons.append(ButtonElement(text="Restore…", action_id=RESTORE_OPEN, value=value))
+    if buttons:
+        blocks.append(ActionsBlock(block_id=ACTIONS_BLOCK, elements=buttons))
     context = f"Chain *{_esc(report.chain_name)}*" + (f" · run #{report.run_id}" if report.run_id else "")
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=context)]))
     return blocks
