@@ -3,13 +3,15 @@ controller with real sshd hosts (source + pool), real borg and SQLite — as the
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from bot.access import Forbidden, Refused, resolve_actor
+from bot.access import Forbidden, NoDirectory, Refused, resolve_actor
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.flows.wizard import create as creating
@@ -78,7 +80,7 @@ async def forward_to(controller: WizardController, screen: Screen, step: str, us
 
 async def change_retention_and_schedule(controller: WizardController, screen: Screen) -> Screen:
     """From the review: Change retention (keep 3 daily, 2 weekly), then a daily 03:30 UTC schedule; back at review."""
-    screen = await controller.act(TENANT, "U1", screen.session_id, "go_to", "retention")
+    screen = await controller.act(TENANT, "U1", screen.session_id, "change:retention", "retention")
     assert screen.step == "retention" and "Back at" in (screen.note or "")
     values = {**defaults(screen), "preset": "custom", "keep_daily": "3", "keep_weekly": "2", "keep_monthly": "0",
               "keep_yearly": "0"}  # fmt: skip
@@ -107,7 +109,7 @@ async def test_edit_changes_schedule_and_retention_with_the_scheduler_refreshed_
         assert screen.step == "review" and screen.view.submit_label == "Apply changes"
         assert "No changes yet" in screen.view.notes[0]
         modal(screen)
-        labels = {b.value for b in screen.view.buttons if b.action == "go_to"}
+        labels = {b.value for b in screen.view.buttons if b.action == f"change:{b.value}"}
         assert labels == {"server", "type", "source", "snapshot", "pool", "repository", "retention", "schedule"}
         row = await WizardSession.get(id=screen.session_id)
         secret = (await Repository.get(id=chain.repository_id)).passphrase.reveal()
@@ -159,7 +161,7 @@ async def test_a_source_change_runs_a_real_test_backup_into_the_chains_repositor
     (docs / "readme.txt").write_text("docs\n")
     controller = WizardController(build_steps, world.services)
     screen = await open_edit(controller, await resolve_actor(DIRECTORY, TEAM, "U1"), chain.name, "C0CHAN")
-    screen = await controller.act(TENANT, "U1", screen.session_id, "go_to", "source")
+    screen = await controller.act(TENANT, "U1", screen.session_id, "change:source", "source")
     assert screen.step == "source"
     values = {**defaults(screen), "paths": f"{world.www}\n{docs}"}
     screen = await controller.submit(TENANT, "U1", screen.session_id, values)
@@ -255,3 +257,64 @@ async def test_where_the_archives_live_changes_only_without_archives_and_to_a_ne
     with pytest.raises(Refused):
         await editing.apply(admin, chain.id, moved)
     assert (await Repository.get(id=chain.repository_id)).name == "web1-files-www"
+
+
+async def test_backup_edit_from_the_slack_command_to_the_changed_chain(world: World, tmp_path: Any) -> None:
+    """`/backup edit <chain>` through the emulator (signed requests): the modal opens at the review; the report
+    channel and success notices are changed there and applied; someone who may not operate the chain is told why."""
+    from bot.config import load_settings
+    from bot.slack.app import build_app, serve_http
+    from bot.slack.emulator import DEFAULT_BOT_TOKEN, DEFAULT_BOT_USER, SlackDriver, SlackEmulator
+    from storage.crypto import generate_key
+    from tests.test_reports import free_port
+
+    chain = await made_chain(world)
+    await BackupChain.filter(id=chain.id).update(notify_channel="C0001")
+    await Workspace.create(team_id=TEAM, settings={})
+    slack = SlackEmulator(port=free_port())
+    await slack.start()
+    slack.add_user("U0001", is_admin=True)
+    slack.add_user("U0STRANGER")
+    slack.add_channel("C0001", "general", members=[DEFAULT_BOT_USER, "U0001", "U0STRANGER"])
+    slack.add_channel("C0REPORTS", "backups", members=[DEFAULT_BOT_USER, "U0001"])
+    settings = load_settings(tmp_path / "none.env", SLACK_BOT_TOKEN=DEFAULT_BOT_TOKEN, SLACK_SIGNING_SECRET="s3cret",
+                             SLACK_API_URL=slack.api_url, BACKUPBOT_SECRET_KEYS=generate_key())  # fmt: skip
+    services = dataclasses.replace(world.services, directory=NoDirectory())  # the app asks Slack who is an admin
+    app = build_app(settings, wizard=WizardController(build_steps, services))
+    runner = await serve_http(app, "127.0.0.1", 0)
+    host, port = runner.addresses[0][:2]
+    driver = SlackDriver.over_http(slack, f"http://{host}:{port}/slack/events", "s3cret")
+    try:
+        await driver.slash_command("/backup", f"edit {chain.name}", user="U0STRANGER")
+        for _ in range(50):
+            if slack.ephemerals(user="U0STRANGER"):
+                break
+            await asyncio.sleep(0.1)
+        assert "not allowed to change" in str(slack.ephemerals(user="U0STRANGER"))
+        assert slack.current_view("U0STRANGER") is None
+
+        await driver.slash_command("/backup", f"edit {chain.name}", user="U0001")
+        try:
+            view = await driver.wait_for_view("U0001", callback_id="wizard")
+        except TimeoutError:
+            raise AssertionError([(c.method, c.error, getattr(c, "response", None)) for c in slack.calls]) from None
+        assert view["submit"]["text"] == "Apply changes" and "wizard_step:review" in str(view["blocks"][0])
+        await driver.set_value("v", "https://example.slack.com/archives/C0REPORTS", block_id="notify_channel",
+                               user="U0001")  # fmt: skip
+        await driver.set_value("v", [], block_id="notices", user="U0001")
+        await driver.submit(user="U0001")  # the review is slow: "working…", then the done screen
+        for _ in range(100):
+            if "was changed (" in str(driver.current_view("U0001")):
+                break
+            await asyncio.sleep(0.1)
+        assert "was changed" in str(driver.current_view("U0001"))
+        edited = await BackupChain.get(id=chain.id)
+        assert edited.notify_channel == "C0REPORTS" and edited.notify_success is False, (
+            [b["text"]["text"] for b in driver.current_view("U0001")["blocks"] if "warning" in str(b)])
+        [audit] = await AuditLog.filter(action="chain.edit", actor="U0001")
+        assert audit.details["before"] == {"notify_channel": "C0001", "notify_success": True}
+        assert audit.details["after"] == {"notify_channel": "C0REPORTS", "notify_success": False}
+    finally:
+        await driver.aclose()
+        await runner.cleanup()
+        await slack.stop()

@@ -28,6 +28,7 @@ from storage.models import BackupChain, BackupTemplate, Server, StoragePool
 from storage.tenancy import Tenant
 
 SAVE_TEMPLATE, RUN_NOW = "save_template", "run_now"
+CHANGE = "change"  # a button per step: action ids must differ within a block, so "change:<step>"
 CHANGEABLE = ("server", "type", "source", "snapshot", "pool", "repository", "retention", "schedule")
 SNAPSHOT_WORDS = {
     "none": "none — files that change during the backup may be captured inconsistently",
@@ -109,13 +110,13 @@ class ReviewStep(BaseStep):
                                       "reported"),)),
             ),
             notes=(changes, "\n".join(await self._summary(ctx))),
-            buttons=tuple(Button("go_to", f"Change: {STEP_TITLES[s]}", value=s) for s in steps),
+            buttons=tuple(Button(f"{CHANGE}:{s}", f"Change: {STEP_TITLES[s]}", value=s) for s in steps),
             submit_label="Apply changes",
         )  # fmt: skip
 
     async def act(self, ctx: WizardContext, action: str, value: str) -> str | None:
         """Edit mode's *Change* buttons: back to that step (the controller jumps; every answer is kept)."""
-        if action != "go_to" or value not in STEP_TITLES or not ctx.data.get("edit"):
+        if action != f"{CHANGE}:{value}" or value not in STEP_TITLES or not ctx.data.get("edit"):
             return None
         ctx.data[GOTO_KEY] = value
         return f"Change *{STEP_TITLES[value]}*, then press Next through the steps after it back to the review."
