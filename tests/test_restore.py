@@ -231,3 +231,30 @@ async def test_a_restore_cut_by_a_crash_is_marked_partial_reported_interrupted_a
     assert retry.spec["token"] == asked.spec.token and retry.id > crashed.id
     assert not (target / files.MARKER).exists()
     assert tree(target / str(world.www).lstrip("/")) == tree(world.www)
+
+
+async def test_the_cli_restores_and_waits_for_the_checked_result(world: World, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+    import json
+
+    from bot.cli import restore as cli_restore
+
+    chain, archive = await backed_up(world)
+    parser = argparse.ArgumentParser()
+    cli_restore.add_parser(parser.add_subparsers())
+    target = world.src.workdir / "by-cli"
+    args = parser.parse_args(["restore", "--team", TEAM, chain.name, archive, "--to", str(target), "--path",
+                              str(world.www / "img"), "--wait", "--json"])  # fmt: skip
+    queue = SqlQueue()
+    worker = Worker(queue, Executor(queue, world.services), poll=0.2)
+    await worker.start()
+    try:
+        code = await cli_restore.act(Actor.operator(TEAM), args, world.services)
+    finally:
+        await worker.stop()
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["status"] == "succeeded" and out["result"]["files"]["ok"]
+    assert (target / str(world.www).lstrip("/") / "img" / "logo.svg").read_text() == "<svg/>\n"
+    bad = parser.parse_args(["restore", "--team", TEAM, chain.name, archive, "--to", "/"])
+    with pytest.raises(Refused, match="never into /"):
+        await cli_restore.act(Actor.operator(TEAM), bad, world.services)
