@@ -23,7 +23,7 @@ from bot.slack.emulator import SlackDriver, SlackEmulator
 from storage.models import AuditLog, Repository, Role, RoleGrant
 from tests.test_integrity import make_chain, push, push_side
 from tests.test_pools import told
-from tests.test_retire import ADMIN, MEMBER, NAME, OPS, command, ops, slack_env
+from tests.test_retire import ADMIN, MEMBER, NAME, OPS, ops, slack_env
 from tests.test_wizard_step_pool_repo import TEAM, World, build_world
 
 COUNT = 13
@@ -56,6 +56,21 @@ async def history(world: World) -> tuple[Repository, list[tuple[str, int]]]:
     return await Repository.get(id=chain.repository_id), made[::-1]
 
 
+async def answered(emulator: SlackEmulator, driver: SlackDriver, text: str, user: str) -> str:
+    """``/backup archives …`` reads borg on the pool, so the command is acked at once (empty) and answered through
+    its response URL, as an ephemeral message: return that answer."""
+    before = len(emulator.world.messages.ephemerals)
+    ack = await driver.slash_command("/backup", text, user=user)
+    assert ack.status == 200 and not (ack.json or {}).get("blocks"), ack.json
+
+    def arrived() -> bool:
+        return any(e.user == user for e in emulator.world.messages.ephemerals[before:])
+
+    await emulator.world.changes.wait_for(arrived, 30)
+    [answer] = [e for e in emulator.world.messages.ephemerals[before:] if e.user == user]
+    return json.dumps(answer.message, ensure_ascii=False)
+
+
 def rows_of(answer: str) -> list[str]:
     """The archive names an answer lists, in its order."""
     blocks = json.loads(answer)["blocks"]
@@ -71,7 +86,7 @@ async def test_archives_paged_newest_first_with_borg_sizes(
     names = [name for name, _ in made]
 
     # Page 1: the ten newest, with borg's own numbers.
-    first = await command(driver, f"archives {NAME}", OPS)
+    first = await answered(emulator, driver, f"archives {NAME}", OPS)
     assert rows_of(first) == names[:10], first
     assert f"{COUNT} archives, newest first · page 1 of 2" in first
     assert slack_archives.NEXT in first and slack_archives.PREVIOUS not in first
@@ -94,20 +109,20 @@ async def test_archives_paged_newest_first_with_borg_sizes(
 
     # `page N` jumps; past the end shows the last page. Deep pages read the statistics archive by archive.
     monkeypatch.setattr(service, "MAX_LAST", 5)
-    jumped = await command(driver, f"archives {NAME} page 99", ADMIN)
+    jumped = await answered(emulator, driver, f"archives {NAME} page 99", ADMIN)
     assert rows_of(jumped) == names[10:] and "page 2 of 2" in jumped
     deep = await service.page_of(ops(), NAME, services=world.services, page=2)
     assert [(r.name, r.original_size) for r in deep.rows] == made[10:]
     assert all(r.deduplicated_size for r in deep.rows)
 
     # Refused: someone who may not operate the chain (audited), and a chain that does not exist.
-    refused = await command(driver, f"archives {NAME}", MEMBER)
+    refused = await answered(emulator, driver, f"archives {NAME}", MEMBER)
     assert "not allowed to see the archives of web1-www" in refused and "`" not in refused.split("archives of")[0]
     assert [a.details["outcome"] for a in await AuditLog.filter(actor=MEMBER, action="chain.archives")] == ["denied"]
     with pytest.raises(Forbidden):
         await service.page_of(service_member(), NAME, services=world.services)
-    assert "no backup chain named" in await command(driver, "archives nope", OPS)
-    assert "Name the chain" in await command(driver, "archives", OPS)
+    assert "no backup chain named" in await answered(emulator, driver, "archives nope", OPS)
+    assert "Name the chain" in await answered(emulator, driver, "archives", OPS)
 
     # The same from the bot's host: `backup-bot chain archives` (its parser and action, with the test's SSH pool).
     args = cli_args("archives", "--team", TEAM, NAME, "--page", "2", "--json")

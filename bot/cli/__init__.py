@@ -20,6 +20,7 @@ from bot.cli import (
     apitoken,
     approvals,
     audit,
+    chain,
     credential,
     doctor,
     escrow,
@@ -39,7 +40,7 @@ from bot.config import ConfigError
 from storage.errors import StorageError
 
 MODULES = (init, migrate, run, playground, worker, doctor, keys, escrow, apitoken, credential, approvals, roles, audit,
-           pool, server, retention, schedule)
+           chain, pool, server, retention, schedule)
 
 console = Console(stderr=True, highlight=False)
 DEFAULT_ENV_FILE = ".env"

@@ -36,7 +36,7 @@ from bot.config import ConfigError, Settings
 from bot.flows.wizard.controller import WizardController
 from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
-from bot.slack import actions, approvals, commands, events, guard, pools, prompt_ack, reports, servers
+from bot.slack import actions, approvals, archives, commands, events, guard, pools, prompt_ack, reports, retire, servers
 from bot.slack import wizard as wizard_listeners
 from bot.slack.actors import Installations, SlackDirectory
 from bot.slack.listener import GuardedRunner, ListenerLimits
@@ -101,6 +101,8 @@ def build_app(
     shared = wizard.services if wizard is not None else None  # the bot's SSH pool, borg and alert bus
     pools.register(app, shared)  # /backup pools: Add pool, Edit, Remove
     servers.register(app, shared)  # /backup servers: Refresh, Remove
+    retire.register(app, shared)  # /backup delete: Retire, Delete the repository too
+    archives.register(app, shared)  # /backup archives: Previous / Next
     if outbox is not None:  # approvals announce their decisions through the outbox (bot.slack.reports.install)
         approvals.register(app, outbox, wizard)
     if wizard is not None:

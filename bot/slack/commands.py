@@ -5,7 +5,7 @@ The answer goes back in the ack (an ephemeral response), which is the fastest pa
 
 from __future__ import annotations
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard.controller import WizardController
@@ -34,7 +34,8 @@ def answer_for(text: str) -> list[dict]:
 
 def register(app: AsyncApp, controller: WizardController | None = None) -> None:
     @app.command(COMMAND)
-    async def backup_command(ack: AsyncAck, command: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
+    async def backup_command(ack: AsyncAck, command: dict, client: AsyncWebClient, context: AsyncBoltContext,
+                             respond: AsyncRespond) -> None:  # fmt: skip
         word = (command.get("text") or "").strip().split(maxsplit=1)[0].lower() if command.get("text") else "help"
         if word in listing.WORDS and context.get("tenant") is not None:
             found = await listing.answer(context["tenant"], command.get("text", ""))
@@ -42,9 +43,12 @@ def register(app: AsyncApp, controller: WizardController | None = None) -> None:
             return
         if word in ACTOR_ANSWERS and context.get("tenant") is not None:
             rest = (command.get("text") or "").strip().split(maxsplit=1)
+            if word in SLOW_WORDS:  # it asks a server: ack within Slack's 3 s, answer through the response URL
+                await ack()
             actor = await actor_of(context, client, command["user_id"])
             found = await ACTOR_ANSWERS[word](actor, rest[1] if len(rest) > 1 else "")
-            await ack(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
+            answer = ack if word not in SLOW_WORDS else respond
+            await answer(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
             return
         if controller is None or word not in WIZARD_WORDS:
             await ack(response_type="ephemeral", text="Backup Wizard help", blocks=answer_for(command.get("text", "")))
@@ -89,6 +93,7 @@ async def _tell(client: AsyncWebClient, command: dict, text: str) -> None:
     await client.chat_postEphemeral(channel=command["channel_id"], user=command["user_id"], text=text)
 
 
+SLOW_WORDS = frozenset({"archives"})  # answers that run borg on a pool: acked first, answered afterwards
 WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel, "edit": open_edit}
 ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS, **audit.ANSWERS, **pools.ANSWERS, **servers.ANSWERS,
                  **retire.ANSWERS, **archives.ANSWERS}  # answers that act for the user: roles resolved first
