@@ -134,7 +134,8 @@ async def _latest_runs(team_id: str, statuses: tuple[RunStatus, ...]) -> dict[in
 
 async def render_metrics(team_id: str) -> str:
     """The workspace's whole exposition, from the database, now."""
-    chains = await BackupChain.filter(team_id=team_id).values("id", "team_id", "name", "status")
+    chains = await BackupChain.filter(team_id=team_id).exclude(status=ChainStatus.RETIRED).values(
+        "id", "team_id", "name", "status")  # a retired chain runs no more: its age would alert forever
     by_id = {c["id"]: c for c in chains}
 
     def labels(chain_id: int) -> dict[str, str]:

@@ -244,8 +244,10 @@ async def set_up(source: Transport, pool: PoolAccess, spec: RepoSpec) -> Reposit
     )  # fmt: skip
 
 
-async def tear_down_access(source: Transport, pool: PoolAccess, spec: RepoSpec) -> None:
-    """Remove the source's push key from both sides (the repository itself is kept)."""
+async def tear_down_access(source: Transport, pool: PoolAccess, spec: RepoSpec) -> bool:
+    """Remove the source's push key from both sides (the repository itself is kept); return whether the pool's
+    ``authorized_keys`` line was removed (the source's copy is best effort: without the line it opens nothing)."""
     with contextlib.suppress(Exception):
         await source.run(["sh", "-c", 'rm -rf -- "$HOME/$1"', "sh", f"{KEY_DIR}/{spec.name}"])
-    await pool.transport.run(["sh", "-c", _REMOVE_KEY, "sh", f"{_MARK}{spec.path}"])
+    removed = await pool.transport.run(["sh", "-c", _REMOVE_KEY, "sh", f"{_MARK}{spec.path}"])
+    return removed.ok  # False: the pool's line may still be there (the push key would keep working)
