@@ -107,6 +107,45 @@ async def test_unique_names_per_workspace(database: str) -> None:
         await Tenant("T0001").create(Server, name="db", host="h3")
 
 
+async def test_migrated_tables_keep_their_unique_names(database: str) -> None:
+    """Every unique (workspace, name) pair holds after all migrations, on every engine (SQLite table rebuilds once
+    lost them: storage.migration_ops)."""
+    objects = await _populate()
+    repo, tenant = objects["repo"], Tenant("T0001")
+    with pytest.raises(IntegrityError):
+        await tenant.create(BackupChain, name="web1 nightly", repository=repo)
+    with pytest.raises(IntegrityError):
+        await tenant.create(BackupTemplate, name="std", backup_type=BackupType.FILES)
+    await Tenant("T0002").create(BackupChain, name="web1 nightly", repository=repo)  # another workspace: fine
+
+
+async def test_sqlite_migrations_give_the_models_indexes(tmp_path) -> None:
+    """The schema the migrations build on SQLite has exactly the indexes the models declare (as a schema generated
+    straight from the models has), so no migration's table rebuild silently drops one."""
+    import sqlite3
+
+    def indexes(path) -> dict[str, set[tuple[tuple[str, ...], bool]]]:
+        found: dict[str, set[tuple[tuple[str, ...], bool]]] = {}
+        with sqlite3.connect(path) as conn:
+            for table, name in conn.execute("SELECT tbl_name, name FROM sqlite_master WHERE type = 'index'"):
+                if table == "tortoise_migrations":
+                    continue
+                columns = tuple(r[2] for r in conn.execute(f"PRAGMA index_info('{name}')"))
+                unique = next(bool(r[2]) for r in conn.execute(f"PRAGMA index_list('{table}')") if r[1] == name)
+                found.setdefault(table, set()).add((columns, unique))
+        return found
+
+    migrated, generated = tmp_path / "migrated.sqlite3", tmp_path / "generated.sqlite3"
+    async with db.database(f"sqlite://{migrated}"):
+        pass
+    await Tortoise.init(config=db.tortoise_config(f"sqlite://{generated}"))
+    try:
+        await Tortoise.generate_schemas()
+    finally:
+        await Tortoise.close_connections()
+    assert indexes(migrated) == indexes(generated)
+
+
 async def test_secrets_are_never_stored_in_plaintext(database: str) -> None:
     objects = await _populate()
     raw = await _raw_rows()
