@@ -200,7 +200,7 @@ async def test_success_summary_and_prune_report_in_the_days_thread(env: Env) -> 
     for label, value in [("Original size", "10.0 GiB"), ("Compressed", "5.0 GiB"), ("Deduplicated", "512.0 MiB"),
                          ("Dedup ratio", "20.0×"), ("Duration", "12 min 34 s"), ("Files", "12,345")]:  # fmt: skip
         assert f"*{label}*\\n{value}" in body, label
-    assert buttons(summary) == [] and "thread_ts" not in summary  # the day's parent
+    assert buttons(summary) == [("Restore…", "restore_open", str(chain.id))] and "thread_ts" not in summary
     pbody = text_of(prune)
     assert "🧹 Prune of nightly" in pbody and "*Archives pruned*\\n3" in pbody and "*Space freed*\\n3.0 GiB" in pbody
     assert "nightly-files-2025-12-01" in pbody and "nightly-db-2025-12-01" in pbody
@@ -224,7 +224,8 @@ async def test_failure_alert_with_cause_hint_and_buttons_retry_and_pause(env: En
     assert "🚨 Backup of nightly failed" in body
     assert "The server could not be reached over SSH." in body and "SSH port is open" in body
     assert "Connection refused" in body and "*Failure*\\nhost_unreachable" in body
-    assert buttons(alert) == [("Retry now", RETRY, str(chain.id)), ("Pause chain", PAUSE, str(chain.id))]
+    assert buttons(alert) == [("Retry now", RETRY, str(chain.id)), ("Pause chain", PAUSE, str(chain.id)),
+                              ("Restore…", "restore_open", str(chain.id))]  # fmt: skip
 
     await env.driver.click(RETRY, user="U0BOB", channel=REPORTS, ts=alert["ts"])  # not creator/approver/admin
     await wait_for(lambda: env.slack.ephemerals(user="U0BOB"))

@@ -29,6 +29,7 @@ from bot.cli import (
     migrate,
     playground,
     pool,
+    restore,
     retention,
     roles,
     run,
@@ -40,7 +41,7 @@ from bot.config import ConfigError
 from storage.errors import StorageError
 
 MODULES = (init, migrate, run, playground, worker, doctor, keys, escrow, apitoken, credential, approvals, roles, audit,
-           chain, pool, server, retention, schedule)
+           chain, pool, server, restore, retention, schedule)
 
 console = Console(stderr=True, highlight=False)
 DEFAULT_ENV_FILE = ".env"

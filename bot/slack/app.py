@@ -36,7 +36,21 @@ from bot.config import ConfigError, Settings
 from bot.flows.wizard.controller import WizardController
 from bot.runs.outbox import Outbox
 from bot.runtime import Runtime
-from bot.slack import actions, approvals, archives, commands, events, guard, pools, prompt_ack, reports, retire, servers
+from bot.slack import (
+    actions,
+    approvals,
+    archives,
+    commands,
+    edit,
+    events,
+    guard,
+    pools,
+    prompt_ack,
+    reports,
+    restore,
+    retire,
+    servers,
+)
 from bot.slack import wizard as wizard_listeners
 from bot.slack.actors import Installations, SlackDirectory
 from bot.slack.listener import GuardedRunner, ListenerLimits
@@ -103,6 +117,9 @@ def build_app(
     servers.register(app, shared)  # /backup servers: Refresh, Remove
     retire.register(app, shared)  # /backup delete: Retire, Delete the repository too
     archives.register(app, shared)  # /backup archives: Previous / Next
+    restore.register(app, shared)  # /backup restore and the Restore… buttons: the restore flow's modals
+    if wizard is not None:
+        edit.register(app, wizard)  # Edit buttons: the wizard, prefilled from the chain
     if outbox is not None:  # approvals announce their decisions through the outbox (bot.slack.reports.install)
         approvals.register(app, outbox, wizard)
     if wizard is not None:

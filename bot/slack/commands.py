@@ -10,7 +10,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flows.wizard.controller import WizardController
 from bot.services import templates
-from bot.slack import archives, audit, chain_settings, listing, pools, retire, roles, servers
+from bot.slack import archives, audit, chain_settings, drill, listing, pools, retire, roles, servers
+from bot.slack import restore as restore_flow
 from bot.slack.actors import actor_of
 from bot.slack.blocks import SUBCOMMANDS, help_blocks
 from bot.slack.edit import open_edit
@@ -94,6 +95,7 @@ async def _tell(client: AsyncWebClient, command: dict, text: str) -> None:
 
 
 SLOW_WORDS = frozenset({"archives"})  # answers that run borg on a pool: acked first, answered afterwards
-WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel, "edit": open_edit}
+WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel, "edit": open_edit,
+                "restore": restore_flow.open_from_command}
 ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS, **audit.ANSWERS, **pools.ANSWERS, **servers.ANSWERS,
-                 **retire.ANSWERS, **archives.ANSWERS}  # answers that act for the user: roles resolved first
+                 **retire.ANSWERS, **archives.ANSWERS, **drill.ANSWERS}  # answers that act for the user: roles resolved first
