@@ -97,5 +97,6 @@ async def _tell(client: AsyncWebClient, command: dict, text: str) -> None:
 SLOW_WORDS = frozenset({"archives"})  # answers that run borg on a pool: acked first, answered afterwards
 WIZARD_WORDS = {"new": _new, "resume": _resume, "cancel": _cancel, "edit": open_edit,
                 "restore": restore_flow.open_from_command}
+# Answers that act for the user (roles resolved first).
 ACTOR_ANSWERS = {**chain_settings.ANSWERS, **roles.ANSWERS, **audit.ANSWERS, **pools.ANSWERS, **servers.ANSWERS,
-                 **retire.ANSWERS, **archives.ANSWERS, **drill.ANSWERS}  # answers that act for the user: roles resolved first
+                 **retire.ANSWERS, **archives.ANSWERS, **drill.ANSWERS}
