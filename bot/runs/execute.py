@@ -45,7 +45,7 @@ from bot.runs.integrity import RecordGuard
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.runs.restoring import execute_restore
 from bot.transport.base import Transport, TransportError
-from storage.models import BackupChain, Repository, Run, RunKind, RunStatus
+from storage.models import BackupChain, ChainStatus, Repository, Run, RunKind, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,11 @@ class Executor:
         chain = await BackupChain.get_or_none(id=run.chain_id) if run.chain_id else None  # type: ignore[attr-defined]
         if chain is None:
             raise _Early(RunOutcome(status="failed", kind="plan", reason="The run's chain no longer exists."))
+        if chain.status not in (ChainStatus.ACTIVE, ChainStatus.PAUSED) and (  # queued just before a retire
+                run.kind == RunKind.BACKUP or chain.status == ChainStatus.RETIRED):  # fmt: skip
+            reason = "The chain was retired." if chain.status == ChainStatus.RETIRED else (
+                f"The chain is {chain.status.value.replace('_', ' ')}: it does not run backups.")  # fmt: skip
+            raise _Early(RunOutcome(status="failed", kind="plan", reason=reason))
         refusal = await quota_problem(chain.repository_id)  # type: ignore[attr-defined]
         if refusal is not None:  # before anything touches a server: no borg create on a pool over its quota
             raise _Early(RunOutcome(status="failed", kind="quota", reason=refusal, hint=QUOTA_HINT))
