@@ -299,8 +299,7 @@ async def test_backup_edit_from_the_slack_command_to_the_changed_chain(world: Wo
         except TimeoutError:
             raise AssertionError([(c.method, c.error, getattr(c, "response", None)) for c in slack.calls]) from None
         assert view["submit"]["text"] == "Apply changes" and "wizard_step:review" in str(view["blocks"][0])
-        await driver.set_value("v", "https://example.slack.com/archives/C0REPORTS", block_id="notify_channel",
-                               user="U0001")  # fmt: skip
+        await driver.set_value("v", "C0REPORTS", block_id="notify_channel", user="U0001")  # a channel picker
         await driver.set_value("v", [], block_id="notices", user="U0001")
         await driver.submit(user="U0001")  # the review is slow: "working…", then the done screen
         for _ in range(100):

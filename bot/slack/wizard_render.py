@@ -105,6 +105,10 @@ def _element(field: Field) -> dict[str, Any]:
         initial = field.initial or None
         _check(initial is None or _TIME.match(initial) is not None, "initial_time must be in format 'HH:mm'")
         return _compact({"type": "timepicker", "action_id": "v", "initial_time": initial})
+    if kind == "conversation":  # a channel picker; the value is the conversation id
+        return _compact({"type": "conversations_select", "action_id": "v",
+                         "initial_conversation": field.initial or None,
+                         "placeholder": placeholder or _plain("Choose a channel…")})  # fmt: skip
     raise ValueError(f"unknown field kind {kind!r}")
 
 
@@ -197,4 +201,6 @@ def _value(element: dict[str, Any]) -> Any:
         return [o["value"] for o in element.get("selected_options") or []]
     if kind == "timepicker":
         return element.get("selected_time")
+    if kind == "conversations_select":
+        return element.get("selected_conversation")
     return element.get("value")

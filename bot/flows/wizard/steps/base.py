@@ -16,7 +16,8 @@ from typing import Any, Literal, Protocol
 from bot.access import Actor, NoDirectory, resolve_actor
 
 FieldKind = Literal[
-    "text", "multiline", "number", "select", "multiselect", "radio", "checkboxes", "external_select", "time"
+    "text", "multiline", "number", "select", "multiselect", "radio", "checkboxes", "external_select", "time",
+    "conversation",
 ]
 
 

@@ -101,9 +101,8 @@ class ReviewStep(BaseStep):
             fields=(
                 Field("name", "Chain name", "text", initial=ctx.data.get("chain_name"), hint="Unique in this "
                       "workspace."),
-                Field("notify_channel", "Report channel", "text", optional=True, initial=notify.get("channel"),
-                      hint="Where the chain's reports go: the channel's link (Copy link in Slack) or its id (C…). "
-                           "Empty: no channel reports."),
+                Field("notify_channel", "Report channel", "conversation", optional=True,
+                      initial=notify.get("channel"), hint="Where the chain's reports go. Empty: no channel reports."),
                 Field("notices", "Notices", "checkboxes", optional=True,
                       initial=["success"] if notify.get("success", True) else [],
                       options=(Option("success", "Report successful backups too", "failures are always "
