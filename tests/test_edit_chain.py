@@ -154,8 +154,21 @@ async def test_edit_changes_schedule_and_retention_with_the_scheduler_refreshed_
         unregister()
 
 
-async def test_a_source_change_runs_a_real_test_backup_into_the_chains_repository(world: World) -> None:
+async def test_a_source_change_runs_a_real_test_backup_into_the_chains_repository(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.borg import compact as borg_compact
+
+    compacted: list[str] = []
+    real_compact = borg_compact.run
+
+    async def spy(transport: Any, repo: Any, *args: Any, **kwargs: Any) -> Any:
+        compacted.append(repo.url)
+        return await real_compact(transport, repo, *args, **kwargs)
+
+    monkeypatch.setattr(borg_compact, "run", spy)
     chain = await made_chain(world)
+    compacted.clear()  # what making the chain did
     docs = world.src.workdir / "docs"
     docs.mkdir()
     (docs / "readme.txt").write_text("docs\n")
@@ -180,6 +193,8 @@ async def test_a_source_change_runs_a_real_test_backup_into_the_chains_repositor
     listed = await borg_list.archives(world.pool_transport(), Repo(url=repository.path,
                                                                    passphrase=repository.passphrase.reveal()))
     assert listed == []
+    # … deleted but not compacted: compaction of a live repository is the integrity-checked maintenance's alone
+    assert repository.path not in compacted, compacted
     assert "*Source:*" in screen.view.notes[0]
 
     done = await controller.submit(TENANT, "U1", screen.session_id, defaults(screen))

@@ -123,14 +123,16 @@ async def _job(plan: ChainPlan, job: ArchiveJob, steps: _Steps, report: TestBack
                   getattr(error, "kind", None))  # fmt: skip
 
 
-async def _cleanup(plan: ChainPlan, steps: _Steps) -> None:
-    """Delete every test archive (and checkpoints of interrupted ones), compact, and check none is left."""
+async def _cleanup(plan: ChainPlan, steps: _Steps, compact_after: bool = True) -> None:
+    """Delete every test archive (and checkpoints of interrupted ones), compact (unless told not to), and check none
+    is left."""
     glob = f"{plan.prefix}-{TEST_MARK}-*"
     try:
         found = [a.name for a in await borg_list.archives(plan.pool, plan.repo_at_pool, glob=glob, borg=plan.pool_borg)]
         if found:
             await delete.archives(plan.pool, plan.repo_at_pool, found, borg=plan.pool_borg)
-            await compact.run(plan.pool, plan.repo_at_pool, borg=plan.pool_borg)
+            if compact_after:
+                await compact.run(plan.pool, plan.repo_at_pool, borg=plan.pool_borg)
         left = [a.name for a in await borg_list.archives(plan.pool, plan.repo_at_pool, glob=glob, borg=plan.pool_borg)]
     except (BorgError, TransportError) as error:
         steps.add("clean up", False, f"The test archives could not be removed: {error}", getattr(error, "kind", None))
@@ -138,9 +140,11 @@ async def _cleanup(plan: ChainPlan, steps: _Steps) -> None:
     steps.add("clean up", not left, "test archives removed" if not left else f"still listed: {', '.join(left)}")
 
 
-async def run_test_backup(plan: ChainPlan, *, time_limit: float = 45.0,
-                          on_step: StepHandler | None = None) -> TestBackupReport:  # fmt: skip
-    """Run the test backup for ``plan``; never raises for what it finds — the report says it."""
+async def run_test_backup(plan: ChainPlan, *, time_limit: float = 45.0, on_step: StepHandler | None = None,
+                          compact: bool = True) -> TestBackupReport:  # fmt: skip
+    """Run the test backup for ``plan``; never raises for what it finds — the report says it. ``compact=False`` for a
+    chain's own repository: compaction there is the integrity-checked maintenance's (bot.backup.integrity) alone, so a
+    test never makes permanent what a push key did; the test archives' space is freed at the next maintenance."""
     report = TestBackupReport(ok=True)
     steps = _Steps(report, on_step)
     try:
@@ -156,5 +160,5 @@ async def run_test_backup(plan: ChainPlan, *, time_limit: float = 45.0,
         for job in plan.jobs:
             await _job(plan, job, steps, report, time_limit)
     finally:
-        await _cleanup(plan, steps)
+        await _cleanup(plan, steps, compact)
     return report

@@ -257,9 +257,11 @@ async def validate(ctx: WizardContext) -> dict[str, Any]:
                 pending.append(asyncio.ensure_future(result))
 
     started = datetime.now(UTC)
-    report = await run_test_backup(built.plan, time_limit=ctx.services.test_backup_limit, on_step=on_step)
+    own = setup.get("chain_repository_id") is not None  # an edit testing into the chain's live repository
+    report = await run_test_backup(built.plan, time_limit=ctx.services.test_backup_limit, on_step=on_step,
+                                   compact=not own)  # fmt: skip
     await asyncio.gather(*pending, return_exceptions=True)
-    if setup.get("chain_repository_id") is not None:  # an edit's test backup went to the chain's own repository
+    if own:
         await editing.record_test_backup(await ctx.actor(), data["edit"]["chain_id"], started, report.ok)
     for step in report.steps:
         checks.items.append(
