@@ -79,11 +79,14 @@ async def subject_of(approval: Approval) -> tuple[str, list[Block]]:
     """(what is to be approved, in a few words of mrkdwn; the blocks that describe it): a chain, or a wizard's
     answers."""
     if approval.chain_id is None:  # type: ignore[attr-defined]
+        change = (approval.summary or "").startswith("*Change of ")  # an edit's answers (services.editing)
+        what = "a change of a backup chain" if change else "a new backup chain"
+        after = ("the changed steps are validated and the chain's new settings applied" if change else
+                 "the repository and a test backup are made and the chain is created")  # fmt: skip
         text = "\n".join([f"*Requested by:* <@{approval.requested_by}>", approval.summary or "",
-                          "_Nothing is set up on a server before approval: then the repository and a test backup are "
-                          "made and the chain is created._"])  # fmt: skip
-        return "a new backup chain", [HeaderBlock(text="Approval needed: a new backup chain"),
-                                      SectionBlock(text=MarkdownTextObject(text=text[:2900]))]  # fmt: skip
+                          f"_Nothing is set up on a server before approval: then {after}._"])  # fmt: skip
+        return what, [HeaderBlock(text=f"Approval needed: {what}"),
+                      SectionBlock(text=MarkdownTextObject(text=text[:2900]))]  # fmt: skip
     chain = await BackupChain.get(team_id=approval.team_id, id=approval.chain_id)  # type: ignore[attr-defined]
     return f"backup chain *{_esc(chain.name)}*", await summary_blocks(chain, approval.requested_by)
 
