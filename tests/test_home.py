@@ -183,9 +183,9 @@ async def test_home_lists_this_workspaces_chains_with_status_sizes_and_buttons(
     assert "paused" in db and "Repository size: 512.0 MiB" in db and "never ran" in db
     assert "Next run: — (not scheduled while the chain is paused)" in db
     assert "Repository size: unknown" in _section(view, chains["new"])
-    assert _buttons(view, chains["web"]) == ["home_run_now", "home_pause"]
-    assert _buttons(view, chains["db"]) == ["home_run_now", "home_resume"]
-    assert _buttons(view, chains["new"]) == []
+    assert _buttons(view, chains["web"]) == ["home_run_now", "home_pause", "chain_edit", "restore_open"]
+    assert _buttons(view, chains["db"]) == ["home_run_now", "home_resume", "chain_edit", "restore_open"]
+    assert _buttons(view, chains["new"]) == ["chain_edit", "restore_open"]  # an admin may
 
 
 async def test_run_now_queues_a_high_priority_backup_once(
@@ -226,11 +226,11 @@ async def test_pause_and_resume_change_status_and_buttons(
     view = await _click(slack, driver, "home_pause", web, OPERATOR)
     assert "is paused" in _notice(view)
     assert (await BackupChain.get(id=web.id)).status == ChainStatus.PAUSED
-    assert _buttons(view, web) == ["home_run_now", "home_resume"]
+    assert _buttons(view, web) == ["home_run_now", "home_resume", "chain_edit", "restore_open"]
     view = await _click(slack, driver, "home_resume", web, OPERATOR)
     assert "active again" in _notice(view)
     assert (await BackupChain.get(id=web.id)).status == ChainStatus.ACTIVE
-    assert _buttons(view, web) == ["home_run_now", "home_pause"]
+    assert _buttons(view, web) == ["home_run_now", "home_pause", "chain_edit", "restore_open"]
     rows = await AuditLog.filter(team_id=TEAM, object_id=str(web.id)).order_by("id")
     assert [(r.actor, r.action, r.details["outcome"]) for r in rows] == [
         (OPERATOR, "chain.pause", "done"),
@@ -321,3 +321,33 @@ async def test_many_chains_are_paginated_within_100_blocks(slack: SlackEmulator,
     second = slack.home_view(ADMIN, TEAM)
     assert f"c{PAGE_SIZE:03d}" in json.dumps(_blocks(second)) and "page 2/2" in json.dumps(_blocks(second))
     assert check_view(second) == []
+
+
+async def test_edit_and_restore_buttons_only_for_who_may_and_retired_chains_are_not_listed(
+    slack: SlackEmulator, driver: SlackDriver, chains: dict[str, BackupChain]
+) -> None:
+    """Edit: whoever may operate the chain (its creator, its server's operators, admins), never on a retired chain;
+    Restore…: admins and its server's operators only (a restore writes on a server). A retired chain is not on the
+    Home (it does not run) and is counted instead. Pressing Restore… opens the restore flow at the archive step."""
+    web = chains["web"]
+    gone = await _chain(TEAM, "gone", ChainStatus.RETIRED, retired_at=datetime(2026, 4, 1, tzinfo=UTC))
+    view = await _open(slack, driver, user=NOBODY)
+    assert _buttons(view, web) == ["home_run_now", "home_pause"]  # no Edit, no Restore… for a stranger
+    assert _buttons(view, chains["new"]) == []
+    view = await _open(slack, driver, user=CREATOR)  # created them, no role on the server
+    assert _buttons(view, web) == ["home_run_now", "home_pause", "chain_edit"]
+    await _grant_operator(web, OPERATOR)
+    view = await _open(slack, driver, user=OPERATOR)
+    assert _buttons(view, web) == ["home_run_now", "home_pause", "chain_edit", "restore_open"]
+    assert _buttons(view, chains["db"]) == ["home_run_now", "home_resume"]  # another server's chain
+    view = await _open(slack, driver, user=ADMIN)
+    text = json.dumps(view["blocks"], ensure_ascii=False)
+    assert f"home_chain_{gone.id}" not in text and "*3* backup chain(s)" in text
+    assert "1 retired chain(s) not listed" in text
+    opened = len(slack.calls_to("views.open"))
+    await driver.click("restore_open", block_id=f"home_chain_actions_{web.id}", user=OPERATOR)
+    await slack.wait_for_call("views.open", count=opened + 1)
+    call = slack.calls_to("views.open")[-1]
+    assert call.ok, call.response
+    modal = json.dumps(call.params, ensure_ascii=False)
+    assert "restore_step" in modal and "Restore from *web*" in modal and "restore_archive" in modal

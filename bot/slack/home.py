@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import Directory, NotFound, Refused, resolve_actor
+from bot.access import Actor, Directory, NotFound, Refused, authz, resolve_actor
 from bot.backup import schedule as sched
 from bot.services import chains as chain_ops
-from bot.services import runs
+from bot.services import restores, runs
 from bot.slack import listing
 from bot.slack.actors import SlackDirectory
 from bot.slack.blocks import home_help_view
@@ -55,8 +55,19 @@ async def _last_success(tenant: Tenant, chain: BackupChain) -> Run | None:
     )
 
 
-async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime) -> list[ChainRow]:
-    """What the home tab shows for ``chains`` (one page: a few cheap queries per chain)."""
+async def _may(actor: Actor | None, chain: BackupChain) -> tuple[bool, bool]:
+    """Given the viewer and a chain, return whether they may edit it and restore from it (the buttons shown): the
+    service layer decides again on the click; showing only usable buttons spares people a refusal."""
+    if actor is None:
+        return False, False
+    edit = chain.status != ChainStatus.RETIRED and await authz.may_operate(actor, chain)
+    return edit, await restores.may_restore(actor, chain)
+
+
+async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime,
+                     actor: Actor | None = None) -> list[ChainRow]:  # fmt: skip
+    """What the home tab shows for ``chains`` (one page: a few cheap queries per chain); ``actor``: the viewer, whose
+    rights decide the Edit and Restore… buttons (none without a viewer)."""
     repositories = {
         r.id: r for r in await tenant.query(Repository).filter(id__in=[c.repository_id for c in chains])
     }
@@ -71,6 +82,7 @@ async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime) -
         upcoming, why = listing.next_runs_of(chain, 1, now)
         repository = repositories.get(chain.repository_id)
         pool = pools.get(repository.pool_id) if repository is not None else None
+        can_edit, can_restore = await _may(actor, chain)
         rows.append(
             ChainRow(
                 id=chain.id,
@@ -89,6 +101,8 @@ async def chain_rows(tenant: Tenant, chains: list[BackupChain], now: datetime) -
                 can_run=chain.status in RUNNABLE,
                 can_pause=chain.status == ChainStatus.ACTIVE,
                 can_resume=chain.status == ChainStatus.PAUSED,
+                can_edit=can_edit,
+                can_restore=can_restore,
             )
         )
     return rows
@@ -102,15 +116,21 @@ async def publish_home(
     page: int = 0,
     notice: str | None = None,
     now: datetime | None = None,
+    directory: Directory | None = None,
+    actor: Actor | None = None,
 ) -> None:
-    """Publish ``user_id``'s home tab: the workspace's chains, ``page`` of them, with an optional notice."""
+    """Publish ``user_id``'s home tab: the workspace's chains that are not retired, ``page`` of them, with an
+    optional notice; the Edit and Restore… buttons only where ``user_id`` may use them."""
     moment = now or datetime.now(UTC)
-    total = await tenant.query(BackupChain).count()
+    viewer = actor or await resolve_actor(directory or SlackDirectory(client), tenant.team_id, user_id)
+    live = tenant.query(BackupChain).exclude(status=ChainStatus.RETIRED)
+    total = await live.count()
     page = max(0, min(page, (total - 1) // PAGE_SIZE if total else 0))
-    chains = await tenant.query(BackupChain).order_by("name", "id").offset(page * PAGE_SIZE).limit(PAGE_SIZE)
+    chains = await live.order_by("name", "id").offset(page * PAGE_SIZE).limit(PAGE_SIZE)
     view = home_chains_view(
-        await chain_rows(tenant, list(chains), moment),
+        await chain_rows(tenant, list(chains), moment, viewer),
         total=total,
+        retired=await tenant.query(BackupChain).filter(status=ChainStatus.RETIRED).count(),
         page=page,
         servers=await tenant.query(Server).count(),
         pools=await tenant.query(StoragePool).count(),
@@ -149,5 +169,5 @@ async def chain_action(
         notice = f":warning: {exc.sentence}"
     except Refused as exc:
         notice = f":no_entry: {exc.sentence}"
-    await publish_home(client, tenant, user_id, page=page, notice=notice, now=now)
+    await publish_home(client, tenant, user_id, page=page, notice=notice, now=now, actor=actor)
     return notice

@@ -29,6 +29,8 @@ PAGE_SIZE = 30  # chains per page: 2 blocks each, plus at most 10 around them
 MAX_TEXT = 2900
 
 RUN_NOW = "home_run_now"
+EDIT = "chain_edit"  # bot.slack.edit.EDIT_ACTION (its register opens the wizard prefilled); value: the chain's id
+RESTORE = "restore_open"  # bot.slack.restore.RESTORE_OPEN (its register opens the restore flow); value: the chain's id
 PAUSE = "home_pause"
 RESUME = "home_resume"
 PAGE = "home_page"
@@ -54,6 +56,8 @@ class ChainRow:
     can_resume: bool
     pool: str = ""  # "vault-main · 12.0 GiB free of 50.0 GiB · quota …" (escaped), "" when unknown
     history: str = ""  # the repository's integrity when not OK (needs review / quarantined), "" when OK
+    can_edit: bool = False  # the viewer may change the chain (bot.access.authz.may_operate), and it is not retired
+    can_restore: bool = False  # the viewer may restore from it (admins, operators of its server)
 
 
 def _mrkdwn(text: str) -> MarkdownTextObject:
@@ -86,6 +90,10 @@ def _chain_blocks(row: ChainRow) -> list[Block]:
         buttons.append(ButtonElement(text="Pause", action_id=PAUSE, value=value))
     if row.can_resume:
         buttons.append(ButtonElement(text="Resume", action_id=RESUME, value=value))
+    if row.can_edit:
+        buttons.append(ButtonElement(text="Edit", action_id=EDIT, value=value))
+    if row.can_restore:
+        buttons.append(ButtonElement(text="Restore…", action_id=RESTORE, value=value))
     if buttons:
         blocks.append(ActionsBlock(block_id=f"home_chain_actions_{row.id}", elements=buttons))
     return blocks
@@ -99,13 +107,18 @@ def home_chains_view(
     servers: int,
     pools: int,
     notice: str | None = None,
+    retired: int = 0,
 ) -> View:
-    """The home tab: a summary line, an optional notice, one page of chains, paging and help buttons."""
+    """The home tab: a summary line, an optional notice, one page of chains, paging and help buttons. Retired chains
+    are not listed (they do not run); ``retired`` counts them, ``/backup list`` shows them."""
     pages = max(1, -(-total // PAGE_SIZE))
     blocks: list[Block] = [HeaderBlock(text="Backup Wizard")]
     if notice:
         blocks.append(SectionBlock(block_id="home_notice", text=_mrkdwn(notice)))
     summary = f"*{servers}* server(s) · *{pools}* storage pool(s) · *{total}* backup chain(s) in this workspace."
+    if retired:
+        summary += (f" {retired} retired chain(s) not listed: `/backup list` shows them, `/backup restore` reads "
+                    "their archives.")
     blocks += [SectionBlock(block_id="home_summary", text=_mrkdwn(summary)), DividerBlock()]
     if not rows:
         blocks.append(
@@ -132,7 +145,8 @@ def home_chains_view(
         ContextBlock(
             elements=[
                 _mrkdwn(
-                    "The chain's creator, the workspace's approvers and Slack admins may run, pause or resume it. "
+                    "The chain's creator, the operators of its server and Slack admins may run, pause, resume or edit "
+                    "it; admins and its server's operators may restore from it. "
                     "`/backup status <chain>` shows a chain's runs."
                 )
             ]

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import (
+    ActionsBlock,
     Block,
     ButtonElement,
     ContextBlock,
@@ -24,6 +25,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.access import Actor, authz
 from bot.backup import capacity
 from bot.backup import schedule as sched
 from bot.backup.retention import policy_summary
@@ -32,6 +34,7 @@ from bot.flows.wizard.steps.retention import policy_of
 from bot.flows.wizard.steps.schedule import format_run
 from bot.mrkdwn import esc as _esc
 from bot.runs.maintenance import check_summary, prune_summary
+from bot.services import restores
 from storage.models import (
     BackupChain,
     BackupSource,
@@ -48,6 +51,8 @@ from storage.tenancy import Tenant
 
 WORDS = ("list", "status", "templates")
 TEMPLATE_START = "template_start"  # the "Start wizard" button of a template in `/backup templates`
+EDIT = "chain_edit"  # bot.slack.edit.EDIT_ACTION: the wizard prefilled from the chain; value: the chain's id
+RESTORE = "restore_open"  # bot.slack.restore.RESTORE_OPEN: the restore flow; value: the chain's id
 MAX_BLOCKS = 50  # Slack's limit for a message
 MAX_ROWS = 40  # chains or templates listed in one answer; the rest are counted
 MAX_TEXT = 2900  # section text is limited to 3000 characters
@@ -59,6 +64,7 @@ CHAIN_ICONS = {
     ChainStatus.DRAFT: ":memo:",
     ChainStatus.PENDING_APPROVAL: ":hourglass_flowing_sand:",
     ChainStatus.REJECTED: ":no_entry:",
+    ChainStatus.RETIRED: ":file_cabinet:",
 }
 RUN_ICONS = {
     RunStatus.QUEUED: ":clock3:",
@@ -157,6 +163,27 @@ def _run_line(run: Run, zone: ZoneInfo, *, with_kind: bool) -> str:
     return line
 
 
+def status_words(chain: BackupChain, zone: ZoneInfo) -> str:
+    """Given a chain, return its icon and status as a list shows them (a retired chain with its retirement date)."""
+    words = f"{CHAIN_ICONS.get(chain.status, '')} {chain.status.value.replace('_', ' ')}"
+    if chain.status == ChainStatus.RETIRED and chain.retired_at is not None:
+        words += f" {_when(chain.retired_at, zone)} (archives kept: `/backup restore`, `/backup archives`)"
+    return words
+
+
+async def chain_buttons(actor: Actor | None, chain: BackupChain) -> list[ButtonElement]:
+    """Given the viewer and a chain, return the Edit and Restore… buttons they may use: Edit for whoever may operate
+    it (not once retired), Restore… for admins and its server's operators (the click is checked again)."""
+    if actor is None:
+        return []
+    buttons = []
+    if chain.status != ChainStatus.RETIRED and await authz.may_operate(actor, chain):
+        buttons.append(ButtonElement(text="Edit", action_id=EDIT, value=str(chain.id)))
+    if await restores.may_restore(actor, chain):
+        buttons.append(ButtonElement(text="Restore…", action_id=RESTORE, value=str(chain.id)))
+    return buttons
+
+
 def _not_found(name: str) -> Answer:
     text = (
         f"I can't find a backup chain named `{_esc(name[:100])}` in this workspace. "
@@ -183,10 +210,9 @@ async def list_answer(tenant: Tenant, *, now: datetime | None = None) -> Answer:
         last_text = "never ran" if last is None else _run_line(last, zone, with_kind=False)
         upcoming, why = next_runs_of(chain, 1, moment)
         next_text = _when(upcoming[0], zone) if upcoming else f"— ({why})"
-        icon = CHAIN_ICONS.get(chain.status, "")
         blocks.append(
             _section(
-                f"*{_esc(chain.name)}* · {icon} {chain.status.value.replace('_', ' ')}\n"
+                f"*{_esc(chain.name)}* · {status_words(chain, zone)}\n"
                 f"Schedule: {_esc(sched.summary(schedule))}\n"
                 f"Last run: {last_text}\n"
                 f"Next run: {next_text}"
@@ -199,8 +225,10 @@ async def list_answer(tenant: Tenant, *, now: datetime | None = None) -> Answer:
     return Answer(f"{len(chains)} backup chain(s)", blocks)
 
 
-async def status_answer(tenant: Tenant, name: str, *, now: datetime | None = None) -> Answer:
-    """``/backup status <chain>``: one chain's repository, pool, sources, retention, last and next runs."""
+async def status_answer(tenant: Tenant, name: str, *, now: datetime | None = None,
+                        actor: Actor | None = None) -> Answer:  # fmt: skip
+    """``/backup status <chain>``: one chain's repository, pool, sources, retention, last and next runs; with the
+    Edit and Restore… buttons the asking ``actor`` may use (none when the caller does not say who asks)."""
     moment = now or datetime.now(UTC)
     name = name.strip().strip("`\"'")
     if not name:
@@ -214,9 +242,8 @@ async def status_answer(tenant: Tenant, name: str, *, now: datetime | None = Non
     schedule = chain_schedule(chain)
     zone = _zone(schedule, chain.timezone)
     blocks: list[Block] = [_header(f"Backup chain {chain.name}")]
-    icon = CHAIN_ICONS.get(chain.status, "")
     overview = [
-        f"*Status:* {icon} {chain.status.value.replace('_', ' ')}",
+        f"*Status:* {status_words(chain, zone)}",
         f"*Schedule:* {_esc(sched.summary(schedule))} · priority {chain.priority}",
     ]
     if chain.depends_on_id:
@@ -232,6 +259,9 @@ async def status_answer(tenant: Tenant, name: str, *, now: datetime | None = Non
     upcoming, why = next_runs_of(chain, RUNS_SHOWN, moment)
     next_text = "\n".join(f"• {_when(m, zone)}" for m in upcoming) or f"None: {why}."
     blocks.append(_section(f"*Next {RUNS_SHOWN} runs*\n{next_text}"))
+    buttons = await chain_buttons(actor, chain)
+    if buttons:
+        blocks.append(ActionsBlock(block_id=f"status_chain_actions_{chain.id}", elements=buttons))
     return Answer(f"Backup chain {chain.name}: {chain.status.value}", blocks)
 
 
@@ -354,14 +384,15 @@ async def templates_answer(tenant: Tenant) -> Answer:
     return Answer(f"{len(templates)} template(s)", blocks)
 
 
-async def answer(tenant: Tenant, text: str, *, now: datetime | None = None) -> Answer:
-    """The answer to ``/backup <text>`` for the words in :data:`WORDS`."""
+async def answer(tenant: Tenant, text: str, *, now: datetime | None = None, actor: Actor | None = None) -> Answer:
+    """The answer to ``/backup <text>`` for the words in :data:`WORDS`; ``actor`` (who asks) decides which buttons
+    a chain's status shows."""
     parts = (text or "").strip().split(maxsplit=1)
     word, rest = (parts[0].lower() if parts else ""), (parts[1] if len(parts) > 1 else "")
     if word == "list":
         return await list_answer(tenant, now=now)
     if word == "status":
-        return await status_answer(tenant, rest, now=now)
+        return await status_answer(tenant, rest, now=now, actor=actor)
     if word == "templates":
         return await templates_answer(tenant)
     raise ValueError(f"not a listing word: {word!r}")

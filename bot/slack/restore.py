@@ -279,6 +279,8 @@ def register(app: AsyncApp, services: Any = None) -> None:
             channel = (body.get("channel") or {}).get("id")
             if channel:
                 await client.chat_postEphemeral(channel=channel, user=actor.user_id, text=refusal)
+            else:  # a click on the App Home: no channel to answer in, so a DM
+                await client.chat_postMessage(channel=actor.user_id, text=refusal)
 
     @app.options(ARCHIVE)
     async def archive_options(ack: AsyncAck, body: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
