@@ -46,7 +46,7 @@ from bot.borg.runner import DEFAULT_LOCK_WAIT, KINDS, BorgError, outcome_of, par
 from bot.probes import mysql as my_probe
 from bot.probes import postgresql as pg_probe
 from bot.probes.base import ProbeContext, ProbeError
-from bot.probes.dbcheck import DbCredential, redact
+from bot.probes.dbcheck import DbCredential, last_line, redact
 from bot.transport.base import CommandResult, Transport
 
 PIPE = r"""stage() {
@@ -473,3 +473,135 @@ async def database_exists(transport: Transport, engine: str, credential: DbCrede
     my_login = mysql_source.credential_of(credential)  # type: ignore[arg-type]
     listed = await _my_sql(ctx, client, my_login, my_probe.DATABASES_SQL, "list")
     return name in my_probe.parse_databases(listed, include_system=True)
+
+
+# --- PostgreSQL globals (roles) ------------------------------------------------------------------------------
+# ``pg_dumpall --globals-only`` (the chain's ``globals`` archive, ``globals.sql``) holds the server's roles. Roles are
+# server-wide, so restoring them is an admin's option, and it only ever *adds*: a role that exists on the target
+# server is reported and left exactly as it is (none of its statements run), nothing is dropped. The script is read
+# (bounded) and rebuilt from an allow-list of pg_dumpall's one-line statements about new roles; everything else
+# (tablespaces, per-database settings, psql meta-commands, unknown lines) is skipped and counted. It runs in one
+# transaction through psql's stdin (password hashes never on a command line); the first error rolls it all back.
+
+GLOBALS_FILE = "globals.sql"
+GLOBALS_MAX_BYTES = 16 * 1024 * 1024
+_IDENT = r'(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)'
+_ROLE_LINE = re.compile(rf"^(?:CREATE ROLE ({_IDENT});|ALTER ROLE ({_IDENT}) (?:WITH|SET) .*;|"
+                        rf"COMMENT ON ROLE ({_IDENT}) IS '.*';)$")  # fmt: skip
+_GRANT_LINE = re.compile(rf"^GRANT ({_IDENT}) TO ({_IDENT})((?: WITH [A-Z]+ (?:TRUE|FALSE|OPTION),?)*)"
+                         rf"(?: GRANTED BY {_IDENT})?;$")  # fmt: skip
+_PLAIN = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_ .,=()-")
+
+
+def one_statement(line: str) -> bool:
+    """Whether ``line`` is exactly one SQL statement ending at its last character: outside ``'…'`` strings and
+    ``"…"`` identifiers only plain characters (no ``;``, ``$``-quotes, backslashes, ``E''`` strings, comments or
+    psql meta-commands), so an archive's script cannot smuggle a second statement behind an allowed one."""
+    if not line.endswith(";"):
+        return False
+    quote, i, body = "", 0, line[:-1]
+    while i < len(body):
+        ch = body[i]
+        if quote:
+            if ch == quote and body[i + 1:i + 2] == quote:
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"" and (ch == '"' or i == 0 or body[i - 1] in " (,="):
+            quote = ch
+        elif ch not in _PLAIN or body[i:i + 2] == "--":
+            return False
+        i += 1
+    return not quote
+_SETTING_LINE = re.compile(r"^SET (?:client_encoding|standard_conforming_strings|default_transaction_read_only) = "
+                           r"[a-zA-Z0-9_']+;$")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GlobalsResult:
+    """What a globals restore did: roles created, roles that existed (left unchanged), memberships granted, and
+    how many statements were skipped (tablespaces, per-database settings, anything not about a new role)."""
+
+    created: tuple[str, ...]
+    existing: tuple[str, ...]
+    memberships: int
+    skipped: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"roles_created": list(self.created), "roles_existing": list(self.existing),
+                "memberships": self.memberships, "skipped": self.skipped}  # fmt: skip
+
+
+def unquote_ident(text: str) -> str:
+    return text[1:-1].replace('""', '"') if text.startswith('"') else text
+
+
+def roles_script(script: str, existing: set[str]) -> tuple[list[str], GlobalsResult]:
+    """Given pg_dumpall's globals script and the roles the target has, return the statements to run (settings and
+    the allow-listed statements about roles that do not exist there) and what they do."""
+    lines = script.splitlines()
+    dumped = [unquote_ident(m.group(1)) for m in map(re.compile(rf"^CREATE ROLE ({_IDENT});$").match, lines) if m]
+    new = [name for name in dict.fromkeys(dumped) if name not in existing]
+    kept, memberships, skipped = [], 0, 0
+    for line in lines:
+        if not line.strip() or line.startswith("--"):
+            continue
+        if not one_statement(line):
+            skipped += 1
+            continue
+        role = _ROLE_LINE.match(line)
+        grant = _GRANT_LINE.match(line)
+        if _SETTING_LINE.match(line):
+            kept.append(line)
+        elif role and unquote_ident(next(g for g in role.groups() if g)) in new:
+            kept.append(line)
+        elif grant and unquote_ident(grant.group(2)) in new and (unquote_ident(grant.group(1)) in existing
+                                                                 or unquote_ident(grant.group(1)) in new):
+            kept.append(f"GRANT {grant.group(1)} TO {grant.group(2)}{grant.group(3)};")  # the grantor: who restores
+            memberships += 1
+        else:
+            skipped += 1
+    found = tuple(sorted(name for name in dict.fromkeys(dumped) if name in existing))
+    return kept, GlobalsResult(tuple(new), found, memberships, skipped)
+
+
+async def read_globals(transport: Transport, repo: Repo, archive: str, *, borg: str = "borg",
+                       timeout: float | None = None) -> str:  # fmt: skip
+    """The ``globals.sql`` of ``archive`` (bounded: a globals script is small; a larger one is refused)."""
+    argv = extract_argv(repo, archive, GLOBALS_FILE, borg)
+    result = await transport.run(repo.command(argv), env=repo.env(), secret_env=repo.secret_env() or None,
+                                 timeout=timeout)  # fmt: skip
+    if not result.ok:
+        borg_result = outcome_of(result)
+        raise RestoreFailed("extract", f"Reading {GLOBALS_FILE} from {archive} failed: {borg_result.reason}")
+    if len(result.stdout) > GLOBALS_MAX_BYTES:
+        raise RestoreRefused(f"{GLOBALS_FILE} in {archive} is larger than {GLOBALS_MAX_BYTES} bytes: not a globals "
+                             "script of pg_dumpall; restore roles by hand.")  # fmt: skip
+    return result.stdout.decode("utf-8", "replace")
+
+
+async def restore_pg_globals(
+    transport: Transport, repo: Repo, archive: str, credential: DbCredential | pg_probe.PgCredential, *,
+    borg: str = "borg", sudo: bool = False, timeout: float | None = None,
+) -> GlobalsResult:  # fmt: skip
+    """Create the roles of ``archive``'s globals script that the target server does not have (see above); existing
+    roles are reported, never altered or dropped. Needs a login that may create roles (a superuser, or CREATEROLE)."""
+    login = pg_source.credential_of(credential)
+    ctx = ProbeContext(transport, sudo=sudo, privileged=True)
+    script = await read_globals(transport, repo, archive, borg=borg, timeout=timeout)
+    listed = await _pg_sql(ctx, login, "SELECT rolname FROM pg_roles", "globals")
+    existing = {name.strip("\n") for name in listed.split("\x00") if name.strip("\n")}
+    statements, result = roles_script(script, existing)
+    if not result.created:
+        return result
+    argv = [*pg_probe.psql_argv(login, "")]
+    at = len(argv) - 1 - argv[::-1].index("-c")  # psql's own -c (peer access wraps it in ``sh -c``)
+    argv[at:at + 2] = ["--single-transaction", "-f", "-"]
+    env = {"PGCONNECT_TIMEOUT": "30", "LC_ALL": "C", **pg_source.secret_env(login)}
+    done = await ctx.run(argv, what="psql (roles)", stdin=("\n".join(statements) + "\n").encode(), secret_env=env,
+                         timeout=timeout or 120, privileged=login.os_user is not None, check=False)  # fmt: skip
+    if not done.ok:
+        detail = redact(last_line(done.err) or done.describe_failure(), _secrets_of(login))
+        raise RestoreFailed("globals", f"Creating the roles failed, none was created: {detail}.",
+                            "Read psql's message: a login without CREATEROLE, or a role created meanwhile.")
+    return result
