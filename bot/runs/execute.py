@@ -8,6 +8,8 @@
   run's ``stats["options"]`` (``scope``: all | repository | archives, ``verify_data``: bool).
 * ``restore``: what ``Run.spec`` describes (:mod:`bot.runs.restoring`): files into a new directory or a dump into a
   new database on a chosen server, verified; the result in ``stats["restore"]`` and ``spec["result"]``.
+* ``drill``: the newest archives restored into a scratch place on the drill server, verified, timed and removed
+  (:mod:`bot.runs.drilling`); the result in ``stats["drill"]`` and ``spec["drill"]``.
 * ``prune``: the repository's retention applied to each of its archive groups from the bot's pool access, then
   ``borg compact`` (``prune_repository``); the run's stats have the after-backup prune's shape (``jobs[].pruned``,
   ``freed_bytes``), so the same prune report describes it. Repository-level: ``chain_id`` may be None.
@@ -33,6 +35,7 @@ from typing import Any
 from bot.alerts import Alert, AlertBus
 from bot.backup import plan as planning
 from bot.backup import schedule as sched
+from bot.backup.drill import DRILL_ROOT
 from bot.backup.runner import ChainPlan, ChainResult, prune_repository, run_chain
 from bot.borg import check as borg_check
 from bot.borg.init import is_unencrypted
@@ -41,6 +44,7 @@ from bot.borg.runner import KINDS, BorgError
 from bot.monitoring import ping_chain
 from bot.runs import orphans
 from bot.runs.accounting import QUOTA_HINT, Accounting, quota_problem
+from bot.runs.drilling import execute_drill
 from bot.runs.integrity import RecordGuard
 from bot.runs.queue import RunOutcome, RunQueue, is_transient
 from bot.runs.restoring import execute_restore
@@ -126,6 +130,7 @@ class Executor:
     plan_hook: PlanHook | None = None  # tests: e.g. make a job slow
     on_progress: Callable[[Run, dict[str, Any]], None] | None = None
     accounting: Accounting | None = None  # repository sizes and pool space after runs (default: on)
+    drill_root: str = DRILL_ROOT  # where drills restore files on the drill server (tests: their own directory)
 
     def __post_init__(self) -> None:
         if self.accounting is None:
@@ -157,6 +162,8 @@ class Executor:
             return await self._prune(run)
         if run.kind == RunKind.RESTORE:
             return await execute_restore(run, self.services, self.alerts)
+        if run.kind == RunKind.DRILL:
+            return await execute_drill(run, self.services, root=self.drill_root)
         return RunOutcome(status="failed", kind="plan",
                           reason=f"Runs of kind {run.kind} are not executed by the queue yet.")  # fmt: skip
 

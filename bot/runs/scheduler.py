@@ -1,7 +1,9 @@
 """Turning schedules into queued runs when they are due, from memory, at the due instant.
 
-What is scheduled: every *active* chain's backups (``chain.schedule``) and checks (``chain.schedule["check"]``, a
-schedule mapping plus optional ``verify_data`` / ``scope``), and the ``prune`` runs of every repository that has a
+What is scheduled: every *active* chain's backups (``chain.schedule``), checks (``chain.schedule["check"]``, a
+schedule mapping plus optional ``verify_data`` / ``scope``) and restore drills (``chain.schedule["drill"]``: days
+and time, ``every`` weekly or monthly — the first of those days in each month — and the drill ``server_id``), and
+the ``prune`` runs of every repository that has a
 ``prune_schedule`` and at least one active chain (a repository whose chains are all paused is left alone). Paused,
 pending, draft and rejected chains are never scheduled. The slot math is ``bot.backup.schedule``'s, the same as the
 wizard's preview.
@@ -83,6 +85,7 @@ class Plan:
     chain_id: int | None = None
     depends_on: int | None = None
     options: Mapping[str, Any] | None = None
+    monthly: bool = False  # only the first slot of each month (the first of its weekdays): monthly drills
 
     @property
     def key(self) -> Key:
@@ -138,6 +141,11 @@ def chain_plans(row: Mapping[str, Any]) -> list[Plan]:
     if (spec := _parsed(check, owner, "check", **zone)) is not None:
         options = {k: check[k] for k in ("verify_data", "scope") if k in check}
         plans.append(Plan(RunKind.CHECK, spec=spec, options=options or None, **common))
+    drill = schedule.get("drill")
+    if (spec := _parsed(drill, owner, "drill", **zone)) is not None:
+        server = {"server_id": drill["server_id"]} if drill.get("server_id") else None
+        plans.append(Plan(RunKind.DRILL, spec=spec, options=server, monthly=drill.get("every") == "monthly",
+                          **common))  # fmt: skip
     return plans
 
 
@@ -151,8 +159,12 @@ def repository_plans(row: Mapping[str, Any]) -> list[Plan]:
                  floor=_utc(row["created_at"]) - timedelta(seconds=1))]  # fmt: skip
 
 
-def _first_after(spec: sched.Spec, moment: datetime) -> sched.Slot:
-    return next(sched.iter_slots(spec, moment))
+def _first_after(plan: Plan, moment: datetime) -> sched.Slot:
+    """The plan's first slot after ``moment`` (a monthly plan: the first in a month's first seven days)."""
+    slots = sched.iter_slots(plan.spec, moment)
+    if not plan.monthly:
+        return next(slots)
+    return next(slot for slot in slots if slot.start.day <= 7)
 
 
 def _due(slot: sched.Slot) -> float:
@@ -292,7 +304,7 @@ class Scheduler:
         self._owned[owner] = tuple(plan.key for plan in plans)
         for plan in plans:
             self._plans[plan.key] = plan
-            self._push(plan.key, _first_after(plan.spec, max(since, plan.floor)))
+            self._push(plan.key, _first_after(plan, max(since, plan.floor)))
         return withdraw
 
     def _drop(self, owner: Owner, now: datetime) -> list[Key]:
@@ -345,7 +357,7 @@ class Scheduler:
             slot = self._next[key][1]
             plan = self._plans[key]
             due.append((plan, slot))
-            self._push(key, _first_after(plan.spec, slot.start))
+            self._push(key, _first_after(plan, slot.start))
         return due
 
     async def tick(self, now: datetime | None = None) -> list[Run]:
