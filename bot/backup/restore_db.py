@@ -32,17 +32,21 @@ fd 5 (:data:`bot.backup.sources.mysql.WITH_OPTION_FILE`), which keeps the client
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from bot.backup.sources import mongodb as mongo_source
 from bot.backup.sources import mysql as mysql_source
 from bot.backup.sources import postgresql as pg_source
 from bot.backup.sources.base import database_of
 from bot.borg import list as borg_list
 from bot.borg.repo import Repo
 from bot.borg.runner import DEFAULT_LOCK_WAIT, KINDS, BorgError, outcome_of, parse_stderr
+from bot.probes import mongodb as mongo_probe
 from bot.probes import mysql as my_probe
 from bot.probes import postgresql as pg_probe
 from bot.probes.base import ProbeContext, ProbeError
@@ -605,3 +609,113 @@ async def restore_pg_globals(
         raise RestoreFailed("globals", f"Creating the roles failed, none was created: {detail}.",
                             "Read psql's message: a login without CREATEROLE, or a role created meanwhile.")
     return result
+
+
+# --- MongoDB -------------------------------------------------------------------------------------------------
+# A per-database ``mongodump --archive`` (``<db>.archive`` in a ``mongo-<db>`` archive) is restored into a new
+# database name with ``mongorestore --archive --nsInclude=<src>.* --nsFrom=<src>.* --nsTo=<target>.*`` in the same
+# pipe as the SQL engines. mongorestore's stdin is the dump, so the password reaches it as a YAML config on fd 5
+# (:data:`MONGO_WITH_CONFIG`, the pattern of MySQL's option file). The proof: mongorestore's success, then documents
+# per collection counted with ``mongosh --quiet --eval`` (:data:`MONGO_COUNTS`; the database name and the login
+# arrive as environment variables through ``secret_env``, never in the script). An existing target is refused:
+# mongorestore only inserts, so restoring into a database that has data would mix the two.
+
+MONGO_MAX_NAME = 63
+MONGO_WITH_CONFIG = r"""p=${BACKUP_BOT_MONGO_PASSWORD-}; unset BACKUP_BOT_MONGO_PASSWORD
+exec 6<&0
+printf 'password: %s\n' "$p" | { exec 5<&0 0<&6 6<&-; exec "$@"; }
+"""
+MONGO_COUNTS = r"""
+const env = process.env;
+if (env.BW_MONGO_USER)
+  db.getSiblingDB(env.BW_MONGO_AUTHDB || 'admin').auth(env.BW_MONGO_USER, env.BW_MONGO_PASSWORD || '');
+const listed = db.getSiblingDB('admin').adminCommand({listDatabases: 1, nameOnly: true});
+const names = listed.databases.map(d => d.name);
+print('@exists ' + EJSON.stringify(names.includes(env.BW_TARGET)));
+if (names.includes(env.BW_TARGET)) {
+  const t = db.getSiblingDB(env.BW_TARGET);
+  for (const c of t.getCollectionNames().sort())
+    print('@count ' + EJSON.stringify({c: c, n: t.getCollection(c).countDocuments({})}));
+}
+print('@end');
+"""
+
+
+def mongo_counts_parse(text: str) -> tuple[bool, dict[str, int]]:
+    """``(target exists, documents per collection)`` from :data:`MONGO_COUNTS`'s labelled lines; a cut-off run
+    (no ``@end``) raises :class:`RestoreFailed`."""
+    exists, counts, ended = False, {}, False
+    for line in text.splitlines():
+        label, _, payload = line.strip().partition(" ")
+        try:
+            if label == "@exists":
+                exists = json.loads(payload) is True
+            elif label == "@count":
+                item = json.loads(payload)
+                counts[str(item["c"])] = int(item["n"])
+        except (ValueError, KeyError, TypeError):
+            raise RestoreFailed("verify", f"mongosh printed a line that is not a count: {line[:200]!r}.") from None
+        ended = ended or label == "@end"
+    if not ended:
+        raise RestoreFailed("verify", "mongosh's output was cut short: the documents could not be counted.")
+    return exists, counts
+
+
+async def mongo_counts(transport: Transport, credential: Any, database: str, *, sudo: bool = False,
+                       timeout: float = 60.0) -> tuple[bool, dict[str, int]]:  # fmt: skip
+    """Whether ``database`` exists, and documents per collection in it (``mongosh --quiet --eval``)."""
+    login = mongo_source.credential_of(credential)
+    argv = ["mongosh", "--quiet", "--norc", mongo_probe.connection_uri(login, 10.0), "--eval", MONGO_COUNTS]
+    result = await transport.run(argv, secret_env={**mongo_probe.secret_env(login), "BW_TARGET": database},
+                                 timeout=timeout, sudo=sudo)  # fmt: skip
+    if not result.ok:
+        secret = login.password.get_secret_value() if login.password else None
+        raise RestoreFailed("verify", redact(f"mongosh failed: {last_line(result.err) or result.describe_failure()}",
+                                             [secret]))  # fmt: skip
+    return mongo_counts_parse(result.out)
+
+
+def mongorestore_argv(login: Any, source: str, target: str) -> tuple[str, ...]:
+    """``mongorestore --archive`` re-targeting ``source.*`` to ``target.*``; through :data:`MONGO_WITH_CONFIG`
+    (``--config=/dev/fd/5``) when the login has a password."""
+    auth: tuple[str, ...] = ()
+    if login.user is not None:
+        auth = (f"--username={login.user}", f"--authenticationDatabase={login.auth_source}")
+    argv = ("mongorestore", f"--host={login.host}", f"--port={login.port}", *auth, "--archive",
+            f"--nsInclude={source}.*", f"--nsFrom={source}.*", f"--nsTo={target}.*")  # fmt: skip
+    if login.user is not None and login.password is not None:
+        return ("sh", "-c", MONGO_WITH_CONFIG, "sh", argv[0], "--config=/dev/fd/5", *argv[1:])
+    return argv
+
+
+async def restore_mongodb(
+    transport: Transport, repo: Repo, dump: DumpRef, target: str, credential: Any, *,
+    borg: str = "borg", sudo: bool = False, timeout: float | None = None,
+) -> RestoreResult:  # fmt: skip
+    """Restore a per-database ``mongodump --archive`` into the new database ``target`` (see above); ``tables`` of
+    the result are documents per collection counted after the restore."""
+    started = time.monotonic()
+    login = mongo_source.credential_of(credential)
+    name, source = await resolve_dump(transport, repo, dump, borg=borg, timeout=timeout)
+    if name == "mongodump.archive":
+        raise RestoreRefused("This archive holds the whole instance (every database): restore it with mongorestore "
+                             "by hand; the bot restores one database's archive into a new name.")  # fmt: skip
+    check_target(target, source, overwrite=False, limit=MONGO_MAX_NAME)
+    if any(ch in target for ch in '/\\. "$*<>:|?'):
+        raise RestoreRefused(f"{target!r} cannot be a MongoDB database name (no / \\ . space \" $ * < > : | ?).")
+    exists, _ = await mongo_counts(transport, login, target, sudo=sudo)
+    if exists:
+        raise RestoreRefused(f"The database {target} already exists; choose a new name (mongorestore would mix "
+                             "the dump into its data).")  # fmt: skip
+    producer = extract_argv(repo, dump.archive, name, borg)
+    result = await run_pipe(transport, repo, (producer, (), mongorestore_argv(login, source, target)),
+                            mongo_source.secret_env(login), sudo=sudo, timeout=timeout)  # fmt: skip
+    failure = pipe_failure(result, producer, "mongorestore",
+                           "Read mongorestore's message: a login without the restore role, or a server older "
+                           "than the dump's are the usual causes.")  # fmt: skip
+    if failure is not None:
+        failure.reason = redact(failure.reason, [login.password.get_secret_value() if login.password else None])
+        failure.cleanup = f"The database {target} may hold part of the dump: drop it before trying again."
+        raise failure
+    _, counts = await mongo_counts(transport, login, target, sudo=sudo)
+    return RestoreResult("mongodb", target, source, True, time.monotonic() - started, counts)
