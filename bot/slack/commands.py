@@ -39,7 +39,8 @@ def register(app: AsyncApp, controller: WizardController | None = None) -> None:
                              respond: AsyncRespond) -> None:  # fmt: skip
         word = (command.get("text") or "").strip().split(maxsplit=1)[0].lower() if command.get("text") else "help"
         if word in listing.WORDS and context.get("tenant") is not None:
-            found = await listing.answer(context["tenant"], command.get("text", ""))
+            found = await listing.answer(context["tenant"], command.get("text", ""),
+                                         actor=await actor_of(context, client, command["user_id"]))  # its buttons
             await ack(response_type="ephemeral", text=found.text, blocks=found.to_dicts())
             return
         if word in ACTOR_ANSWERS and context.get("tenant") is not None:
