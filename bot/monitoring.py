@@ -18,6 +18,10 @@ Per chain (labels ``team`` = Slack team id, ``chain`` = chain name; never hosts,
 * ``backupbot_chain_runs_total{…, kind, status}`` — finished runs by kind and outcome (counted from Run rows)
 * ``backupbot_chain_up`` — 1 while the chain is active, 0 otherwise (paused, pending, …)
 
+Per chain, its last finished restore drill (``/backup drill``; absent until one ran):
+``backupbot_chain_last_drill_success`` (1 passed, 0 failed), ``backupbot_chain_last_drill_timestamp_seconds`` and
+``backupbot_chain_last_drill_duration_seconds`` (the measured restore time).
+
 Per workspace: ``backupbot_queue_depth{team}`` — queued runs that are due (waiting for a worker; not runs queued
 ahead of their slot or backing off before a retry). A fixed handful of grouped queries per scrape,
 whatever the number of chains.
@@ -78,6 +82,7 @@ PING_URLS_KEY = "ping_urls"
 OUTBOUND_ALLOW_KEY = "outbound_allow"  # networks (CIDR) an admin allowed outbound URLs to reach
 SUCCESS = (RunStatus.SUCCEEDED, RunStatus.WARNING)
 FINISHED = (*SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SKIPPED, RunStatus.CANCELLED)
+DRILLED = (*SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED)  # a skipped or cancelled drill proved nothing either way
 Event = Literal["start", "success", "fail"]
 
 
@@ -117,10 +122,11 @@ def _ts(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
-async def _latest_runs(team_id: str, statuses: tuple[RunStatus, ...]) -> dict[int, Run]:
-    """Per chain, the backup run with the highest id among ``statuses`` (ids grow with creation)."""
+async def _latest_runs(team_id: str, statuses: tuple[RunStatus, ...],
+                       kind: RunKind = RunKind.BACKUP) -> dict[int, Run]:  # fmt: skip
+    """Per chain, the run of ``kind`` (a backup) with the highest id among ``statuses`` (ids grow with creation)."""
     latest = (
-        await Run.filter(team_id=team_id, kind=RunKind.BACKUP, status__in=statuses, chain_id__isnull=False)
+        await Run.filter(team_id=team_id, kind=kind, status__in=statuses, chain_id__isnull=False)
         .annotate(last_id=Max("id"))
         .group_by("chain_id")
         .values("chain_id", "last_id")
@@ -128,7 +134,7 @@ async def _latest_runs(team_id: str, statuses: tuple[RunStatus, ...]) -> dict[in
     ids = [row["last_id"] for row in latest if row["last_id"] is not None]
     if not ids:
         return {}
-    rows = await Run.filter(id__in=ids).only("id", "chain_id", "started_at", "finished_at", "stats")
+    rows = await Run.filter(id__in=ids).only("id", "chain_id", "status", "started_at", "finished_at", "stats")
     return {run.chain_id: run for run in rows}
 
 
@@ -192,8 +198,34 @@ async def render_metrics(team_id: str) -> str:
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=datetime.now(UTC))
     queue.add(await Run.filter(due, team_id=team_id, status=RunStatus.QUEUED).count(), team=team_id)
 
-    families = (up, last_success, duration, original, dedup, outcomes, queue, *await _pool_families(team_id))
+    families = (up, last_success, duration, original, dedup, outcomes, queue,
+                *await _drill_families(team_id, by_id), *await _pool_families(team_id))  # fmt: skip
     return "\n".join(line for family in families for line in family.render()) + "\n"
+
+
+async def _drill_families(team_id: str, chains: dict[int, dict[str, Any]]) -> tuple[_Family, ...]:
+    """Given a workspace and its (not retired) chains, return the gauges of each chain's last finished restore drill:
+    whether it passed, when it finished, and the measured restore time (one grouped query and one fetch)."""
+    success = _Family("backupbot_chain_last_drill_success", "gauge",
+                      "1 when the last restore drill of the chain passed, 0 when it failed.")  # fmt: skip
+    moment = _Family("backupbot_chain_last_drill_timestamp_seconds", "gauge",
+                     "Unix time the last restore drill finished.")  # fmt: skip
+    took = _Family("backupbot_chain_last_drill_duration_seconds", "gauge",
+                   "Measured restore time of the last restore drill (the whole run's when it failed).")  # fmt: skip
+    for chain_id, run in (await _latest_runs(team_id, DRILLED, RunKind.DRILL)).items():
+        chain = chains.get(chain_id)
+        if chain is None or run.finished_at is None:
+            continue
+        labels = {"team": chain["team_id"], "chain": chain["name"]}
+        success.add(1 if run.status in SUCCESS else 0, **labels)
+        moment.add(_ts(run.finished_at), **labels)
+        drill = (run.stats or {}).get("drill") if isinstance(run.stats, dict) else None
+        seconds = drill.get("seconds") if isinstance(drill, dict) else None
+        if not isinstance(seconds, int | float) and run.started_at is not None:
+            seconds = max(0.0, (run.finished_at - run.started_at).total_seconds())
+        if isinstance(seconds, int | float):
+            took.add(seconds, **labels)
+    return success, moment, took
 
 
 async def _pool_families(team_id: str) -> tuple[_Family, ...]:

@@ -16,15 +16,19 @@ from typing import Any
 import pytest
 
 from bot.access import Actor, Forbidden, Refused
+from bot.alerts import Alert
 from bot.backup import drill as scratch
 from bot.backup import restore_db
+from bot.monitoring import render_metrics
 from bot.probes import postgresql as pg_probe
 from bot.probes.base import ProbeContext
 from bot.probes.dbcheck import DbCredential
 from bot.runs import scheduler as scheduling
 from bot.runs.execute import Executor
+from bot.runs.notify import drill_reports, human_bytes, human_duration
 from bot.runs.queue import SqlQueue
 from bot.services import drills
+from bot.slack.drill import drill_answer, split
 from storage.models import AuditLog, BackupChain, BackupSource, BackupType, Run, RunKind, RunStatus
 from tests.harness.databases import _psql
 from tests.harness.ssh import target_of
@@ -116,6 +120,27 @@ async def test_files_drill_scheduled_restored_on_the_pool_host_checked_and_remov
     assert tree(world.www) == before  # the source's live data untouched
     assert (await Run.get(id=run.id)).spec["drill"]["seconds"] == drill["seconds"]
 
+    # The chain's thread gets the result with the measured time and size; /metrics exports the last drill.
+    stored = await Run.get(id=run.id)
+    alert = Alert(team_id=TEAM, kind="run_succeeded", message="", details={"run_id": run.id})
+    [report] = drill_reports(alert, stored, {"team_id": TEAM, "chain_id": chain.id, "chain_name": chain.name,
+                                             "run_id": run.id})  # fmt: skip
+    facts = dict(report.facts)
+    assert report.title == f"✅ Restore drill of {chain.name} passed" and facts["Drill server"] == "vault"
+    assert facts["Restore time"] == human_duration(drill["seconds"]) and facts["Restored size"] == human_bytes(
+        drill["bytes"]) and facts["Cleanup"] == "everything removed"  # fmt: skip
+    metrics = await render_metrics(TEAM)
+    labels = f'{{team="{TEAM}",chain="{chain.name}"}}'
+    assert f"backupbot_chain_last_drill_success{labels} 1" in metrics
+    assert f"backupbot_chain_last_drill_duration_seconds{labels} {drill['seconds']!r}" in metrics
+    assert f"backupbot_chain_last_drill_timestamp_seconds{labels} " in metrics
+    shown = await drill_answer(actor(), chain.name)
+    assert "weekly" in shown.text and "Last drill" in shown.text and "checked and cleaned up" in shown.text
+    off = await drill_answer(actor(), f"{chain.name} off")
+    assert "no restore drill" in off.text and "drill" not in (await BackupChain.get(id=chain.id)).schedule
+    refused = await drill_answer(Actor(team_id=TEAM, user_id="U9", is_admin=False, via="test"), f"{chain.name} weekly")
+    assert refused.text.startswith(":no_entry:")
+
 
 async def _foreign_server(world: World, chain: BackupChain) -> None:
     """A server of the workspace that is neither the pool's host nor a source of the chain."""
@@ -201,6 +226,14 @@ async def test_a_failed_drill_is_an_alert_with_cause_and_hint_and_cancellation_s
     with pytest.raises(scratch.DrillProblem, match="symbolic link"):
         async with scratch.Scratch(transport, str(tmp_path / "link"), 5):
             pass
+
+
+def test_the_command_text_is_split_into_chain_word_and_server() -> None:
+    assert split("web shop weekly on vault") == ("web shop", "weekly", "vault")
+    assert split("web shop monthly") == ("web shop", "monthly", None)
+    assert split("`web` off") == ("web", "off", None)
+    assert split("shop on vault") == ("shop on vault", None, None)
+    assert split("shop") == ("shop", None, None)
 
 
 def test_monthly_drills_fall_in_the_first_week_only() -> None:

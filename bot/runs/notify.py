@@ -340,6 +340,8 @@ class Notifier:
         name = chain.name
         if run_kind == RunKind.RESTORE or alert.kind == "restore_started":
             return restore_reports(alert, run, base)
+        if run_kind == RunKind.DRILL:
+            return drill_reports(alert, run, base)
         if alert.kind == "run_succeeded":
             if not chain.notify_success:
                 return []
@@ -496,4 +498,53 @@ def restore_reports(alert: Alert, run: Run | None, base: dict[str, Any]) -> list
         return [Report("interrupted", title=f"⚠️ Restore from {name} was interrupted", facts=restore_facts(spec, None),
                        cause=f"The bot stopped while the restore was in progress: not a success. {partial}{retry}",
                        alert=True, **base)]  # fmt: skip
+    return []
+
+
+def drill_facts(drill: dict[str, Any]) -> list[tuple[str, str]]:
+    """A drill's result as report facts: what was restored where, the measured time and size, how it was checked,
+    and what the cleanup removed."""
+    facts = [("Archives", ", ".join(drill.get("archives") or []) or "–"), ("Drill server", str(drill.get("server"))),
+             ("Restore time", human_duration(drill.get("seconds"))), ("Restored size", human_bytes(drill.get("bytes")))]
+    for item in drill.get("restored") or []:
+        checked, database = item.get("files"), item.get("database")
+        if checked:
+            facts.append(("Files", f"{checked.get('files')} of {checked.get('expected_files')} listed, "
+                                   f"{checked.get('checksums_ok')} of {checked.get('sampled')} sampled checksums ok"))
+        if database:
+            facts.append((f"Database {database.get('source_database')}",
+                          f"restored into a throwaway database: {len(database.get('tables') or {})} tables, "
+                          f"{database.get('rows', 0)} rows"))  # fmt: skip
+    cleanup = drill.get("cleanup") or {}
+    facts.append(("Cleanup", "everything removed" if cleanup.get("ok") else
+                  "left: " + "; ".join(cleanup.get("left") or ["unknown"])))  # fmt: skip
+    return facts
+
+
+def drill_reports(alert: Alert, run: Run | None, base: dict[str, Any]) -> list[Report]:
+    """A restore drill in the chain's thread: passed (time, size, checks, cleanup), passed with something left
+    behind, or failed — an alert with its cause and hint. Always reported: proving restores is its whole point."""
+    d = alert.details
+    name = base["chain_name"]
+    drill = ((run.stats if run else None) or d.get("stats") or {}).get("drill") or {}
+    if alert.kind == "run_succeeded":
+        warned = run is not None and run.status == RunStatus.WARNING
+        title = (f"⚠️ Restore drill of {name} passed, but its scratch data was not all removed" if warned
+                 else f"✅ Restore drill of {name} passed")  # fmt: skip
+        return [Report("drill", title=title, facts=drill_facts(drill), alert=warned, restore=True,
+                       hint=(run.error if warned and run else None), **base)]  # fmt: skip
+    if alert.kind == "run_failed":
+        kind = (run.error_kind if run else None) or d.get("kind")
+        _, fallback = hint_for(kind, d.get("hint") or "")
+        error = (run.error if run else None) or d.get("reason") or alert.message
+        retrying = " (retrying)" if d.get("will_retry") else ""
+        return [Report("drill_failed", title=f"🚨 Restore drill of {name} failed{retrying}",
+                       cause="The newest archive could not be restored and checked: a restore today would fail too.",
+                       error=error, hint=d.get("hint") or fallback, facts=[("Failure", kind or "unknown")],
+                       actions=True, alert=True, restore=True, **base)]  # fmt: skip
+    if alert.kind == "run_interrupted":
+        return [Report("interrupted", title=f"⚠️ Restore drill of {name} was interrupted", alert=True,
+                       cause="The bot stopped during the drill: not a pass. Its scratch data may be left on the drill "
+                             "server: remove its directory below /var/tmp/backup-bot-drill and its backup_bot_drill_* "
+                             "databases.", **base)]  # fmt: skip
     return []
