@@ -44,7 +44,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("archives", "/backup archives <chain>", "a chain's archives: time, original and deduplicated size",
                True),
     Subcommand("restore", "/backup restore [<chain>]", "restore files or a database from an archive, checked", False),
-    Subcommand("drill", "/backup drill <chain> weekly|monthly|off [on <server>]", "scheduled restore tests", False),
+    Subcommand("drill", "/backup drill <chain> weekly|monthly|off [on <server>]", "scheduled restore tests", True),
     Subcommand("edit", "/backup edit <chain>", "change a chain (the wizard, prefilled, at its review)", True),
     Subcommand("delete", "/backup delete <chain>", "retire a chain (its repository kept, or deleted by an admin)",
                True),
