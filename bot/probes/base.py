@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.transport.base import CommandResult, Transport
+from bot.transport.capture import probe_output
 
 DEFAULT_TIMEOUT = 20.0
 
@@ -93,8 +94,12 @@ async def run_checked(
     timeout: float = DEFAULT_TIMEOUT,
     sudo: bool = False,
 ) -> CommandResult:
-    """Run ``argv``; a missing program raises :class:`Absent`, another failure :class:`ProbeError`."""
-    result = await transport.run(argv, stdin=stdin, env=env, secret_env=secret_env, timeout=timeout, sudo=sudo)
+    """Run ``argv``; a missing program raises :class:`Absent`, another failure :class:`ProbeError`.
+
+    Probes read facts, never bulk data: their output is kept within the transport's small probe limit.
+    """
+    with probe_output():
+        result = await transport.run(argv, stdin=stdin, env=env, secret_env=secret_env, timeout=timeout, sudo=sudo)
     if result.ok:
         return result
     if missing_program(result):
@@ -104,4 +109,5 @@ async def run_checked(
 
 async def _run_unchecked(transport: Transport, argv: Sequence[str], *, what: str, **kwargs) -> CommandResult:
     del what
-    return await transport.run(argv, **kwargs)
+    with probe_output():
+        return await transport.run(argv, **kwargs)

@@ -12,12 +12,14 @@ from bot.transport.base import (
     HostKeyChanged,
     HostKeyNotPinned,
     HostUnreachable,
+    PoolBusy,
     Transport,
     TransportError,
 )
+from bot.transport.capture import probe_output
 from bot.transport.keys import KeyPair, PrivateKey, generate_key_pair, load_private_key
 from bot.transport.local import LocalTransport
-from bot.transport.ssh import SSHPool, SSHTarget, SSHTransport
+from bot.transport.ssh import PoolLimits, SSHPool, SSHTarget, SSHTransport
 
 __all__ = [
     "AuthenticationFailed",
@@ -29,6 +31,8 @@ __all__ = [
     "HostUnreachable",
     "KeyPair",
     "LocalTransport",
+    "PoolBusy",
+    "PoolLimits",
     "PrivateKey",
     "SSHPool",
     "SSHTarget",
@@ -37,4 +41,5 @@ __all__ = [
     "TransportError",
     "generate_key_pair",
     "load_private_key",
+    "probe_output",
 ]

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 LineHandler = Callable[[str], None]
@@ -47,26 +47,11 @@ async def announce_started(process: RemoteProcess) -> None:
         log.exception("recording a started remote command failed")
 
 
-async def read_lines(stream: Any, on_line: LineHandler | None) -> bytes:
-    """Read ``stream`` to EOF; with ``on_line``, hand each line over as it arrives (progress reporting).
-
-    A failing handler is logged and ignored: progress must never break the command it reports on.
-    """
-    if on_line is None:
-        return await stream.read()
-    parts: list[bytes] = []
-    while line := await stream.readline():
-        parts.append(line)
-        try:
-            on_line(line.decode("utf-8", errors="replace").rstrip("\r\n"))
-        except Exception:
-            log.exception("stderr line handler failed")
-    return b"".join(parts)
-
-
 @dataclass(frozen=True)
 class CommandResult:
-    """What a command did. ``exit_status`` is None when it was killed by a signal (see ``signal``)."""
+    """What a command did. ``exit_status`` is None when it was killed by a signal (see ``signal``), or stopped by
+    the bot because it printed more than the output limit: then ``overflow`` says so in a sentence, ``signal`` names
+    the bot's limit (so "X was killed by <signal>" messages read right) and stdout/stderr hold what was kept."""
 
     argv: tuple[str, ...]
     exit_status: int | None
@@ -74,10 +59,11 @@ class CommandResult:
     stderr: bytes
     signal: str | None = None
     duration: float = 0.0
+    overflow: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.exit_status == 0
+        return self.exit_status == 0 and self.overflow is None
 
     @property
     def out(self) -> str:
@@ -88,7 +74,9 @@ class CommandResult:
         return self.stderr.decode("utf-8", errors="replace")
 
     def describe_failure(self, limit: int = 300) -> str:
-        """``'<prog>' exited with status N: <first stderr line>`` — for messages."""
+        """``'<prog>' exited with status N: <last stderr line>`` — for messages."""
+        if self.overflow:
+            return self.overflow
         how = f"was killed by {self.signal}" if self.signal else f"exited with status {self.exit_status}"
         detail = self.err.strip().splitlines()
         tail = f": {detail[-1][:limit]}" if detail else ""
@@ -140,6 +128,13 @@ class HostKeyChanged(TransportError):
             transient=False,
             details={"host": host, "port": str(port), "pinned": pinned, "presented": presented},
         )
+
+
+class PoolBusy(TransportError):
+    """No SSH connection slot became free within the pool's wait: the message names the full share and the fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="pool_busy", transient=True)
 
 
 class CommandTimeout(TransportError):
