@@ -98,6 +98,9 @@ async def test_edit_changes_schedule_and_retention_with_the_scheduler_refreshed_
     world: World,
 ) -> None:
     chain = await made_chain(world)
+    drill = {"every": "weekly", "day": "sun", "at": "06:00"}  # set elsewhere (`/backup drill`): an edit keeps it
+    chain.schedule = {**chain.schedule, "drill": drill}
+    await chain.save(update_fields=["schedule"])
     check_before = chain.schedule["check"]
     scheduler = Scheduler(SqlQueue(), lead=0)
     await scheduler.resync()
@@ -132,6 +135,7 @@ async def test_edit_changes_schedule_and_retention_with_the_scheduler_refreshed_
         assert edited.schedule["days"] == ALL_DAYS and edited.schedule["at"] == "03:30"
         assert edited.schedule["timezone"] == "UTC" and edited.timezone == "UTC"
         assert edited.schedule["check"] == check_before  # the check schedule is kept
+        assert edited.schedule["drill"] == drill  # and so is the drill
         assert edited.notify_channel == "C0REPORTS" and edited.notify_success is False
         repository = await Repository.get(id=chain.repository_id)
         assert repository.retention == {"keep_daily": 3, "keep_weekly": 2}

@@ -112,13 +112,17 @@ async def check_chain_name(tenant: Tenant, name: Any) -> str:
 
 
 def chain_schedule(schedule: Mapping[str, Any] | None, timezone: str,
-                   check: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Given the schedule answer, return what the chain keeps: days, time, window, time zone, and its ``borg
-    check`` schedule (``check``: the one the chain has — an edit keeps it; a new chain gets the weekly check)."""
+                   current: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Given the schedule answer, return what the chain keeps: days, time, window, time zone, and the settings made
+    elsewhere — its ``borg check`` and restore drill schedules (``current``: the chain's schedule now, whose other
+    settings an edit keeps; a new chain gets the weekly check)."""
     answer = dict(schedule or {})
-    kept: dict[str, Any] = {k: answer[k] for k in ("days", "at", "window") if answer.get(k) is not None}
+    when = ("days", "at", "window", "timezone")
+    kept: dict[str, Any] = {k: v for k, v in (current or {}).items() if k not in when}  # `/backup check|drill`
+    kept.update({k: answer[k] for k in ("days", "at", "window") if answer.get(k) is not None})
     kept["timezone"] = answer.get("timezone") or timezone
-    kept["check"] = dict(DEFAULT_CHECK if check is None else check)  # `/backup check` changes it
+    if current is None:  # a new chain; an edit keeps the chain's check as it is, off included (no "check" key)
+        kept["check"] = dict(DEFAULT_CHECK)
     return kept
 
 

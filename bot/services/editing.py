@@ -334,7 +334,7 @@ async def _write(actor: Actor, current: Current, answers: Mapping[str, Any], set
     await tenant.query(BackupSource).filter(id=current.source.id).update(
         server_id=server.id, credential_id=credential.id if credential else None,
         type=answers["backup_type"], config=dict(answers.get("source") or {}))  # fmt: skip
-    schedule = chain_schedule(answers.get("schedule"), chain.timezone, check=(chain.schedule or {}).get("check"))
+    schedule = chain_schedule(answers.get("schedule"), chain.timezone, current=chain.schedule)
     notify = answers.get("notify") or {}
     try:
         name = chain_name(answers.get("chain_name"))
