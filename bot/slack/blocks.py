@@ -43,7 +43,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("prune", "/backup prune <chain> [after-backup|<days> <HH:MM>]", "when old archives are pruned", True),
     Subcommand("archives", "/backup archives <chain>", "a chain's archives: time, original and deduplicated size",
                True),
-    Subcommand("restore", "/backup restore [<chain>]", "restore files or a database from an archive, checked", False),
+    Subcommand("restore", "/backup restore [<chain>]", "restore files or a database from an archive, checked", True),
     Subcommand("drill", "/backup drill <chain> weekly|monthly|off [on <server>]", "scheduled restore tests", True),
     Subcommand("edit", "/backup edit <chain>", "change a chain (the wizard, prefilled, at its review)", True),
     Subcommand("delete", "/backup delete <chain>", "retire a chain (its repository kept, or deleted by an admin)",
