@@ -161,7 +161,7 @@ class SSHPool:
         self.limits = PoolLimits(max_connections, workspace_share, server_share, idle_timeout, slot_wait,
                                  output_limit, probe_output_limit)  # fmt: skip
         self._entries: dict[SSHTarget, _Entry] = {}
-        self._locks: dict[SSHTarget, asyncio.Lock] = {}
+        self._locks: dict[SSHTarget, tuple[asyncio.Lock, int]] = {}  # per target: the lock and its users
         self._slots = _Slots(self.limits)
         self._on_alert = on_alert
 
@@ -187,30 +187,39 @@ class SSHPool:
         """Open the target's connection once a slot is free (waiting at most ``slot_wait``), or reuse one that
         another task opened meanwhile."""
         deadline = asyncio.get_running_loop().time() + self.limits.slot_wait
-        lock = self._locks.setdefault(target, asyncio.Lock())
+        lock, users = self._locks.get(target) or (asyncio.Lock(), 0)
+        self._locks[target] = (lock, users + 1)  # counted, so the lock is dropped only when nobody holds or awaits it
         try:
-            async with asyncio.timeout_at(deadline):  # not wait_for: in 3.11 it can swallow a cancel (gh-86296)
-                await lock.acquire()
-        except TimeoutError:
-            raise self._slots.busy(target, "the same login") from None
-        try:
-            entry = self._entries.get(target)
-            if entry is not None and not entry.conn.is_closed():
-                return entry
-            if entry is not None:
-                self._forget(entry)
-            await self._slots.acquire(target, deadline, self._evict_idle)
             try:
-                conn = await self._connect(target)
-            except BaseException:
-                self._slots.release(target)
-                raise
-            entry = self._entries[target] = _Entry(conn, target)
-            return entry
+                async with asyncio.timeout_at(deadline):  # not wait_for: in 3.11 it can swallow a cancel (gh-86296)
+                    await lock.acquire()
+            except TimeoutError:
+                raise self._slots.busy(target, "the same login") from None
+            try:
+                return await self._open_locked(target, deadline)
+            finally:
+                lock.release()
         finally:
-            lock.release()
-            if not lock.locked() and target not in self._entries:
-                self._locks.pop(target, None)
+            lock, users = self._locks[target]
+            if users > 1:
+                self._locks[target] = (lock, users - 1)
+            else:
+                del self._locks[target]
+
+    async def _open_locked(self, target: SSHTarget, deadline: float) -> _Entry:
+        entry = self._entries.get(target)
+        if entry is not None and not entry.conn.is_closed():
+            return entry
+        if entry is not None:
+            self._forget(entry)
+        await self._slots.acquire(target, deadline, self._evict_idle)
+        try:
+            conn = await self._connect(target)
+        except BaseException:
+            self._slots.release(target)
+            raise
+        entry = self._entries[target] = _Entry(conn, target)
+        return entry
 
     def _release(self, entry: _Entry) -> None:
         """A command is done with ``entry``: once nobody uses it, it may be closed as idle (now, for a waiter that
