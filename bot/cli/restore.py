@@ -3,7 +3,9 @@
 * files: ``--to /new/dir [--path /etc/nginx …] [--server NAME]`` — everything, or the given paths, below a new
   directory on the chain's source server (default) or its pool's host;
 * a database: ``--database SHOP --as shop_restored [--server NAME]`` — the dump of SHOP into a new database;
-* over existing data: ``--overwrite --confirm <the target again>``.
+* over existing data: ``--overwrite --confirm <the target again>``;
+* a PostgreSQL database with the server's roles of the same backup (``--globals``): roles the server lacks are
+  created, existing ones reported and left as they are.
 
 The same checks as in Slack (:mod:`bot.services.restores`), each refusal one sentence, nothing written; then a
 ``RESTORE`` run is queued for the bot's worker (``backup-bot run`` or ``worker``). ``--wait`` waits for its result
@@ -46,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--server", metavar="NAME", help="where to restore (default: the chain's source server)")
     parser.add_argument("--overwrite", action="store_true", help="restore over existing data (needs --confirm)")
     parser.add_argument("--confirm", metavar="TARGET", default="", help="the target again, with --overwrite")
+    parser.add_argument("--globals", action="store_true",
+                        help="PostgreSQL: also create the server's roles from the same backup (admins)")
     parser.add_argument("--wait", action="store_true", help="wait for the result (exit 1 unless restored)")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
     parser.set_defaults(handler=handle)
@@ -57,10 +61,12 @@ def request_of(args: argparse.Namespace) -> RestoreRequest:
 
     if bool(args.to) == bool(args.as_name):
         raise UsageError("Give either --to DIR (files) or --database NAME --as NEW (a database).")
+    if args.globals and not args.as_name:
+        raise UsageError("--globals goes with a database restore: --database NAME --as NEW --globals.")
     if args.as_name:
         return RestoreRequest(chain=args.chain, archive=args.archive, target=args.as_name, what="database",
                               server=args.server, database=args.database, overwrite=args.overwrite,
-                              confirm=args.confirm)  # fmt: skip
+                              confirm=args.confirm, globals=args.globals)  # fmt: skip
     return RestoreRequest(chain=args.chain, archive=args.archive, target=args.to, paths=tuple(args.path),
                           server=args.server, overwrite=args.overwrite, confirm=args.confirm)  # fmt: skip
 

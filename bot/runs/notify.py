@@ -457,13 +457,30 @@ def restore_facts(spec: dict[str, Any] | None, result: dict[str, Any] | None) ->
     database = (result or {}).get("database")
     if database:
         tables = database.get("tables") or {}
-        facts.append(("Checked", f"the restore tool succeeded; {len(tables)} tables, {database.get('rows', 0)} rows"))
+        unit = ("collections", "documents") if database.get("engine") == "mongodb" else ("tables", "rows")
+        facts.append(("Checked", f"the restore tool succeeded; {len(tables)} {unit[0]}, {database.get('rows', 0)} "
+                                 f"{unit[1]}"))  # fmt: skip
+    roles = (result or {}).get("roles")
+    if roles:
+        facts.append(("Roles", _roles_text(roles)))
     return facts
+
+
+def _roles_text(roles: dict[str, Any]) -> str:
+    """Which of the server's roles a restore created and which existed already (left unchanged)."""
+
+    def names(key: str) -> str:
+        listed = [str(n) for n in roles.get(key) or []]
+        return ", ".join(listed[:20]) + (f" and {len(listed) - 20} more" if len(listed) > 20 else "") or "none"
+
+    return (f"created: {names('roles_created')}; existed already (left unchanged): {names('roles_existing')}; "
+            f"{roles.get('memberships', 0)} memberships granted")
 
 
 def _described(spec: dict[str, Any]) -> str:
     if spec.get("what") == "database":
-        return f"database {spec.get('source_database')} → {spec.get('target')} on {spec.get('server_name')}"
+        roles = " (and the server's roles)" if spec.get("globals_archive") else ""
+        return f"database {spec.get('source_database')} → {spec.get('target')} on {spec.get('server_name')}{roles}"
     paths = spec.get("paths") or []
     what = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "") if paths else "everything"
     return f"{what} → {spec.get('server_name')}:{spec.get('target')}"

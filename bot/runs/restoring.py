@@ -50,8 +50,9 @@ class RestoreSpec(BaseModel):
     server_id: int | None = None  # the target server (None: the bot's own host, for a local pool)
     target: str  # a directory (files) or a database name
     paths: list[str] = Field(default_factory=list)  # archive paths (files; empty: everything)
-    engine: Literal["postgresql", "mysql"] | None = None
+    engine: Literal["postgresql", "mysql", "mongodb"] | None = None
     dump: str | None = None  # the dump's file name inside the archive
+    globals_archive: str | None = None  # PostgreSQL: the archive whose globals.sql's missing roles are created first
     source_database: str | None = None
     client: str = "mariadb"
     credential_id: int | None = None
@@ -63,7 +64,8 @@ class RestoreSpec(BaseModel):
     def described(self) -> str:
         """One line: what goes where (for reports and audit)."""
         if self.what == "database":
-            return f"database {self.source_database} → {self.target} on {self.server_name}"
+            roles = " (and the server's roles)" if self.globals_archive else ""
+            return f"database {self.source_database} → {self.target} on {self.server_name}{roles}"
         what = ", ".join(self.paths[:3]) + (" …" if len(self.paths) > 3 else "") if self.paths else "everything"
         return f"{what} → {self.server_name}:{self.target}"
 
@@ -110,7 +112,8 @@ async def credential_for(chain: BackupChain, spec: RestoreSpec) -> Any:
     server = await tenant.get_or_none(Server, id=spec.server_id) if spec.server_id else None
     if server is not None and spec.credential_id is not None:
         return db_credential(await credential_row(tenant, server, spec.credential_id))
-    engine = BackupType.POSTGRESQL if spec.engine == "postgresql" else BackupType.MYSQL
+    engine = {"postgresql": BackupType.POSTGRESQL, "mongodb": BackupType.MONGODB}.get(spec.engine or "",
+                                                                                   BackupType.MYSQL)
     source = await BackupSource.filter(team_id=chain.team_id, chains__id=chain.id, type=engine,
                                        server_id=spec.server_id).first()  # fmt: skip
     if source is not None and source.credential_id is not None and server is not None:  # type: ignore[attr-defined]
@@ -132,11 +135,19 @@ async def _run_database(chain: BackupChain, spec: RestoreSpec, where: Reach) -> 
     login = await credential_for(chain, spec)
     dump = DumpRef(spec.archive, spec.dump, spec.source_database)
     common = {"overwrite": spec.overwrite, "borg": where.borg, "sudo": where.sudo, "token": spec.token}
+    if spec.engine == "mongodb":
+        done = await restore_db.restore_mongodb(where.target, where.repo, dump, spec.target, login, borg=where.borg,
+                                                sudo=where.sudo)  # fmt: skip
+        return {"database": done.as_dict()}
     if spec.engine == "postgresql":
+        roles = None
+        if spec.globals_archive:  # roles first: the dump's objects are owned by them
+            roles = await restore_db.restore_pg_globals(where.target, where.repo, spec.globals_archive, login,
+                                                        borg=where.borg, sudo=where.sudo)  # fmt: skip
         done = await restore_db.restore_postgresql(where.target, where.repo, dump, spec.target, login, **common)
-    else:
-        done = await restore_db.restore_mysql(where.target, where.repo, dump, spec.target, login, client=spec.client,
-                                              **common)  # fmt: skip
+        return {"database": done.as_dict(), **({"roles": roles.as_dict()} if roles is not None else {})}
+    done = await restore_db.restore_mysql(where.target, where.repo, dump, spec.target, login, client=spec.client,
+                                          **common)  # fmt: skip
     return {"database": done.as_dict()}
 
 

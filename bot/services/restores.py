@@ -20,6 +20,7 @@ kept a few minutes per archive so that paging through a large archive lists it o
 from __future__ import annotations
 
 import posixpath
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from bot.access.audit import record
 from bot.backup import plan as planning
 from bot.backup import restore as files
 from bot.backup import restore_db
+from bot.backup.sources import postgresql as pg_source
 from bot.backup.sources.base import database_of
 from bot.borg import list as borg_list
 from bot.borg.init import is_unencrypted
@@ -56,7 +58,9 @@ from storage.models import (
     WizardSession,
 )
 
-DUMP_ENGINES = {".pgdump": "postgresql", ".sql": "mysql"}
+DUMP_ENGINES = {".pgdump": "postgresql", ".sql": "mysql", ".archive": "mongodb"}
+WHOLE_MONGO = "mongodump.archive"  # a whole MongoDB instance in one archive: restored by hand, not by the bot
+STAMP = re.compile(r"-(\d{8}T\d{6})$")  # the UTC stamp ending a chain's archive names (bot.backup.jobs)
 PER_PAGE = 20
 _LISTINGS: OrderedDict[tuple[int, str], tuple[float, list[dict[str, Any]]]] = OrderedDict()
 LISTING_TTL, LISTINGS_KEPT = 300.0, 8
@@ -78,6 +82,7 @@ class RestoreRequest:
     credential_id: int | None = None
     overwrite: bool = False
     confirm: str = ""  # the target's name, typed by an admin, when ``overwrite``
+    globals: bool = False  # PostgreSQL: also create the server's roles from the same backup's globals (admins only)
 
 
 @dataclass(frozen=True)
@@ -287,7 +292,7 @@ def dumps_of(items: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     for item in items:
         path = str(item.get("path", ""))
         for extension, engine in DUMP_ENGINES.items():
-            if item.get("type") == "-" and path.endswith(extension) and path != "globals.sql":
+            if item.get("type") == "-" and path.endswith(extension) and path not in ("globals.sql", WHOLE_MONGO):
                 found[database_of(path)] = (path, engine)
     return found
 
@@ -301,6 +306,9 @@ async def _pruning(repository_id: int) -> bool:
 
 
 def _overwrite_check(actor: Actor, request: RestoreRequest) -> None:
+    if request.globals and not actor.is_admin:
+        raise Forbidden("Only admins can restore a server's roles (they are server-wide); restore the database "
+                        "without them, or ask an admin.")  # fmt: skip
     if not request.overwrite:
         return
     if not actor.is_admin:
@@ -310,8 +318,11 @@ def _overwrite_check(actor: Actor, request: RestoreRequest) -> None:
 
 
 async def _db_spec(actor: Actor, chain: BackupChain, request: RestoreRequest, items: list[dict[str, Any]],
-                   target: Target) -> RestoreSpec:  # fmt: skip
+                   target: Target, services: Any) -> RestoreSpec:  # fmt: skip
     dumps = dumps_of(items)
+    if not dumps and any(i.get("path") == WHOLE_MONGO for i in items):
+        raise Refused(f"The archive {request.archive} holds a whole MongoDB instance: restore it with mongorestore "
+                      "by hand; the bot restores one database's archive (mongo-<db>) into a new name.")  # fmt: skip
     if not dumps:
         raise Refused(f"The archive {request.archive} holds no database dump: restore its files instead.")
     source_db = request.database or (next(iter(dumps)) if len(dumps) == 1 else None)
@@ -320,6 +331,12 @@ async def _db_spec(actor: Actor, chain: BackupChain, request: RestoreRequest, it
     dump, engine = dumps[source_db]
     if engine == "mysql" and not await chain.sources.filter(type=BackupType.MYSQL).exists():
         raise Refused(f"{dump} is not a MySQL/MariaDB dump of this chain.")
+    if request.globals and engine != "postgresql":
+        raise Refused("Roles can only be restored with a PostgreSQL dump; restore this database without them.")
+    if engine == "mongodb" and request.overwrite:
+        raise Refused("A MongoDB dump is only restored into a new database (mongorestore would mix it into existing "
+                      "data): choose a new name.")  # fmt: skip
+    roles = await _globals_archive(chain, request, items, services) if request.globals else None
     name = request.target.strip()
     restore_db.check_target(name, name, overwrite=True, limit=restore_db.PG_MAX_NAME)
     scope = await authz.require_server(actor, target.server) if target.server is not None else authz.FULL
@@ -334,7 +351,29 @@ async def _db_spec(actor: Actor, chain: BackupChain, request: RestoreRequest, it
     return RestoreSpec(what="database", archive=request.archive, via=target.via, target=name,
                        server_id=target.server.id if target.server else None, engine=engine, dump=dump,  # type: ignore[arg-type]
                        source_database=source_db, credential_id=request.credential_id, overwrite=request.overwrite,
-                       server_name=target.name)  # fmt: skip
+                       server_name=target.name, globals_archive=roles)  # fmt: skip
+
+
+async def _globals_archive(chain: BackupChain, request: RestoreRequest, items: list[dict[str, Any]],
+                           services: Any) -> str:  # fmt: skip
+    """Given a PostgreSQL dump archive, return the archive holding the same backup's roles: the chosen archive when
+    it holds ``globals.sql``, else its sibling ``<repository>-globals-<same stamp>`` (one run stamps all its
+    archives alike, see :mod:`bot.backup.runner`); a sentence when the backup has none."""
+    if any(i.get("path") == restore_db.GLOBALS_FILE and i.get("type") == "-" for i in items):
+        return request.archive
+    stamp = STAMP.search(request.archive)
+    repository = await Repository.get(id=chain.repository_id)  # type: ignore[attr-defined]
+    sibling = f"{repository.name}-{pg_source.GLOBALS_SUFFIX}-{stamp.group(1)}" if stamp else ""
+    if sibling:
+        transport, repo, borg = await pool_side(chain, services)
+        try:
+            names = {a.name for a in await borg_list.archives(transport, repo, borg=borg)}
+        except (BorgError, TransportError) as exc:
+            raise Refused(f"The archives of {chain.name} could not be listed to find its roles: {exc}") from None
+        if sibling in names:
+            return sibling
+    raise Refused(f"The backup {request.archive} has no roles archive ({sibling or 'no globals'} is not in the "
+                  "repository: the source was backed up without its globals): restore without the roles.")
 
 
 async def _files_spec(actor: Actor, request: RestoreRequest, items: list[dict[str, Any]],
@@ -371,7 +410,8 @@ async def _preflight(chain: BackupChain, spec: RestoreSpec, items: list[dict[str
             place = spec.target
         else:
             needed = sum(int(i.get("size") or 0) for i in items if i.get("path") == spec.dump)
-            place = "/var/lib/postgresql" if spec.engine == "postgresql" else "/var/lib/mysql"
+            place = {"postgresql": "/var/lib/postgresql", "mongodb": "/var/lib/mongodb"}.get(spec.engine or "",
+                                                                                          "/var/lib/mysql")
             await _database_free(chain, spec, where)
         problem = await files.space_problem(where.target, place, needed, spec.server_name)
         if problem:
@@ -388,8 +428,11 @@ async def _database_free(chain: BackupChain, spec: RestoreSpec, where: Any) -> N
 
     login = await credential_for(chain, spec)
     try:
-        exists = await restore_db.database_exists(where.target, spec.engine or "postgresql", login, spec.target,
-                                                  client=spec.client, sudo=where.sudo)  # fmt: skip
+        if spec.engine == "mongodb":
+            exists, _ = await restore_db.mongo_counts(where.target, login, spec.target, sudo=where.sudo)
+        else:
+            exists = await restore_db.database_exists(where.target, spec.engine or "postgresql", login, spec.target,
+                                                      client=spec.client, sudo=where.sudo)  # fmt: skip
     except restore_db.RestoreFailed as exc:
         raise Refused(f"The databases on {spec.server_name} could not be listed: {exc}") from None
     if exists and not spec.overwrite:
@@ -407,7 +450,7 @@ async def prepare(actor: Actor, request: RestoreRequest, *, services: Any) -> tu
                       "finished, so the archive cannot vanish half-way.")  # fmt: skip
     items = await listing(chain, request.archive, services)
     if request.what == "database":
-        spec = await _db_spec(actor, chain, request, items, target)
+        spec = await _db_spec(actor, chain, request, items, target, services)
     else:
         spec = await _files_spec(actor, request, items, target)
     await _preflight(chain, spec, items, services)

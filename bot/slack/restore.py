@@ -156,6 +156,10 @@ async def _where_blocks(actor: Actor, draft: dict[str, Any], services: Any) -> l
                                                       "options": dbs[:100], "initial_option": dbs[0]}))
         blocks.append(_input("target", "New database name", {"type": "plain_text_input", "action_id": "target"},
                              hint="A database that does not exist yet; the bot creates it."))
+        if actor.is_admin and any(engine == "postgresql" for _, engine in dumps.values()):
+            blocks.append(_input("roles", "Roles (admins)", {"type": "checkboxes", "action_id": "roles", "options": [
+                _option("Restore the server's roles too", "yes")]}, optional=True,
+                hint="Creates the roles of the same backup that the server lacks; existing roles stay as they are."))
     else:
         blocks.append(_input("target", "New directory", {"type": "plain_text_input", "action_id": "target"},
                              hint="Absolute, empty or new, e.g. /var/restore/2026-03-01; archive paths go below."))
@@ -189,7 +193,8 @@ def request_of(draft: dict[str, Any]) -> RestoreRequest:
     return RestoreRequest(chain=int(draft["chain_id"]), archive=draft["archive"], target=draft.get("target", ""),
                           what=what, paths=tuple("/" + p for p in draft.get("paths") or []),  # type: ignore[arg-type]
                           server=draft.get("server"), database=draft.get("database"),
-                          overwrite=bool(draft.get("overwrite")), confirm=draft.get("confirm", ""))  # fmt: skip
+                          overwrite=bool(draft.get("overwrite")), confirm=draft.get("confirm", ""),
+                          globals=bool(draft.get("roles")))  # fmt: skip
 
 
 async def advance(actor: Actor, draft: dict[str, Any], values: dict[str, Any], services: Any) -> dict[str, str]:
@@ -211,7 +216,7 @@ async def advance(actor: Actor, draft: dict[str, Any], values: dict[str, Any], s
         elif step == "where":
             draft.update(server=values.get("server"), target=(values.get("target") or "").strip(),
                          database=values.get("database"), overwrite=bool(values.get("overwrite")),
-                         confirm=values.get("confirm") or "")  # fmt: skip
+                         confirm=values.get("confirm") or "", roles=bool(values.get("roles")))  # fmt: skip
             chain, spec = await restores.prepare(actor, request_of(draft), services=services)
             draft.update(step="summary", summary=f"*Restore* {esc(spec.described())} from `{esc(spec.archive)}`"
                          + (" — *over existing data*" if spec.overwrite else "") + ".")  # fmt: skip
@@ -222,6 +227,8 @@ async def advance(actor: Actor, draft: dict[str, Any], values: dict[str, Any], s
 
 def _block_of(step: str, sentence: str) -> str:
     if step == "where":
+        if "roles" in sentence.lower():
+            return "roles"
         return "confirm" if "to confirm" in sentence or "Only admins" in sentence else "target"
     return {"chain": "chain", "archive": "archive", "what": "what", "paths": "search"}.get(step, "target")
 
