@@ -114,6 +114,18 @@ async def test_postgresql_restore_with_the_servers_roles_through_the_queue(world
     assert app in facts_text["Roles"].split("existed already")[0] and keep in facts_text["Roles"].split(
         "existed already")[1]  # created named first, then those that existed  # fmt: skip
 
+    # The surfaces: the Slack "where" step offers the roles to admins only; the CLI's --globals reaches the request.
+    from bot.slack import restore as slack_restore
+
+    draft = {"chain_id": chain.id, "what": "database", "archive": archive}
+    admin_blocks = await slack_restore._where_blocks(actor(), draft, world.services)
+    member_blocks = await slack_restore._where_blocks(actor("U2", admin=False), draft, world.services)
+    assert "roles" in [b.get("block_id") for b in admin_blocks]
+    assert "roles" not in [b.get("block_id") for b in member_blocks]
+    assert slack_restore.request_of({**draft, "roles": True, "target": "x"}).globals
+    assert slack_restore._block_of("where", refused.value.sentence) == "roles"
+    await _cli_globals(chain.name, archive)
+
     # A backup made without the globals: asking for the roles is a sentence, nothing queued.
     _, bare = await _pg_backup(world, postgres_db.name, include_globals=False)
     with pytest.raises(Refused, match="has no roles archive"):
@@ -157,3 +169,18 @@ async def test_stand_in_mongodb_dump_restored_into_a_new_name_through_the_queue(
         expected_stream(500)).hexdigest()  # the dump streamed from borg into mongorestore unchanged
     text = dict(restore_facts((await Run.get(id=done.id)).spec, done.stats["restore"]))
     assert text["Checked"] == "the restore tool succeeded; 2 collections, 5 documents"
+
+
+async def _cli_globals(chain: str, archive: str) -> None:
+    import argparse
+
+    from bot.cli import UsageError
+    from bot.cli import restore as cli_restore
+
+    parser = argparse.ArgumentParser()
+    cli_restore.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["restore", "--team", TEAM, chain, archive, "--database", "d", "--as", "n", "--globals"])
+    assert cli_restore.request_of(args).globals and cli_restore.request_of(args).what == "database"
+    files = parser.parse_args(["restore", "--team", TEAM, chain, archive, "--to", "/srv/x", "--globals"])
+    with pytest.raises(UsageError, match="--globals goes with a database restore"):
+        cli_restore.request_of(files)
