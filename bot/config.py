@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     http_header_timeout: float = Field(default=10.0, gt=0, le=300, alias="BACKUPBOT_HTTP_HEADER_TIMEOUT")
     http_keepalive_timeout: float = Field(default=15.0, gt=0, le=3600, alias="BACKUPBOT_HTTP_KEEPALIVE_TIMEOUT")
     fd_reserve: int = Field(default=256, ge=16, le=100_000, alias="BACKUPBOT_FD_RESERVE")
+    # The SSH pool's limits (bot.transport.ssh.SSHPool): connections overall, per workspace (None: three quarters of
+    # the cap), per workspace and server address whatever the login names, seconds an unused one stays open, seconds
+    # to wait for a slot, bytes of a command's output kept (probes: their own, smaller cap).
+    ssh_max_connections: int = Field(default=128, ge=4, le=10_000, alias="BACKUPBOT_SSH_MAX_CONNECTIONS")
+    ssh_workspace_share: int | None = Field(default=None, ge=1, le=10_000, alias="BACKUPBOT_SSH_WORKSPACE_SHARE")
+    ssh_server_share: int = Field(default=4, ge=1, le=1_000, alias="BACKUPBOT_SSH_SERVER_SHARE")
+    ssh_idle_seconds: float = Field(default=120.0, gt=0, le=86_400, alias="BACKUPBOT_SSH_IDLE_SECONDS")
+    ssh_slot_wait_seconds: float = Field(default=30.0, gt=0, le=3_600, alias="BACKUPBOT_SSH_SLOT_WAIT_SECONDS")
+    ssh_output_limit: int = Field(default=32 * 2**20, ge=2**20, le=2**34, alias="BACKUPBOT_SSH_OUTPUT_LIMIT")
+    probe_output_limit: int = Field(default=4 * 2**20, ge=2**16, le=2**30, alias="BACKUPBOT_PROBE_OUTPUT_LIMIT")
     log_level: str = Field(default="INFO", alias="BACKUPBOT_LOG_LEVEL")
     wizard_ttl_hours: int = Field(default=48, ge=1, le=24 * 90, alias="BACKUPBOT_WIZARD_TTL_HOURS")
     # The run queue: "embedded" (in the bot process) or "procrastinate" (worker processes on several machines).
@@ -191,6 +201,13 @@ class Settings(BaseSettings):
         self.require("BACKUPBOT_SECRET_KEYS")
         assert self.secret_keys is not None
         return Keyring(self.secret_keys.get_secret_value())
+
+    def ssh_pool_options(self) -> dict[str, Any]:
+        """Given the settings, return the SSHPool keyword arguments of its limits."""
+        return {"max_connections": self.ssh_max_connections, "workspace_share": self.ssh_workspace_share,
+                "server_share": self.ssh_server_share, "idle_timeout": self.ssh_idle_seconds,
+                "slot_wait": self.ssh_slot_wait_seconds, "output_limit": self.ssh_output_limit,
+                "probe_output_limit": self.probe_output_limit}  # fmt: skip
 
     def require(self, *names: str) -> None:
         """Raise one ConfigError naming every missing variable among ``names``, each with its fix."""

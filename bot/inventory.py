@@ -28,7 +28,8 @@ class FingerprintMismatch(Exception):
 
 
 def ssh_target(server: Server) -> SSHTarget:
-    return SSHTarget(host=server.host, port=server.port, username=server.username, host_key=server.host_key)
+    return SSHTarget(host=server.host, port=server.port, username=server.username, host_key=server.host_key,
+                     workspace=server.team_id)  # its workspace's share of the SSH pool
 
 
 def db_credential(row: DatabaseCredential) -> DbCredential:

@@ -24,7 +24,7 @@ class Runtime:
 
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
-        return cls(settings=settings, pool=SSHPool([await load_private_key()]))
+        return cls(settings=settings, pool=SSHPool([await load_private_key()], **settings.ssh_pool_options()))
 
     async def close(self) -> None:
         await self.pool.close()

@@ -220,3 +220,18 @@ async def test_a_lock_left_by_a_killed_borg_does_not_fail_the_next_command(local
     assert lock.is_dir()  # the dead holder's lock is still there
     assert await borg_list.archives(transport, repo, borg=BORG, lock_wait=20) == []
     assert not lock.exists()
+
+
+def test_borg_stopped_by_the_output_cap_is_not_retried() -> None:
+    """A borg call the transport stopped for printing past the output cap would stop the same way again: it is an
+    error (not the retried "killed"), and the reason says what stopped it."""
+    from bot.borg.runner import KINDS, outcome_of
+    from bot.transport.base import CommandResult
+
+    stopped = CommandResult(("borg", "list"), None, b"x" * 10, b"", "the bot's output limit", 1.0,
+                            overflow="borg list printed more than 32 MiB on stdout and was stopped.")  # fmt: skip
+    result = outcome_of(stopped)
+    assert result.outcome == "error" and result.kind == "error" and not KINDS[result.kind][0]
+    assert "output limit" in result.reason
+    killed = outcome_of(CommandResult(("borg", "list"), None, b"", b"", "SIGKILL", 1.0))
+    assert killed.kind == "killed" and KINDS["killed"][0]  # a real kill is still retried

@@ -187,6 +187,8 @@ def outcome_of(result: CommandResult) -> BorgResult:
     ]
     detail = (worst[-1].get("message", "") if worst else (other[-1] if other else "")).strip().rstrip(".")
     kind = None if outcome == "ok" else ("warning" if outcome == "warning" else _kind(code, messages, other))
+    if getattr(result, "overflow", None):  # stopped by the bot's output cap: a retry would stop the same way
+        kind = "error"
     if outcome == "ok":
         reason = "borg finished successfully."
     elif outcome == "warning":

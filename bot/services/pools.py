@@ -385,7 +385,7 @@ async def add_pool(actor: Actor, new: NewPool, tools: PoolTools) -> PoolView:
             raise Refused("This surface cannot reach other hosts: add the pool from Slack or the command line.")
         known = await _known_server(actor, new)
         key_line, fp = await _presented_key(actor, new, known, tools.timeout)
-        transport = tools.ssh.transport(SSHTarget(new.host, new.port, new.user, key_line))
+        transport = tools.ssh.transport(SSHTarget(new.host, new.port, new.user, key_line, workspace=actor.team_id))
         where, login = f"{new.user}@{new.host}:{new.port}", new.user
     borg = local_borg(tools.borg) if new.host is None else tools.borg  # this machine: the bot's own borg
     measured = await check_location(transport, new.path, where=where, login=login, borg=borg,

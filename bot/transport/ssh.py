@@ -511,10 +511,11 @@ class _Slots:
             fix = "Wait for the commands running there to finish; more login names on one server do not add slots"
         elif share == "workspace":
             held = f"{self.limits.workspace_share} SSH connections for this workspace (its share of the bot's pool)"
-            fix = "Try again when this workspace's running backups and checks finish, or raise BOT_SSH_WORKSPACE_SHARE"
+            fix = ("Try again when this workspace's running backups and checks finish, or raise "
+                   "BACKUPBOT_SSH_WORKSPACE_SHARE")
         elif share == "pool":
             held = f"all {self.limits.max_connections} SSH connections of the bot"
-            fix = "Try again later, or raise BOT_SSH_MAX_CONNECTIONS"
+            fix = "Try again later, or raise BACKUPBOT_SSH_MAX_CONNECTIONS"
         else:
             return PoolBusy(f"The SSH connection to {target.label} was still being opened by another command after "
                             f"{wait:g} s. Check that {where} answers promptly and try again.")  # fmt: skip
