@@ -7,6 +7,7 @@ uses ``sqlite_url`` to stay fast.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -48,8 +49,22 @@ async def database(engine_url: str, keyring: Keyring) -> AsyncIterator[str]:
         yield engine_url
 
 
+@pytest.fixture(scope="session")
+async def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated from nothing by the real migrations, once per session: each test gets a copy of it
+    (the same schema the migrations build — copying a file costs milliseconds, migrating ~1 s). The migrations
+    themselves are tested from nothing on every engine in tests/test_storage.py."""
+    path = tmp_path_factory.mktemp("migrated") / "template.sqlite3"
+    async with db.database(f"sqlite://{path}"):
+        pass
+    return path
+
+
 @pytest.fixture
-async def sqlite_db(sqlite_url: str, keyring: Keyring) -> AsyncIterator[str]:
-    """A migrated SQLite database, connected for the test."""
-    async with db.database(sqlite_url):
+async def sqlite_db(sqlite_url: str, keyring: Keyring, migrated_sqlite: Path) -> AsyncIterator[str]:
+    """A migrated SQLite database (a copy of the session's migrated file), connected for the test."""
+    target = Path(sqlite_url.removeprefix("sqlite://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_sqlite, target)
+    async with db.database(sqlite_url, migrate=False):
         yield sqlite_url
