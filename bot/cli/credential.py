@@ -26,12 +26,11 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from bot.access import Actor, Refused
-from bot.cli.util import command, load_for_command
+from bot.cli.util import bot_ssh_pool, command, load_for_command
 from bot.config import Settings
 from bot.services import credentials
 from bot.transport.base import TransportError
 from storage import db
-from storage.crypto import install_keyring
 from storage.tenancy import Tenant
 
 console = Console(highlight=False)
@@ -101,22 +100,10 @@ def _print_list(views: list[credentials.LoginView], as_json: bool) -> None:
 
 
 async def _add(actor: Actor, settings: Settings, args: argparse.Namespace, password: SecretStr) -> int:
-    from bot.cli import UsageError
-    from bot.identity import load_private_key
-    from bot.transport import SSHPool
-
-    install_keyring(settings.keyring())
-    try:
-        key = await load_private_key()
-    except Exception:
-        raise UsageError("The bot has no SSH identity yet: run `backup-bot init` first.") from None
-    pool = SSHPool([key])
     new = credentials.NewLogin(server=args.server, engine=args.engine, user=args.user, password=password,
                                host=args.host, port=args.port)  # fmt: skip
-    try:
+    async with bot_ssh_pool(settings) as pool:
         row, result = await credentials.add_tested(actor, new, pool=pool)
-    finally:
-        await pool.close()
     seen = ", ".join(result.databases[:10]) + (" …" if len(result.databases) > 10 else "")
     console.print(f"Stored login {row.id}: {row.username}@{row.host}:{row.port} ({args.engine}) on {args.server}, "
                   f"encrypted; it logged in from the server and sees {len(result.databases)} databases "

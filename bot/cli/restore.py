@@ -18,20 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 from rich.console import Console
 
-from bot.access import Actor, Refused
-from bot.cli.util import command, load_for_command
+from bot.access import Actor
+from bot.cli.util import command, operator_session
 from bot.runs.queue import FINAL
 from bot.services import restores
 from bot.services.restores import RestoreRequest
-from storage import db
-from storage.crypto import install_keyring
 from storage.models import Run, RunStatus
-from storage.tenancy import Tenant
 
 console = Console(highlight=False)
 
@@ -102,22 +98,5 @@ async def act(actor: Actor, args: argparse.Namespace, services: SimpleNamespace)
 
 
 async def handle(args: argparse.Namespace) -> int:
-    from bot.cli import UsageError
-    from bot.identity import load_private_key
-    from bot.transport import SSHPool
-
-    actor = Actor.operator(Tenant(args.team).team_id)
-    settings = load_for_command(Path(args.env_file))
-    async with db.database(settings.resolved_database_url):
-        install_keyring(settings.keyring())
-        try:
-            key = await load_private_key()
-        except Exception:
-            raise UsageError("The bot has no SSH identity yet: run `backup-bot init` first.") from None
-        pool = SSHPool([key])
-        try:
-            return await act(actor, args, SimpleNamespace(pool=pool, borg="borg"))
-        except Refused as exc:
-            raise UsageError(exc.sentence) from None
-        finally:
-            await pool.close()
+    async with operator_session(args) as (actor, services):
+        return await act(actor, args, services)

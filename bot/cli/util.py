@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sys
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from bot.access import Actor, Refused
 from bot.config import ConfigError, Settings, load_settings
+from bot.transport import SSHPool
+from storage import db
+from storage.crypto import install_keyring
+from storage.tenancy import Tenant
 
 
 def load_for_command(env_path: Path, **overrides: Any) -> Settings:
@@ -128,3 +135,38 @@ def command(sub: argparse._SubParsersAction, name: str, doc: str | None, **kwarg
     """A subcommand whose ``--help`` starts with the module's docstring, line breaks kept."""
     return sub.add_parser(name, description=description(doc), formatter_class=argparse.RawDescriptionHelpFormatter,
                           **kwargs)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def bot_ssh_pool(settings: Settings) -> AsyncIterator[SSHPool]:
+    """Given the settings of a connected command, yield an SSH pool with the bot's own key and the configured limits
+    (closed after), or stop with one sentence when ``init`` has not made the key yet."""
+    from bot.cli import UsageError
+    from bot.identity import load_private_key
+
+    install_keyring(settings.keyring())
+    try:
+        key = await load_private_key()
+    except Exception:
+        raise UsageError("The bot has no SSH identity yet: run `backup-bot init` first.") from None
+    pool = SSHPool([key], **settings.ssh_pool_options())
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def operator_session(args: argparse.Namespace) -> AsyncIterator[tuple[Actor, SimpleNamespace]]:
+    """Given a command's arguments (``--env-file``, ``--team``), yield the shell operator acting for that workspace
+    and the services a service-layer call needs (the bot's SSH pool, borg), inside a connected database; a refusal
+    becomes the command's one sentence."""
+    from bot.cli import UsageError
+
+    actor = Actor.operator(Tenant(args.team).team_id)
+    settings = load_for_command(Path(args.env_file))
+    async with db.database(settings.resolved_database_url), bot_ssh_pool(settings) as pool:
+        try:
+            yield actor, SimpleNamespace(pool=pool, borg="borg")
+        except Refused as exc:
+            raise UsageError(exc.sentence) from None
