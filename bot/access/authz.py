@@ -213,6 +213,21 @@ async def chain_of(actor: Actor, chain_id: object) -> BackupChain:
     return chain
 
 
-__all__ = ["EVERYONE", "FULL", "Scope", "chain_of", "may_operate", "mention", "named", "normal_path", "require_admin",
-           "require_databases", "require_operate", "require_paths", "require_pool", "require_server",
+async def find_chain(actor: Actor, ref: int | str, command: str) -> BackupChain:
+    """Given a chain id (buttons) or name (commands: ``command`` is the slash command that names it, for the hint),
+    return the actor's workspace's chain; :class:`NotFound` otherwise."""
+    if isinstance(ref, int):
+        return await chain_of(actor, ref)
+    text = str(ref or "").strip()
+    if not text:
+        raise NotFound(f"Name the chain: `/backup {command} <chain>` (`/backup list` shows their names).")
+    chain = await actor.tenant.query(BackupChain).filter(name=text).first()
+    if chain is None:
+        raise NotFound(f"There is no backup chain named {text[:100]!r} in this workspace: `/backup list` shows "
+                       "their names.")  # fmt: skip
+    return chain
+
+
+__all__ = ["EVERYONE", "FULL", "Scope", "chain_of", "find_chain", "may_operate", "mention", "named", "normal_path",
+           "require_admin", "require_databases", "require_operate", "require_paths", "require_pool", "require_server",
            "server_scope", "usable_pool_ids", "usable_server_ids", "who_can_allow", "within"]  # fmt: skip

@@ -124,17 +124,8 @@ class Target:
 
 
 async def find_chain(actor: Actor, ref: int | str) -> BackupChain:
-    """Given a chain id (buttons) or name (commands), return the actor's workspace's chain; NotFound otherwise."""
-    if isinstance(ref, int):
-        return await authz.chain_of(actor, ref)
-    text = str(ref or "").strip()
-    if not text:
-        raise NotFound("Name the chain: `/backup restore <chain>` (`/backup list` shows their names).")
-    chain = await actor.tenant.query(BackupChain).filter(name=text).first()
-    if chain is None:
-        raise NotFound(f"There is no backup chain named {text[:100]!r} in this workspace: `/backup list` shows "
-                       "their names.")  # fmt: skip
-    return chain
+    """Given a chain id (buttons) or name (``/backup restore``), return the actor's workspace's chain."""
+    return await authz.find_chain(actor, ref, "restore")
 
 
 async def pool_side(chain: BackupChain, services: Any) -> tuple[Any, Repo, str]:

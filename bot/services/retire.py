@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.access import Actor, Forbidden, NotFound, Refused, authz
+from bot.access import Actor, Forbidden, Refused, authz
 from bot.access.audit import record
 from bot.backup import plan as planning
 from bot.backup.repository import KEY_DIR, RepoSpec, tear_down_access
@@ -95,17 +95,8 @@ def original_name(name: str) -> str:
 
 
 async def find_chain(actor: Actor, ref: int | str) -> BackupChain:
-    """Given a chain id (buttons) or name (commands), return the actor's workspace's chain; NotFound otherwise."""
-    if isinstance(ref, int):
-        return await authz.chain_of(actor, ref)
-    text = str(ref or "").strip()
-    if not text:
-        raise NotFound("Name the chain: `/backup delete <chain>` (`/backup list` shows their names).")
-    chain = await actor.tenant.query(BackupChain).filter(name=text).first()
-    if chain is None:
-        raise NotFound(f"There is no backup chain named {text[:100]!r} in this workspace: `/backup list` shows "
-                       "their names.")  # fmt: skip
-    return chain
+    """Given a chain id (buttons) or name (``/backup delete``), return the actor's workspace's chain."""
+    return await authz.find_chain(actor, ref, "delete")
 
 
 async def operable(actor: Actor, ref: int | str, action: str) -> BackupChain:
