@@ -8,7 +8,6 @@ interaction's ``response_url``.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,13 +18,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Actor, Forbidden, Refused
 from bot.backup.plan import human
-from bot.identity import load_private_key
 from bot.mrkdwn import esc
 from bot.services import archives
 from bot.slack.actors import actor_of
 from bot.slack.listing import Answer, _context, _section
+from bot.slack.own_ssh import OwnSSH
 from bot.transport import SSHPool
-from storage.orm import DoesNotExist
 
 PREVIOUS, NEXT = "archives_previous", "archives_next"
 _PAGE = re.compile(r"^(?P<name>.*?)\s+page\s+(?P<page>\d{1,6})$", re.IGNORECASE)
@@ -38,20 +36,12 @@ class BotAccess:
 
     def __init__(self) -> None:
         self.given: Any = None
-        self.own: Any = None
-        self.lock = asyncio.Lock()
+        self.own = OwnSSH()
 
     async def get(self) -> Any:
         if self.given is not None:
             return self.given
-        async with self.lock:
-            if self.own is None:
-                try:
-                    key = await load_private_key()
-                except DoesNotExist:
-                    raise Refused("The bot has no SSH identity yet: run `backup-bot init` on its host.") from None
-                self.own = _Own(SSHPool([key]))
-            return self.own
+        return _Own(await self.own.get())
 
 
 class _Own:

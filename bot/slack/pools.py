@@ -39,6 +39,7 @@ from bot.mrkdwn import esc
 from bot.services import pools
 from bot.slack.actors import actor_of
 from bot.slack.listing import Answer
+from bot.slack.own_ssh import OwnSSH
 
 log = logging.getLogger(__name__)
 
@@ -267,17 +268,15 @@ def new_pool(values: Mapping[str, str]) -> tuple[pools.NewPool | None, dict[str,
 
 
 def _tools(services: Any) -> Callable[[], Awaitable[pools.PoolTools]]:
-    """How an add reaches the pool: the running bot's services (SSH pool, borg, alerts) when given, else an SSH
-    pool with the bot's identity made for this one add."""
+    """How an add reaches the pool: the running bot's services (SSH pool, borg, alerts) when given, else one SSH
+    pool with the bot's identity for this registration (made at the first add)."""
+    own = OwnSSH()
 
     async def make() -> pools.PoolTools:
         if services is not None:
             return pools.PoolTools(ssh=services.pool, borg=getattr(services, "borg", "borg"),
                                    alerts=getattr(services, "alerts", None))  # fmt: skip
-        from bot.identity import load_private_key
-        from bot.transport import SSHPool
-
-        return pools.PoolTools(ssh=SSHPool([await load_private_key()]), alerts=None)
+        return pools.PoolTools(ssh=await own.get(), alerts=None)
 
     return make
 

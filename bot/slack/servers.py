@@ -9,7 +9,6 @@ through the interaction's ``response_url`` — or, where that fails, posted as a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,15 +21,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import Actor, Forbidden, Refused
 from bot.access.authz import who_can_allow
 from bot.alerts import AlertBus
-from bot.identity import load_private_key
 from bot.mrkdwn import esc
 from bot.probes.capabilities import ProbeSpec
 from bot.services import servers
 from bot.slack.actors import actor_of
 from bot.slack.listing import Answer, _context, _header, _section
+from bot.slack.own_ssh import OwnSSH
 from bot.transport import SSHPool
 from bot.transport.base import TransportError
-from storage.orm import DoesNotExist
 
 log = logging.getLogger(__name__)
 WORDS = ("servers",)
@@ -144,20 +142,12 @@ class _ProbingSource:
 
     def __init__(self, given: Any) -> None:
         self.given = given
-        self.own: Probing | None = None
-        self.lock = asyncio.Lock()
+        self.own = OwnSSH()
 
     async def get(self) -> Probing:
         if self.given is not None:
             return Probing(self.given.pool, getattr(self.given, "alerts", None), getattr(self.given, "specs", None))
-        async with self.lock:
-            if self.own is None:
-                try:
-                    key = await load_private_key()
-                except DoesNotExist:
-                    raise Refused("The bot has no SSH identity yet: run `backup-bot init` on its host.") from None
-                self.own = Probing(SSHPool([key]))
-            return self.own
+        return Probing(await self.own.get())
 
 
 async def _answer(respond: AsyncRespond, answer: Answer) -> None:
