@@ -194,6 +194,16 @@ def local_borg(configured: str = "borg") -> str:
     return shutil.which(configured) or configured
 
 
+def repository_at_pool(repository: Repository, services: Any) -> tuple[Transport, Repo, str]:
+    """Given a repository row (``pool`` and its server loaded), return the bot's own access to it — the pool's
+    transport, the repository by path (its own borg client state) and the pool-side borg — as a backup's plan has it.
+    Maintenance, restores, drills and the archive listing all open a repository this way."""
+    repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal(),
+                unencrypted=is_unencrypted(repository.encryption))  # fmt: skip
+    pool = repository.pool
+    return pool_transport(pool, services), repo, pool_borg(pool, services)
+
+
 def pool_access(pool: StoragePool, services: Any) -> PoolAccess:
     """How the bot and the source reach an ``ssh`` pool (see :class:`bot.backup.repository.PoolAccess`)."""
     server = pool.server

@@ -38,7 +38,6 @@ from bot.backup import schedule as sched
 from bot.backup.drill import DRILL_ROOT
 from bot.backup.runner import ChainPlan, ChainResult, prune_repository, run_chain
 from bot.borg import check as borg_check
-from bot.borg.init import is_unencrypted
 from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
 from bot.monitoring import ping_chain
@@ -235,10 +234,7 @@ class Executor:
     def _pool_side(self, repository: Repository) -> tuple[Transport, Repo, str]:
         """The bot's own access to a repository (``pool`` loaded), as a backup's plan has it: the pool's transport,
         the repository by path (its own borg state) and the pool-side borg."""
-        repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal(),
-                    unencrypted=is_unencrypted(repository.encryption))  # fmt: skip
-        pool = repository.pool
-        return planning.pool_transport(pool, self.services), repo, planning.pool_borg(pool, self.services)
+        return planning.repository_at_pool(repository, self.services)
 
     async def _check(self, run: Run) -> RunOutcome:
         started = datetime.now(UTC)

@@ -31,7 +31,6 @@ from bot.backup import restore as files
 from bot.backup import restore_db
 from bot.backup.restore_db import DumpRef
 from bot.borg import list as borg_list
-from bot.borg.init import is_unencrypted
 from bot.borg.repo import Repo
 from bot.borg.runner import KINDS, BorgError
 from bot.runs.queue import RunOutcome
@@ -84,9 +83,8 @@ async def reach(chain: BackupChain, spec: RestoreSpec, services: Any) -> Reach:
     """Given a chain and a restore spec, return how its target server reaches the repository (see module doc)."""
     repository = await Repository.filter(id=chain.repository_id).select_related("pool__server").get()  # type: ignore[attr-defined]
     pool = repository.pool
-    at_pool = Repo(url=repository.path, passphrase=repository.passphrase.reveal(),
-                   unencrypted=is_unencrypted(repository.encryption))  # fmt: skip
-    pool_side = (planning.pool_transport(pool, services), at_pool, planning.pool_borg(pool, services))
+    pool_side = planning.repository_at_pool(repository, services)
+    at_pool = pool_side[1]
     if spec.via == "pool":
         server = pool.server if pool.kind == PoolKind.SSH else None
         return Reach(pool_side[0], at_pool, pool_side[2], False, pool_side, server)

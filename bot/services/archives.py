@@ -25,7 +25,6 @@ from bot.access.audit import record
 from bot.backup import plan as planning
 from bot.borg import info as borg_info
 from bot.borg import list as borg_list
-from bot.borg.init import is_unencrypted
 from bot.borg.repo import InvalidName, Repo
 from bot.borg.runner import BorgError, run_borg
 from bot.services.retire import find_chain
@@ -78,10 +77,7 @@ class Access:
 async def access_of(repository_id: int, services: Any) -> tuple[Repository, Access]:
     """Given a repository id and the bot's services, return the row and the bot's pool-side access to it."""
     repository = await Repository.filter(id=repository_id).select_related("pool__server").get()
-    repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal(),
-                unencrypted=is_unencrypted(repository.encryption))  # fmt: skip
-    pool = repository.pool
-    return repository, Access(planning.pool_transport(pool, services), repo, planning.pool_borg(pool, services))
+    return repository, Access(*planning.repository_at_pool(repository, services))
 
 
 def _size(stats: Any, key: str) -> int | None:

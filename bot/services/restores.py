@@ -36,7 +36,6 @@ from bot.backup import restore_db
 from bot.backup.sources import postgresql as pg_source
 from bot.backup.sources.base import database_of
 from bot.borg import list as borg_list
-from bot.borg.init import is_unencrypted
 from bot.borg.repo import Repo
 from bot.borg.runner import BorgError
 from bot.mrkdwn import esc
@@ -131,10 +130,7 @@ async def find_chain(actor: Actor, ref: int | str) -> BackupChain:
 async def pool_side(chain: BackupChain, services: Any) -> tuple[Any, Repo, str]:
     """The bot's own access to the chain's repository: the pool's transport, the Repo by path, the pool-side borg."""
     repository = await Repository.filter(id=chain.repository_id).select_related("pool__server").get()  # type: ignore[attr-defined]
-    repo = Repo(url=repository.path, passphrase=repository.passphrase.reveal(),
-                unencrypted=is_unencrypted(repository.encryption))  # fmt: skip
-    pool = repository.pool
-    return planning.pool_transport(pool, services), repo, planning.pool_borg(pool, services)
+    return planning.repository_at_pool(repository, services)
 
 
 async def may_restore(actor: Actor, chain: BackupChain) -> bool:
